@@ -1,0 +1,46 @@
+"""Atomic file output: a result file either appears whole or not at all.
+
+Every writer in coevofold goes through :func:`atomic_path`, so an interrupted run, a full disk or
+a bad record found late never leaves a half-written TSV, PNG, checkpoint or store behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from coevofold.errors import CoevofoldError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    The temporary file lives in the same folder so the final ``os.replace`` is atomic on POSIX.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise CoevofoldError(f"{path}: cannot write here ({exc.strerror})") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        raise CoevofoldError(f"{path}: could not be written ({exc.strerror}); nothing was left behind") from None
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

@@ -114,9 +114,76 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
     _add_split_options(p)
 
 
+# ----------------------------------------------------------------------------------- extract
+
+
+def _add_feature_options(parser: argparse.ArgumentParser) -> None:
+    from coevofold.features import FeatureConfig
+
+    d = FeatureConfig()
+    g = parser.add_argument_group("features (stored with the features; a store refuses other values)")
+    g.add_argument("--model", default=d.model,
+                   help="hub id or local folder of an ESM-2 / ProtBert / ProtAlbert model; default: $COEVOFOLD_MODEL, "
+                   "else facebook/esm2_t6_8M_UR50D (offline copy in ../shared/models used when the hub is out of reach)")
+    g.add_argument("--maps", choices=["layers", "heads"], default=d.maps,
+                   help="map channels after the contact map: per-layer head average, or every head")
+    g.add_argument("--grid", type=int, default=d.grid, help="maps are average-pooled to GRID x GRID")
+    g.add_argument("--embedding-layer", type=int, default=d.embedding_layer, help="hidden layer for embeddings (-1 = last)")
+    g.add_argument("--bins", type=int, default=d.embedding_bins, help="per-residue embeddings pooled to BINS segments")
+    g.add_argument("--stride", type=int, default=d.stride, help="window step for chains longer than the model window")
+
+
+def _feature_config(args: argparse.Namespace):
+    from coevofold.features import FeatureConfig
+
+    return FeatureConfig(model=args.model, maps=args.maps, grid=args.grid, embedding_layer=args.embedding_layer,
+                         embedding_bins=args.bins, stride=args.stride)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    from coevofold.features import RunConfig
+
+    d = RunConfig()
+    g = parser.add_argument_group("execution (does not change stored values)")
+    g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="padded tokens per batch")
+    g.add_argument("--max-pairs", type=int, default=d.max_pairs, help="cap on batch x length^2 (attention memory)")
+    g.add_argument("--threads", type=int, default=d.threads, help="CPU threads (default: all cores)")
+    g.add_argument("--accelerator", default=d.accelerator, help="Lightning accelerator: cpu, gpu, auto")
+    g.add_argument("--devices", type=int, default=d.devices, help="devices (processes) to extract with")
+    g.add_argument("--part-size", type=int, default=d.part_size, help="proteins per atomic part file (most work a kill loses)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_config(args: argparse.Namespace):
+    from coevofold.features import RunConfig
+
+    return RunConfig(max_tokens=args.max_tokens, max_pairs=args.max_pairs, threads=args.threads,
+                     accelerator=args.accelerator, devices=args.devices, part_size=args.part_size,
+                     progress=not args.quiet)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from coevofold import features, store
+
+    out = features.extract(args.fasta, args.out, _feature_config(args), _run_config(args))
+    rows = len(store.read_ids(out))
+    print(f"{out}: {rows} proteins, {out.stat().st_size / max(rows, 1) / 1024:.1f} KB per protein")
+    return 0
+
+
+def _register_extract(sub: argparse._SubParsersAction) -> None:
+    p = _add(sub, "extract", cmd_extract,
+             "Extract co-evolution features (APC-corrected attention maps, embeddings) into an HDF5 store.\n\n"
+             "Re-running skips proteins already stored; an interrupted run resumes where it stopped.")
+    p.add_argument("fasta", metavar="FASTA", help="FASTA file (labelled or not), data table, or preset name")
+    p.add_argument("--out", required=True, help="HDF5 feature store to create or extend")
+    _add_feature_options(p)
+    _add_run_options(p)
+
+
 # ----------------------------------------------------------------------------------- main
 
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_data]
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_data, _register_extract]
 
 
 def build_parser() -> argparse.ArgumentParser:

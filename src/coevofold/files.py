@@ -44,3 +44,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def cache_dir() -> Path:
+    """Root of coevofold's caches (features, trained models): ``$COEVOFOLD_CACHE`` or ~/.cache."""
+    return Path(os.environ.get("COEVOFOLD_CACHE") or Path.home() / ".cache" / "coevofold")

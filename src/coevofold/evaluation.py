@@ -1,0 +1,213 @@
+"""Scores for fold classifiers: top-k accuracy with bootstrap intervals, and the report tables.
+
+Every metric is computed from one vector of per-protein correctness (torchmetrics decides, for
+each protein, whether its fold is among the top k scores), so the point estimate and its
+bootstrap distribution are the same statistic on the original sample and on resamples of
+proteins. A test protein of a fold the model never saw counts as wrong: dropping it would
+flatter the model, and its fold cannot be predicted by construction.
+
+The published anchors let a results table show at a glance where a run sits against the
+literature on the same DeepSF/TAPE splits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from coevofold.errors import CoevofoldError
+from coevofold.files import write_text
+from coevofold.splits import TEST_SPLITS
+
+#: Target code of a protein whose fold has no column in the scores (unseen in training).
+UNSEEN = -1
+#: Column heading of each test level in :func:`results_markdown`.
+LEVEL_NAMES = {"test_fold": "Fold", "test_superfamily": "Superfamily", "test_family": "Family"}
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published result on the DeepSF/TAPE splits: percent accuracy by metric, then level."""
+
+    source: str
+    values: dict[str, dict[str, float]]
+
+
+#: Published accuracies (%) on the same splits; absent levels were not reported by the source.
+PUBLISHED: dict[str, Anchor] = {
+    "DeepSF": Anchor(
+        "Hou, Adhikari & Cheng 2018, Bioinformatics 34:1295",
+        {
+            "top1": {"test_fold": 40.9, "test_superfamily": 50.7, "test_family": 76.2},
+            "top5": {"test_fold": 70.5, "test_superfamily": 77.7, "test_family": 94.5},
+        },
+    ),
+    "TAPE LSTM": Anchor("Rao et al. 2019, NeurIPS (TAPE)", {"top1": {"test_fold": 26.0}}),
+    "PEER ESM-1b (frozen)": Anchor("Xu et al. 2022, NeurIPS (PEER)", {"top1": {"test_fold": 29.95}}),
+    "PEER ESM-1b + contact": Anchor("Xu et al. 2022, NeurIPS (PEER), multi-task", {"top1": {"test_fold": 32.10}}),
+}
+
+
+def encode_labels(labels: Iterable[str], classes: Sequence[str]) -> np.ndarray:
+    """Column index of each label in ``classes`` (a model's ``classes_``), :data:`UNSEEN` if absent.
+
+    Encoding against the model's own column order is what keeps targets and scores aligned.
+    """
+    column = {label: index for index, label in enumerate(classes)}
+    return np.array([column.get(label, UNSEEN) for label in labels], dtype=np.int64)
+
+
+def _correct_at(probs: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """Whether each protein's target is among its top ``k`` scores (unseen targets: never).
+
+    torchmetrics' samplewise mode on an ``[N, C, 1]`` view yields the per-protein decision.
+    """
+    correct = np.zeros(len(targets), dtype=bool)
+    seen = targets != UNSEEN
+    if seen.any():
+        decided = multiclass_accuracy(
+            torch.from_numpy(probs[seen])[..., None],
+            torch.from_numpy(targets[seen])[:, None],
+            num_classes=probs.shape[1],
+            top_k=k,
+            average="micro",
+            multidim_average="samplewise",
+        )
+        correct[seen] = decided.numpy() == 1.0
+    return correct
+
+
+def _macro(correct: np.ndarray, codes: np.ndarray, n_present: int, resamples: np.ndarray) -> np.ndarray:
+    """Mean per-class accuracy over the classes present in each resample.
+
+    ``codes`` numbers the classes present in the targets ``0..n_present-1`` (unseen proteins get
+    ``n_present`` and are left out); one bincount over (resample, class) does all resamples.
+    """
+    n_boot = len(resamples)
+    width = n_present + 1
+    cells = (np.arange(n_boot)[:, None] * width + codes[resamples]).ravel()
+    size = n_boot * width
+    members = np.bincount(cells, minlength=size).reshape(n_boot, width)[:, :n_present]
+    hits = np.bincount(cells, weights=correct[resamples].ravel(), minlength=size).reshape(n_boot, width)[:, :n_present]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(np.where(members > 0, hits / members, np.nan), axis=1)
+
+
+def score(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    ks: Sequence[int] = (1, 5),
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Top-k accuracy (micro; top-1 always), macro top-1 accuracy, 95 % bootstrap intervals.
+
+    ``probs`` is ``[N, C]`` (any scores whose order ranks the classes), ``targets`` the column of
+    each protein's fold or :data:`UNSEEN`. Macro accuracy averages over the classes present in
+    the targets only, since a class with no test protein has no accuracy. Proteins are resampled
+    with ``seed`` so intervals are reproducible. Fractions, not percent.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if probs.ndim != 2 or targets.shape != (len(probs),):
+        raise ValueError(f"probs must be [N, C] and targets [N]; got {probs.shape} and {targets.shape}")
+    if len(targets) == 0:
+        raise CoevofoldError("no proteins to score")
+    n_classes = probs.shape[1]
+    if targets.min() < UNSEEN or targets.max() >= n_classes:
+        raise ValueError(f"targets must be in [{UNSEEN}, {n_classes - 1}]")
+    if max(ks) > n_classes:
+        raise ValueError(f"top-{max(ks)} accuracy needs at least {max(ks)} classes, not {n_classes}")
+
+    correct = {k: _correct_at(probs, targets, k) for k in sorted({1, *ks})}
+    seen = targets != UNSEEN
+    present, codes_seen = np.unique(targets[seen], return_inverse=True)
+    codes = np.full(len(targets), len(present))
+    codes[seen] = codes_seen
+
+    rng = np.random.default_rng(seed)
+    samples = {"original": np.arange(len(targets))[None, :], "boot": rng.integers(0, len(targets), (n_boot, len(targets)))}
+    stats = {
+        name: {
+            **{f"top{k}": hits[resamples].mean(axis=1) for k, hits in correct.items()},
+            "macro_top1": _macro(correct[1], codes, len(present), resamples),
+        }
+        for name, resamples in samples.items()
+    }
+    metrics = {
+        metric: {
+            "value": float(value[0]),
+            "ci_low": float(np.percentile(stats["boot"][metric], 2.5)),
+            "ci_high": float(np.percentile(stats["boot"][metric], 97.5)),
+        }
+        for metric, value in stats["original"].items()
+    }
+    return {
+        "n_proteins": int(len(targets)),
+        "n_unseen": int((~seen).sum()),
+        "n_classes_present": int(len(present)),
+        "n_boot": n_boot,
+        "seed": seed,
+        "metrics": metrics,
+    }
+
+
+def evaluate_levels(
+    probs_by_split: Mapping[str, np.ndarray],
+    targets_by_split: Mapping[str, np.ndarray],
+    ks: Sequence[int] = (1, 5),
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """:func:`score` for each test level given, in the benchmark's fold/superfamily/family order."""
+    unknown = sorted(set(probs_by_split) - set(TEST_SPLITS))
+    if unknown:
+        raise ValueError(f"not a test level: {unknown[0]} (levels: {', '.join(TEST_SPLITS)})")
+    missing = sorted(set(probs_by_split) - set(targets_by_split))
+    if missing:
+        raise ValueError(f"no targets for {missing[0]}")
+    return {
+        level: score(probs_by_split[level], targets_by_split[level], ks=ks, n_boot=n_boot, seed=seed)
+        for level in TEST_SPLITS
+        if level in probs_by_split
+    }
+
+
+def write_results_json(results: Mapping, path: str | os.PathLike) -> None:
+    """Write results as indented JSON, atomically (a crashed run leaves no half file)."""
+    write_text(path, json.dumps(results, indent=2) + "\n")
+
+
+def _cell(result: Mapping | None, metric: str) -> str:
+    if result is None or metric not in result["metrics"]:
+        return "–"
+    m = result["metrics"][metric]
+    return f"{100 * m['value']:.1f} [{100 * m['ci_low']:.1f}–{100 * m['ci_high']:.1f}]"
+
+
+def results_markdown(results_by_model: Mapping[str, Mapping[str, Mapping]]) -> str:
+    """A Markdown table: one row per model, then the published anchors, top-1 and top-5 by level.
+
+    Cells are percent with the bootstrap 95 % interval; published rows have no interval because
+    the sources give none. ``results_by_model`` maps a model name to :func:`evaluate_levels` output.
+    """
+    columns = [(metric, level) for metric in ("top1", "top5") for level in TEST_SPLITS]
+    header = ["Model", *(f"{LEVEL_NAMES[level]} {metric[:3]}-{metric[3:]}" for metric, level in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, levels in results_by_model.items():
+        cells = [_cell(levels.get(level), metric) for metric, level in columns]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    for model, anchor in PUBLISHED.items():
+        cells = [
+            f"{anchor.values[metric][level]:g}" if level in anchor.values.get(metric, {}) else "–"
+            for metric, level in columns
+        ]
+        lines.append(f"| {model} (published) | " + " | ".join(cells) + " |")
+    sources = "; ".join(f"{model}: {anchor.source}" for model, anchor in PUBLISHED.items())
+    return "\n".join(lines) + f"\n\nAccuracy in %, bootstrap 95 % interval in brackets. Published: {sources}.\n"

@@ -1,0 +1,225 @@
+"""The feature store: one HDF5 file of fixed-shape arrays, one row per protein.
+
+Layout (all row-aligned; N proteins, C map channels, P grid, B bins, D embedding size)::
+
+    id [N] str, sequence [N] str, length [N] int32
+    maps [N, C, P, P] float16        pooled APC maps (the CNN's 2D input)
+    embedding [N, B, D] float16       per-residue embeddings pooled to B segments (1D input)
+    mean [N, D] float32               mean embedding (classical baselines)
+    contact [sum L(L-1)/2] uint8      full-resolution contact map, upper triangle, p * 255
+    contact_offset [N + 1] int64      where each protein's triangle starts in ``contact``
+    attrs: format, settings (JSON), coevofold_version
+
+Crash safety does not rely on HDF5 (which can corrupt a file killed mid-write): extraction
+writes small *part* files into ``STORE.parts/``, each made under a temporary name and renamed
+when complete, and a merge writes a new store the same way. A kill at any moment leaves the old
+store and every finished part intact; the next run skips what they hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from coevofold import __version__
+from coevofold.errors import CoevofoldError
+from coevofold.files import atomic_path
+
+STORE_FORMAT = 1
+_ROW_ARRAYS = ("maps", "embedding", "mean")
+_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+@dataclass
+class FeatureRows:
+    """Features of several proteins, row-aligned, as extraction produces and training reads."""
+
+    ids: list[str]
+    sequences: list[str]
+    maps: np.ndarray
+    embedding: np.ndarray
+    mean: np.ndarray
+    contacts: list[np.ndarray]  # upper triangles, uint8
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def concat(parts: list[FeatureRows]) -> FeatureRows:
+        return FeatureRows(
+            ids=[i for p in parts for i in p.ids],
+            sequences=[s for p in parts for s in p.sequences],
+            maps=np.concatenate([p.maps for p in parts]),
+            embedding=np.concatenate([p.embedding for p in parts]),
+            mean=np.concatenate([p.mean for p in parts]),
+            contacts=[c for p in parts for c in p.contacts],
+        )
+
+    def select(self, order: Iterable[int]) -> FeatureRows:
+        order = list(order)
+        return FeatureRows(
+            ids=[self.ids[i] for i in order],
+            sequences=[self.sequences[i] for i in order],
+            maps=self.maps[order],
+            embedding=self.embedding[order],
+            mean=self.mean[order],
+            contacts=[self.contacts[i] for i in order],
+        )
+
+
+def _write(path: Path, rows: FeatureRows, settings: dict) -> None:
+    """Write rows to a new HDF5 file at ``path`` (the caller makes it atomic)."""
+    strings = h5py.string_dtype()
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = STORE_FORMAT
+        f.attrs["settings"] = json.dumps(settings, sort_keys=True)
+        f.attrs["coevofold_version"] = __version__
+        f.create_dataset("id", data=np.array(rows.ids, dtype=object), dtype=strings)
+        f.create_dataset("sequence", data=np.array(rows.sequences, dtype=object), dtype=strings)
+        f.create_dataset("length", data=np.array([len(s) for s in rows.sequences], dtype=np.int32))
+        for name in _ROW_ARRAYS:
+            array = getattr(rows, name)
+            chunks = (max(1, min(len(rows), 64)), *array.shape[1:]) if len(rows) else None
+            f.create_dataset(name, data=array, chunks=chunks, **(_COMPRESSION if len(rows) else {}))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([c.size for c in rows.contacts])
+        flat = np.concatenate(rows.contacts) if rows.contacts else np.zeros(0, np.uint8)
+        f.create_dataset("contact", data=flat, chunks=(min(max(flat.size, 1), 1 << 16),), **_COMPRESSION)
+        f.create_dataset("contact_offset", data=offsets)
+
+
+def write_file(path: str | os.PathLike, rows: FeatureRows, settings: dict) -> None:
+    """Write a complete store or part file atomically."""
+    with atomic_path(path) as tmp:
+        _write(tmp, rows, settings)
+
+
+def _open(path: Path) -> h5py.File:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise CoevofoldError(
+            f"{path}: unreadable or truncated feature store ({str(exc).splitlines()[0][:120]}); "
+            "delete it and extract again"
+        ) from None
+    if f.attrs.get("format") != STORE_FORMAT or "settings" not in f.attrs:
+        f.close()
+        raise CoevofoldError(f"{path}: not a coevofold feature store (format {STORE_FORMAT})")
+    return f
+
+
+def read_settings(path: str | os.PathLike) -> dict:
+    with _open(Path(path)) as f:
+        return json.loads(f.attrs["settings"])
+
+
+def check_settings(path: str | os.PathLike, found: dict, wanted: dict) -> None:
+    """Refuse to mix features made by another model or other settings into one store."""
+    if found != wanted:
+        diffs = [f"{k}: {found.get(k)!r} there, {wanted.get(k)!r} now"
+                 for k in sorted(set(found) | set(wanted)) if found.get(k) != wanted.get(k)]
+        raise CoevofoldError(
+            f"{path}: made with other settings ({'; '.join(diffs)}); use another --out or delete it"
+        )
+
+
+def read_ids(path: str | os.PathLike) -> dict[str, str]:
+    """id -> sequence of the proteins a store or part file holds."""
+    with _open(Path(path)) as f:
+        return dict(zip(f["id"].asstr()[()], f["sequence"].asstr()[()]))
+
+
+def read_rows(path: str | os.PathLike, ids: list[str] | None = None) -> FeatureRows:
+    """Load (some of) a store into memory; ``ids`` picks and orders rows."""
+    path = Path(path)
+    with _open(path) as f:
+        try:
+            stored = list(f["id"].asstr()[()])
+            index = {i: n for n, i in enumerate(stored)}
+            if ids is None:
+                order = np.arange(len(stored))
+            else:
+                missing = [i for i in ids if i not in index]
+                if missing:
+                    raise CoevofoldError(f"{path}: no features for '{missing[0]}' ({len(missing)} ids missing); extract them first")
+                order = np.array([index[i] for i in ids], dtype=np.int64)
+            sequences = f["sequence"].asstr()[()]
+            offsets = f["contact_offset"][()]
+            flat = f["contact"][()]
+            rows = FeatureRows(
+                ids=[stored[n] for n in order],
+                sequences=[sequences[n] for n in order],
+                maps=f["maps"][()][order],
+                embedding=f["embedding"][()][order],
+                mean=f["mean"][()][order],
+                contacts=[flat[offsets[n]:offsets[n + 1]] for n in order],
+            )
+        except (KeyError, OSError, ValueError) as exc:
+            raise CoevofoldError(f"{path}: damaged feature store ({exc}); delete it and extract again") from None
+    return rows
+
+
+def triangle_to_map(triangle: np.ndarray, length: int) -> np.ndarray:
+    """Expand a stored uint8 upper triangle back to a symmetric [L, L] float map in [0, 1]."""
+    full = np.zeros((length, length), dtype=np.float32)
+    rows, cols = np.triu_indices(length, 1)
+    full[rows, cols] = triangle / 255.0
+    full[cols, rows] = full[rows, cols]
+    return full
+
+
+def map_to_triangle(scores: np.ndarray) -> np.ndarray:
+    """Quantize a symmetric [L, L] map in [0, 1] to its uint8 upper triangle."""
+    rows, cols = np.triu_indices(scores.shape[0], 1)
+    return np.clip(np.rint(scores[rows, cols] * 255), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- parts & merge
+
+
+def parts_dir(store: str | os.PathLike) -> Path:
+    return Path(f"{store}.parts")
+
+
+def done_ids(store: str | os.PathLike, settings: dict) -> dict[str, str]:
+    """Proteins already extracted into the store or its finished parts, after checking settings.
+
+    Leftover temporary files from a killed run are removed; they were never complete.
+    """
+    store = Path(store)
+    done: dict[str, str] = {}
+    if store.exists():
+        check_settings(store, read_settings(store), settings)
+        done.update(read_ids(store))
+    parts = parts_dir(store)
+    if parts.is_dir():
+        for leftover in parts.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        for part in sorted(parts.glob("*.h5")):
+            check_settings(store, read_settings(part), settings)
+            done.update(read_ids(part))
+    return done
+
+
+def merge(store: str | os.PathLike, settings: dict) -> int:
+    """Fold finished parts into the store (atomically) and remove them; returns rows added."""
+    store = Path(store)
+    parts = sorted(parts_dir(store).glob("*.h5")) if parts_dir(store).is_dir() else []
+    if not parts:
+        return 0
+    pieces = [read_rows(store)] if store.exists() else []
+    pieces += [read_rows(part) for part in parts]
+    merged = FeatureRows.concat(pieces)
+    seen: set[str] = set()
+    keep = [n for n, i in enumerate(merged.ids) if not (i in seen or seen.add(i))]
+    before = len(pieces[0]) if store.exists() else 0
+    write_file(store, merged.select(keep), settings)
+    shutil.rmtree(parts_dir(store))
+    return len(keep) - before

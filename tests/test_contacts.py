@@ -115,3 +115,54 @@ def test_missing_chain_and_file_name_the_file(structures, tmp_path):
     (tmp_path / "chains.txt").write_text("absent.cif A extra\n")
     with pytest.raises(CoevofoldError, match="line 1: expected 'filename chain'"):
         contacts.read_benchmark(tmp_path)
+
+
+# ------------------------------------------------------------- what the feature store keeps
+
+
+@pytest.fixture(scope="module")
+def plm(model_dir):
+    from coevofold import pretrained
+
+    return pretrained.load(str(model_dir))
+
+
+def _direct_maps(plm, sequence: str) -> dict[str, np.ndarray]:
+    """The check's rows computed straight from transformers, outside the extraction code."""
+    import torch
+    from transformers.models.esm.modeling_esm import average_product_correct, symmetrize
+
+    tokens = plm.encode([sequence])
+    with torch.inference_mode():
+        attentions = torch.stack(plm.model(**tokens, output_attentions=True).attentions, dim=1)
+        probability = plm.model.predict_contacts(tokens["input_ids"], tokens["attention_mask"])[0]
+    heads = average_product_correct(symmetrize(attentions[0, ..., 1:-1, 1:-1]))
+    return {
+        contacts.STORED_CONTACT_ROW: (torch.round(probability * 255) / 255).numpy(),
+        contacts.last_layer_row(6): heads[-1].mean(0).numpy(),
+        contacts.ALL_HEADS_ROW: heads.mean((0, 1)).numpy(),
+    }
+
+
+def test_check_features_scores_the_stored_contact_map_on_two_chains(structures, plm, tmp_path):
+    chains = [("biopython_biopython__Tests_PDB_1LCD.pdb", "A"), ("biopython_biopython__Tests_PDB_1A8O.pdb", "A")]
+    for name, _ in chains:
+        (tmp_path / name).symlink_to(structures / name)
+    (tmp_path / "chains.txt").write_text("".join(f"{name} {chain}\n" for name, chain in chains))
+    table = contacts.check_features(tmp_path, plm=plm)
+    expected = contacts.evaluate_maps(contacts.read_benchmark(tmp_path), lambda s: _direct_maps(plm, s))
+    assert list(table.index) == list(expected.index) == [
+        contacts.RANDOM_ROW, contacts.STORED_CONTACT_ROW, "layer 6 avg (full resolution)", contacts.ALL_HEADS_ROW]
+    # float16 maps may reorder near-ties: allow one pair of one chain at top-L/5 (1/10 over 2 chains)
+    assert np.allclose(table.to_numpy(), expected.to_numpy(), atol=0.05)
+    assert (table.loc[contacts.STORED_CONTACT_ROW] > table.loc[contacts.RANDOM_ROW]).all()
+
+
+@pytest.mark.slow  # 26 chains: ~15 s idle, ~40 s on a busy 2-core machine
+def test_check_features_reproduces_the_measured_precision_on_26_chains(plm):
+    table = contacts.check_features(plm=plm)
+    # shared/data/structures/SOURCE.md (float contact head; uint8 storage moves it < 0.005)
+    assert table.loc[contacts.STORED_CONTACT_ROW].tolist() == pytest.approx([0.139, 0.169, 0.222], abs=0.005)
+    assert table.loc["layer 6 avg (full resolution)"].tolist() == pytest.approx([0.100, 0.122, 0.144], abs=0.005)
+    assert table.loc[contacts.ALL_HEADS_ROW].tolist() == pytest.approx([0.068, 0.074, 0.085], abs=0.005)
+    assert table.loc[contacts.RANDOM_ROW].tolist() == pytest.approx([0.029] * 3, abs=0.001)

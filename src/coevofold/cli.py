@@ -31,7 +31,7 @@ def _add_split_options(parser: argparse.ArgumentParser) -> None:
 
     d = SplitConfig()
     g = parser.add_argument_group("split maker (used when the source has no published split)")
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed of the split maker")
+    g.add_argument("--split-seed", type=int, default=d.seed, help="random seed of the split maker")
     g.add_argument("--min-members", type=int, default=d.min_members_per_fold, help="exclude folds with fewer proteins")
     g.add_argument("--fold-test-fraction", type=float, default=d.fold_test_fraction, help="share of superfamilies held out as test_fold")
     g.add_argument("--superfamily-test-fraction", type=float, default=d.superfamily_test_fraction, help="share of families held out as test_superfamily")
@@ -43,7 +43,7 @@ def _split_config(args: argparse.Namespace):
     from coevofold.splits import SplitConfig
 
     return SplitConfig(
-        seed=args.seed,
+        seed=args.split_seed,
         min_members_per_fold=args.min_members,
         fold_test_fraction=args.fold_test_fraction,
         superfamily_test_fraction=args.superfamily_test_fraction,
@@ -181,9 +181,122 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
     _add_run_options(p)
 
 
+# ----------------------------------------------------------------------------------- train
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from coevofold.models import MODELS, ModelConfig
+    from coevofold.training import TrainConfig
+
+    t, m = TrainConfig(), ModelConfig()
+    g = parser.add_argument_group("model and optimisation")
+    g.add_argument("--model-type", choices=list(MODELS), default=m.name,
+                   help="fused: maps + embeddings; maps2d: maps only; deepsf1d: embeddings only; onehot1d: no pLM")
+    g.add_argument("--seed", type=int, default=t.seed, help="seed for initialisation, shuffling and dropout")
+    g.add_argument("--max-epochs", type=int, default=t.max_epochs, help="upper bound on epochs")
+    g.add_argument("--patience", type=int, default=t.patience, help="early stopping: epochs without val_acc gain")
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help="proteins per step")
+    g.add_argument("--lr", type=float, default=t.lr, help="AdamW learning rate")
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="AdamW weight decay")
+    g.add_argument("--label-smoothing", type=float, default=t.label_smoothing, help="cross-entropy label smoothing")
+    g.add_argument("--class-weight-power", type=float, default=t.class_weight_power,
+                   help="class weights = count^-power (0: none, 1: full rebalancing)")
+    g.add_argument("--threads", type=int, default=t.threads, help="CPU threads (default: all cores)")
+
+
+def _train_config(args: argparse.Namespace):
+    from coevofold.models import ModelConfig
+    from coevofold.training import TrainConfig
+
+    return TrainConfig(model=ModelConfig(name=args.model_type), seed=args.seed, max_epochs=args.max_epochs,
+                       patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                       class_weight_power=args.class_weight_power, threads=args.threads, progress=not args.quiet)
+
+
+def _fold_names(source: str) -> dict[str, str]:
+    from coevofold import data
+
+    try:
+        return data.fold_names(source)
+    except CoevofoldError:
+        return {}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from coevofold import training
+
+    table = _load_split(args)
+    run_dir = training.train(args.store, table, args.out, _train_config(args), fold_names=_fold_names(args.source))
+    print(f"model saved in {run_dir} (learning curves: {run_dir / 'learning_curves.png'})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from coevofold import evaluation, training
+
+    _, meta = training.load_model(args.model_dir)
+    results = evaluation.evaluate_model(args.model_dir, args.store, _load_split(args), n_boot=args.bootstrap)
+    print(evaluation.results_markdown({meta["model"]["name"]: results}))
+    print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from coevofold import benchmark
+
+    benchmark.quickstart(progress=not args.quiet)
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from coevofold import benchmark
+
+    benchmark.run_deepsf(args.preset, args.out, tuple(args.models), progress=not args.quiet)
+    return 0
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    from coevofold.benchmark import PRESETS
+    from coevofold.models import MODELS
+
+    p = _add(sub, "train", cmd_train,
+             "Train a fold classifier on extracted features (train split; early stopping on valid).\n\n"
+             "Writes OUT/model.safetensors + model.json, metrics.csv, learning_curves.png and checkpoints/; "
+             "re-running an interrupted run resumes from OUT/checkpoints/last.ckpt.")
+    p.add_argument("source", metavar="SOURCE", help="labelled data file or preset (see 'coevofold data summarize -h')")
+    p.add_argument("--store", required=True, help="feature store made by 'coevofold extract' from SOURCE")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_train_options(p)
+    _add_split_options(p)
+
+    p = _add(sub, "evaluate", cmd_evaluate,
+             "Score a trained model on the test levels: top-1/top-5/macro accuracy with bootstrap 95 % intervals.")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="run folder written by 'coevofold train'")
+    p.add_argument("source", metavar="SOURCE", help="labelled data file or preset with test splits")
+    p.add_argument("--store", required=True, help="feature store holding SOURCE's test proteins")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    _add_split_options(p)
+
+    p = _add(sub, "quickstart", cmd_quickstart,
+             "The main job: train (once, then cached) the default model on the full DeepSF training set, "
+             "report its accuracy on the three test levels beside published methods, show predictions.\n\n"
+             "First run: feature extraction of 16,292 domains plus training (about an hour on 2 CPU cores); "
+             "later runs reuse both from $COEVOFOLD_CACHE (default ~/.cache/coevofold) and take seconds.")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = _add(sub, "benchmark", cmd_benchmark,
+             "Train and evaluate every model and baseline on DeepSF and print one table with published anchors.")
+    p.add_argument("preset", choices=list(PRESETS), help="full: the published benchmark; ci: a minutes-long subset")
+    p.add_argument("--out", default="runs/benchmark", help="folder for per-model runs and the results table")
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="neural models to train")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 # ----------------------------------------------------------------------------------- main
 
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_data, _register_extract]
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_data, _register_extract, _register_train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ Structure policy (:func:`read_target`):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ import pandas as pd
 from Bio.Data.PDBData import protein_letters_3to1, protein_letters_3to1_extended
 from Bio.PDB import MMCIFParser, PDBParser
 
+from coevofold import features, pretrained, store
+from coevofold.data import data_root
 from coevofold.errors import CoevofoldError
 
 CONTACT_DISTANCE = 8.0
@@ -42,6 +45,9 @@ LONG_RANGE = 24
 #: Top-k cut-offs as fractions of the sequence length L, by column name.
 TOP_K = {"top-L": 1, "top-L/2": 2, "top-L/5": 5}
 RANDOM_ROW = "random (contact density)"
+#: Rows of :func:`check_features` besides :data:`RANDOM_ROW`; the last-layer row is named per model.
+STORED_CONTACT_ROW = "stored contact map (uint8)"
+ALL_HEADS_ROW = "all-head avg (full resolution)"
 
 _PARSERS = {".pdb": PDBParser, ".ent": PDBParser, ".cif": MMCIFParser, ".mmcif": MMCIFParser}
 
@@ -196,3 +202,40 @@ def evaluate_maps(
             )
             rows.append({"map": name, **precision})
     return pd.DataFrame(rows).groupby("map", sort=False)[list(TOP_K)].mean()
+
+
+def last_layer_row(layers: int) -> str:
+    return f"layer {layers} avg (full resolution)"
+
+
+def check_features(
+    structures: str | os.PathLike | None = None,
+    config: features.FeatureConfig | None = None,
+    plm: pretrained.ProteinLM | None = None,
+) -> pd.DataFrame:
+    """Long-range precision of the contact map a feature store keeps, on real structures.
+
+    The premise checked end to end through the extraction code itself: each chain of
+    ``structures`` (default: the 26 of ``shared/data/structures``) goes through
+    :func:`features.compute` with ``config`` (default settings), and the stored uint8 contact
+    triangle is expanded back to L x L and scored. For reference, the same pass yields the last
+    layer's and all heads' APC averages at full resolution: the grid is set to L, where pooling
+    is the identity, and the contact triangle does not depend on the grid. Rows are
+    :data:`RANDOM_ROW`, :data:`STORED_CONTACT_ROW`, :func:`last_layer_row`, :data:`ALL_HEADS_ROW`.
+    """
+    config = config or features.FeatureConfig()
+    plm = plm or pretrained.load(config.model)
+    targets = read_benchmark(structures if structures is not None else data_root() / "structures")
+
+    def maps_for(sequence: str) -> dict[str, np.ndarray]:
+        length = len(sequence)
+        rows = features.compute(plm, dataclasses.replace(config, grid=length), ["chain"], [sequence])
+        # channels after the contact map are per layer or per head, layer-major: average per layer
+        layers = rows.maps[0, 1:].astype(np.float32).reshape(plm.num_layers, -1, length, length).mean(1)
+        return {
+            STORED_CONTACT_ROW: store.triangle_to_map(rows.contacts[0], length),
+            last_layer_row(plm.num_layers): layers[-1],
+            ALL_HEADS_ROW: layers.mean(0),
+        }
+
+    return evaluate_maps(targets, maps_for)

@@ -95,8 +95,9 @@ def _macro(correct: np.ndarray, codes: np.ndarray, n_present: int, resamples: np
     size = n_boot * width
     members = np.bincount(cells, minlength=size).reshape(n_boot, width)[:, :n_present]
     hits = np.bincount(cells, weights=correct[resamples].ravel(), minlength=size).reshape(n_boot, width)[:, :n_present]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nanmean(np.where(members > 0, hits / members, np.nan), axis=1)
+    accuracy = hits / np.maximum(members, 1)
+    with np.errstate(invalid="ignore"):  # a resample of unseen proteins only has no macro accuracy
+        return accuracy.sum(axis=1) / (members > 0).sum(axis=1)
 
 
 def score(
@@ -211,3 +212,40 @@ def results_markdown(results_by_model: Mapping[str, Mapping[str, Mapping]]) -> s
         lines.append(f"| {model} (published) | " + " | ".join(cells) + " |")
     sources = "; ".join(f"{model}: {anchor.source}" for model, anchor in PUBLISHED.items())
     return "\n".join(lines) + f"\n\nAccuracy in %, bootstrap 95 % interval in brackets. Published: {sources}.\n"
+
+
+def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, table, n_boot: int = 1000) -> dict:
+    """Score a trained model on every test level of ``table``; write results and predictions.
+
+    Writes ``results.json``, ``results.md`` and ``predictions.tsv`` (id, split, fold, predicted,
+    probability, correct) into ``model_dir``, which the report reads.
+    """
+    import pandas as pd
+
+    from coevofold import training
+
+    classifier, meta = training.load_model(model_dir)
+    classes = meta["classes"]
+    probs, targets, frames = {}, {}, []
+    for level in TEST_SPLITS:
+        rows = table[table["split"] == level]
+        if rows.empty:
+            continue
+        split = training.load_split(store_path, rows, classes)
+        probs[level] = training.predict_proba(classifier, split)
+        targets[level] = encode_labels(rows["fold"], classes)
+        best = probs[level].argmax(1)
+        frames.append(pd.DataFrame({
+            "id": rows["id"].to_numpy(), "split": level, "fold": rows["fold"].to_numpy(),
+            "predicted": np.asarray(classes)[best], "probability": probs[level].max(1).round(4),
+        }))
+    if not probs:
+        raise CoevofoldError("no test proteins (splits test_fold / test_superfamily / test_family) to evaluate")
+    results = evaluate_levels(probs, targets, n_boot=n_boot)
+    predictions = pd.concat(frames, ignore_index=True)
+    predictions["correct"] = predictions["fold"] == predictions["predicted"]
+    model_dir = os.fspath(model_dir)
+    write_results_json({"model": meta["model"]["name"], "levels": results}, os.path.join(model_dir, "results.json"))
+    write_text(os.path.join(model_dir, "results.md"), results_markdown({meta["model"]["name"]: results}))
+    write_text(os.path.join(model_dir, "predictions.tsv"), predictions.to_csv(sep="\t", index=False))
+    return results

@@ -137,6 +137,8 @@ def _chunk_features(plm: pretrained.ProteinLM, config: FeatureConfig, chunks: li
 @torch.inference_mode()
 def compute(plm: pretrained.ProteinLM, config: FeatureConfig, ids: list[str], sequences: list[str]) -> store.FeatureRows:
     """Features of ``sequences`` in memory; chains longer than the window are stitched."""
+    if config.stride > plm.window:  # windows that far apart would skip residues
+        raise CoevofoldError(f"--stride {config.stride} is larger than the model's window ({plm.window} residues)")
     pieces: list[tuple[int, int, str]] = []  # (protein, start, chunk)
     for n, seq in enumerate(sequences):
         for start in window_starts(len(seq), plm.window, config.stride):
@@ -191,6 +193,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*Couldn't infer the batch indices.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def _identity(batch):
@@ -292,9 +295,10 @@ def extract(
         if record_id in done and done[record_id] != sequence:
             raise CoevofoldError(f"{out}: record '{record_id}' is stored with a different sequence; use another --out")
     todo = table[~table["id"].isin(done)]
-    if not todo.empty:
+    if todo.empty:
+        store.merge(out, settings)
+    else:
         _run_engine(plm, config, run, todo, out, settings)
-    store.merge(out, settings)
     return out
 
 
@@ -321,6 +325,9 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
     started = time.perf_counter()
     trainer.predict(Extractor(plm, config), loader, return_predictions=False)
     trainer.strategy.barrier()
-    if trainer.is_global_zero and run.progress:
-        rate = len(todo) / max(time.perf_counter() - started, 1e-9)
-        print(f"extracted {len(todo)} proteins at {rate:.1f} proteins/s")
+    if trainer.is_global_zero:  # one merger: ranks merging at once delete each other's parts
+        store.merge(out, settings)
+        if run.progress:
+            rate = len(todo) / max(time.perf_counter() - started, 1e-9)
+            print(f"extracted {len(todo)} proteins at {rate:.1f} proteins/s")
+    trainer.strategy.barrier()  # every rank returns with the store complete

@@ -1,0 +1,174 @@
+"""End-to-end runs on the DeepSF/TAPE benchmark: the README's main job and the full comparison.
+
+:func:`quickstart` is what a newcomer runs: features of the whole benchmark (cached), the
+default model (cached), its accuracy on the three test levels beside the published anchors,
+and a few predictions to read. :func:`run_deepsf` trains every model and baseline on the same
+features and prints one table. Both reuse everything already computed, so re-runs are fast.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from coevofold import data, evaluation, features, pretrained, store, training
+from coevofold.files import cache_dir, write_text
+from coevofold.models import MODELS, ModelConfig
+from coevofold.splits import TEST_SPLITS
+
+
+@dataclass(frozen=True)
+class BenchmarkPreset:
+    """How much of DeepSF a run uses; ``full`` is the published benchmark."""
+
+    name: str
+    #: keep only the N most populated training folds (0: all 1,195).
+    folds: int = 0
+    #: cap on proteins per fold and split (0: no cap).
+    per_fold: int = 0
+    max_epochs: int = 40
+    alignment: bool = True
+
+
+PRESETS = {
+    "full": BenchmarkPreset("full"),
+    # CI-sized: 12 large folds, 6 proteins per fold and split; minutes on 2 cores.
+    "ci": BenchmarkPreset("ci", folds=12, per_fold=6, max_epochs=4),
+}
+
+
+def benchmark_table(preset: BenchmarkPreset) -> pd.DataFrame:
+    """The DeepSF table reduced by ``preset`` (deterministically: the first rows of each group)."""
+    table = data.load("deepsf")
+    if preset.folds:
+        train = table[table["split"] == "train"]
+        keep = train["fold"].value_counts().index[: preset.folds]
+        table = table[table["fold"].isin(keep)]
+    if preset.per_fold:
+        table = table.groupby(["split", "fold"], sort=False).head(preset.per_fold)
+    return table.reset_index(drop=True)
+
+
+def cached_features(name: str, table: pd.DataFrame, plm: pretrained.ProteinLM, config: features.FeatureConfig,
+                    progress: bool = True) -> Path:
+    """Extract ``table`` into the cache store for ``name`` (a no-op when already complete)."""
+    path = features.cached_store(name, plm, config)
+    if progress:
+        print(f"features: {path}")
+    return features.extract(table, path, config, features.RunConfig(progress=progress), plm=plm)
+
+
+def default_model_dir() -> Path:
+    """Where ``coevofold quickstart`` saves the default model and ``predict`` looks for it."""
+    return cache_dir() / "models" / "default"
+
+
+def quickstart(progress: bool = True) -> dict:
+    """The README's main job: default model on the full DeepSF benchmark, trained once, cached."""
+    started = time.perf_counter()
+    plm = pretrained.load(None)
+    print(f"model: {plm.name} (weights sha256 {plm.weights_sha256[:12]}...)")
+    table = data.load("deepsf")
+    config = features.FeatureConfig()
+    store_path = cached_features("deepsf", table, plm, config, progress)
+    model_dir = default_model_dir()
+    settings = store.read_settings(store_path)
+    meta_path = model_dir / training.MODEL_META
+    if meta_path.exists() and json.loads(meta_path.read_text())["feature_settings"] == settings:
+        print(f"default model: {model_dir} (cached)")
+    else:
+        print(f"training the default model ({ModelConfig().name}) on {int((table['split'] == 'train').sum())} proteins")
+        training.train(store_path, table, model_dir, training.TrainConfig(progress=progress),
+                       fold_names=data.fold_names("deepsf"))
+    results = evaluation.evaluate_model(model_dir, store_path, table)
+    print()
+    print(evaluation.results_markdown({f"coevofold {ModelConfig().name} (this run)": results}))
+    _show_examples(model_dir)
+    print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
+          f"predict with: coevofold predict YOUR.fasta")
+    return results
+
+
+def _show_examples(model_dir: Path, n: int = 8) -> None:
+    """A few test-set predictions, as a biologist would read them."""
+    predictions = pd.read_csv(model_dir / "predictions.tsv", sep="\t")
+    names = json.loads((model_dir / training.MODEL_META).read_text()).get("fold_names", {})
+    sample = predictions.groupby("split", sort=False).head(max(1, n // len(TEST_SPLITS)))
+    print("example predictions (test proteins never seen in training):")
+    for row in sample.itertuples(index=False):
+        mark = "correct" if row.correct else f"true fold {row.fold}"
+        print(f"  {row.id:9s} {row.split:17s} -> {row.predicted:7s} p={row.probability:.2f} "
+              f"({names.get(row.predicted, '')}) [{mark}]")
+
+
+# ------------------------------------------------------------------------------ full benchmark
+
+
+def _baselines(store_path: Path, table: pd.DataFrame, preset: BenchmarkPreset, progress: bool) -> dict[str, dict]:
+    """Mean-embedding logistic regression / kNN and alignment nearest neighbour, per test level."""
+    from coevofold import baselines
+
+    train = table[table["split"] == "train"]
+    train_rows = store.read_rows(store_path, train["id"].tolist())
+    models = {
+        "mean embedding + logistic regression": baselines.embedding_logistic_regression(),
+        "mean embedding + kNN (cosine)": baselines.embedding_knn(),
+    }
+    out: dict[str, dict] = {}
+    for name, model in models.items():
+        started = time.perf_counter()
+        model.fit(train_rows.mean, train["fold"].to_numpy())
+        probs, targets = {}, {}
+        for level in TEST_SPLITS:
+            rows = table[table["split"] == level]
+            probs[level] = model.predict_proba(store.read_rows(store_path, rows["id"].tolist()).mean)
+            targets[level] = evaluation.encode_labels(rows["fold"], list(model.classes_))
+        out[name] = evaluation.evaluate_levels(probs, targets)
+        print(f"{name}: {time.perf_counter() - started:.0f} s")
+    if preset.alignment:
+        started = time.perf_counter()
+        nn = baselines.AlignmentNearestNeighbour(progress=progress).fit(train["sequence"].tolist(), train["fold"].tolist())
+        probs, targets = {}, {}
+        for level in TEST_SPLITS:
+            rows = table[table["split"] == level]
+            probs[level] = nn.predict_proba(rows["sequence"].tolist())
+            targets[level] = evaluation.encode_labels(rows["fold"], list(nn.classes_))
+        out["alignment nearest neighbour (Smith-Waterman, E-value)"] = evaluation.evaluate_levels(probs, targets)
+        print(f"alignment nearest neighbour: {time.perf_counter() - started:.0f} s")
+    return out
+
+
+def run_deepsf(preset_name: str = "full", out: str | Path = "runs/benchmark", models: tuple[str, ...] = tuple(MODELS),
+               progress: bool = True) -> dict[str, dict]:
+    """Every model and baseline on DeepSF; writes ``results.json`` and ``results.md`` to ``out``."""
+    preset = PRESETS[preset_name]
+    out = Path(out)
+    plm = pretrained.load(None)
+    table = benchmark_table(preset)
+    config = features.FeatureConfig()
+    store_path = cached_features(f"deepsf-{preset.name}" if preset.name != "full" else "deepsf", table, plm, config, progress)
+    results: dict[str, dict] = {}
+    for name in models:
+        started = time.perf_counter()
+        run_dir = out / name
+        training.train(store_path, table, run_dir,
+                       training.TrainConfig(model=ModelConfig(name=name), max_epochs=preset.max_epochs, progress=progress),
+                       fold_names=data.fold_names("deepsf"))
+        results[f"coevofold {name}"] = evaluation.evaluate_model(run_dir, store_path, table)
+        epochs = json.loads((run_dir / training.MODEL_META).read_text())["epochs"]
+        print(f"{name}: {time.perf_counter() - started:.0f} s for {epochs} epochs")
+    results.update(_baselines(store_path, table, preset, progress))
+    evaluation.write_results_json(results, out / "results.json")
+    markdown = evaluation.results_markdown(results)
+    if preset.name != "full":
+        markdown += (f"\nPreset '{preset.name}': {preset.folds} folds, at most {preset.per_fold} proteins per fold "
+                     "and split; a smoke test, not comparable with the published rows.\n")
+    write_text(out / "results.md", markdown)
+    print()
+    print(markdown)
+    return results
+

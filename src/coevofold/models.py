@@ -1,0 +1,190 @@
+"""Fold classifiers: small PyTorch modules over the stored features, plus a registry.
+
+Every model takes a :class:`Batch` and returns logits over the training folds, so training,
+evaluation and prediction treat them alike. Inputs are standardized inside the model with
+statistics fitted on the training set (buffers saved with the weights), so a checkpoint carries
+everything prediction needs.
+
+* ``deepsf1d``: DeepSF's design (Hou et al. 2018: 1D convolutions, k-max pooling, dense layer)
+  over pLM embeddings pooled to segments;
+* ``onehot1d``: the same over one-hot residues, the no-pLM baseline;
+* ``maps2d``: a 2D CNN over the stacked co-evolution maps, the original study's idea;
+* ``fused``: both branches plus the mean embedding; the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from coevofold.data import STANDARD_RESIDUES
+
+#: one-hot alphabet: the 20 standard residues, everything else (X, B, Z, U, O) as the 21st.
+ONEHOT_SIZE = len(STANDARD_RESIDUES) + 1
+_RESIDUE_INDEX = {r: i for i, r in enumerate(STANDARD_RESIDUES)}
+#: one-hot inputs are cropped to this many residues (the pLM window): longer chains are rare.
+ONEHOT_MAX_LENGTH = 1022
+
+
+@dataclass
+class Batch:
+    """The inputs any model may read; models ignore what they do not need."""
+
+    maps: torch.Tensor  # [B, C, P, P]
+    embedding: torch.Tensor  # [B, S, D]
+    mean: torch.Tensor  # [B, D]
+    onehot: torch.Tensor | None = None  # [B, 21, L]
+    onehot_mask: torch.Tensor | None = None  # [B, L] True on residues
+
+
+def onehot(sequences: list[str], max_length: int = ONEHOT_MAX_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot [B, 21, L] and residue mask [B, L], padded to the longest (cropped) sequence."""
+    length = min(max(len(s) for s in sequences), max_length)
+    codes = torch.full((len(sequences), length), -1, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        seq = seq[:max_length]
+        codes[row, : len(seq)] = torch.tensor([_RESIDUE_INDEX.get(r, ONEHOT_SIZE - 1) for r in seq])
+    mask = codes >= 0
+    x = torch.zeros(len(sequences), ONEHOT_SIZE, length)
+    x.scatter_(1, codes.clamp(min=0).unsqueeze(1), mask.unsqueeze(1).float())
+    return x, mask
+
+
+def kmax_pool(x: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """DeepSF's k-max pooling: the k largest values per channel, kept in sequence order.
+
+    It turns any length into k positions while keeping where the strongest motifs occur
+    relative to each other. Masked (padding) positions never win; chains shorter than k are
+    padded with zeros.
+    """
+    if mask is not None:
+        x = x.masked_fill(~mask.unsqueeze(1), float("-inf"))
+    if x.shape[-1] < k:
+        x = nn.functional.pad(x, (0, k - x.shape[-1]), value=float("-inf"))
+    idx = x.topk(k, dim=-1).indices.sort(dim=-1).values
+    return x.gather(-1, idx).nan_to_num(neginf=0.0)
+
+
+class Standardize(nn.Module):
+    """Per-feature standardization with statistics fitted on the training set."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    def fit(self, x: torch.Tensor, dims: tuple[int, ...]) -> None:
+        self.mean.copy_(x.float().mean(dims).reshape(self.mean.shape))
+        self.std.copy_(x.float().std(dims).reshape(self.std.shape).clamp(min=1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+class Conv1DBranch(nn.Module):
+    """DeepSF-style: stacked 1D convolutions, k-max pooling, flatten."""
+
+    def __init__(self, in_dim: int, channels: int, kmax: int, kernel: int = 5, layers: int = 2) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for i in range(layers):
+            blocks += [nn.Conv1d(in_dim if i == 0 else channels, channels, kernel, padding=kernel // 2),
+                       nn.BatchNorm1d(channels), nn.ReLU()]
+        self.convs = nn.Sequential(*blocks)
+        self.kmax = kmax
+        self.out_dim = channels * kmax
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return kmax_pool(self.convs(x), self.kmax, mask).flatten(1)
+
+
+class Conv2DBranch(nn.Module):
+    """A small 2D CNN over the P x P co-evolution maps: three conv blocks, then avg+max pooling."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for i in range(3):
+            blocks += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1),
+                       nn.BatchNorm2d(channels), nn.ReLU()]
+            if i < 2:
+                blocks.append(nn.MaxPool2d(2))
+        self.convs = nn.Sequential(*blocks)
+        self.out_dim = 2 * channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(x)
+        return torch.cat([h.mean((-1, -2)), h.amax((-1, -2))], dim=1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters (saved with the weights)."""
+
+    name: str = "fused"
+    channels_1d: int = 128
+    kmax: int = 8
+    channels_2d: int = 64
+    hidden: int = 512
+    dropout: float = 0.3
+
+
+class FoldClassifier(nn.Module):
+    """One module for every registered architecture; branches are switched on by ``name``."""
+
+    def __init__(self, config: ModelConfig, n_classes: int, map_channels: int, grid: int, bins: int, dim: int) -> None:
+        super().__init__()
+        if config.name not in MODELS:
+            raise ValueError(f"unknown model '{config.name}' (known: {', '.join(MODELS)})")
+        self.config = config
+        uses = MODELS[config.name]
+        width = 0
+        if "maps" in uses:
+            self.maps_norm = Standardize((map_channels, 1, 1))
+            self.maps_branch = Conv2DBranch(map_channels, config.channels_2d)
+            width += self.maps_branch.out_dim
+        if "embedding" in uses:
+            self.emb_norm = Standardize((dim,))
+            self.emb_branch = Conv1DBranch(dim, config.channels_1d, config.kmax)
+            width += self.emb_branch.out_dim
+        if "mean" in uses:
+            self.mean_norm = Standardize((dim,))
+            width += dim
+        if "onehot" in uses:
+            self.onehot_branch = Conv1DBranch(ONEHOT_SIZE, config.channels_1d, config.kmax, kernel=9, layers=3)
+            width += self.onehot_branch.out_dim
+        self.uses = uses
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.ReLU(),
+                                  nn.Dropout(config.dropout), nn.Linear(config.hidden, n_classes))
+
+    def fit_normalization(self, maps: torch.Tensor, embedding: torch.Tensor, mean: torch.Tensor) -> None:
+        """Fit the input standardizers on training-set features (before training)."""
+        if "maps" in self.uses:
+            self.maps_norm.fit(maps, (0, 2, 3))
+        if "embedding" in self.uses:
+            self.emb_norm.fit(embedding, (0, 1))
+        if "mean" in self.uses:
+            self.mean_norm.fit(mean, (0,))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        parts = []
+        if "maps" in self.uses:
+            parts.append(self.maps_branch(self.maps_norm(batch.maps)))
+        if "embedding" in self.uses:
+            parts.append(self.emb_branch(self.emb_norm(batch.embedding).transpose(1, 2)))
+        if "mean" in self.uses:
+            parts.append(self.mean_norm(batch.mean))
+        if "onehot" in self.uses:
+            parts.append(self.onehot_branch(batch.onehot, batch.onehot_mask))
+        return self.head(torch.cat(parts, dim=1))
+
+
+#: model name -> the inputs it reads.
+MODELS: dict[str, tuple[str, ...]] = {
+    "fused": ("maps", "embedding", "mean"),
+    "maps2d": ("maps",),
+    "deepsf1d": ("embedding",),
+    "onehot1d": ("onehot",),
+}

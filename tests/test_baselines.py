@@ -1,0 +1,81 @@
+"""Baselines: alignment homology transfer on real DeepSF sequences, embedding models on blobs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+
+from coevofold import baselines, data
+from coevofold.errors import CoevofoldError
+
+
+@pytest.fixture(scope="module")
+def training():
+    """One training protein from each of 30 DeepSF folds, in an order that is not sorted by fold."""
+    table = data.load("deepsf")
+    train = table[table["split"] == "train"].drop_duplicates("fold").sample(30, random_state=0)
+    return train["sequence"].tolist(), train["fold"].tolist()
+
+
+def _mutant(sequence: str, every: int = 8) -> str:
+    """Substitute every ``every``-th residue (A <-> G, anything else -> A)."""
+    residues = list(sequence)
+    for i in range(0, len(residues), every):
+        residues[i] = "G" if residues[i] == "A" else "A"
+    return "".join(residues)
+
+
+def test_identity_of_self_and_substring():
+    sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQAGVWPAACRDAPHRRS"
+    assert baselines.percent_identity(sequence, sequence) == 1.0
+    assert baselines.percent_identity(sequence[40:120], sequence) == 1.0
+    assert baselines.percent_identity(_mutant(sequence), sequence) == pytest.approx(1 - 1 / 8, abs=0.01)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_substring_and_mutant_queries_find_their_source_fold(training, n_jobs):
+    sequences, folds = training
+    model = baselines.AlignmentNearestNeighbour(n_jobs=n_jobs, chunk_size=2, progress=False).fit(sequences, folds)
+    picks = [3, 11, 17, 29]
+    queries = [sequences[i][10:-10] for i in picks] + [_mutant(sequences[i]) for i in picks]
+    assert model.predict(queries).tolist() == [folds[i] for i in picks] * 2
+    hits = model.search(queries)
+    assert hits.nearest.tolist() == picks * 2  # indexes the sequences as given to fit
+    assert hits.nearest_identity[:4].tolist() == [1.0] * 4
+    assert (hits.nearest_identity[4:] > 0.8).all()
+
+
+def test_predict_proba_columns_follow_classes(training):
+    sequences, folds = training
+    model = baselines.AlignmentNearestNeighbour(n_jobs=1, progress=False).fit(sequences, folds)
+    assert model.classes_.tolist() == sorted(set(folds))
+    scores = model.predict_proba(sequences[:3])
+    assert scores.shape == (3, len(model.classes_))
+    assert model.classes_[scores.argmax(axis=1)].tolist() == folds[:3]
+    assert np.isfinite(scores).all()
+
+
+def test_alignment_errors(training):
+    sequences, folds = training
+    model = baselines.AlignmentNearestNeighbour(n_jobs=1, progress=False)
+    with pytest.raises(CoevofoldError, match="call fit"):
+        model.predict(sequences[:1])
+    with pytest.raises(CoevofoldError, match="labels"):
+        model.fit(sequences, folds[:-1])
+    model.fit(sequences, folds)
+    with pytest.raises(CoevofoldError, match="no sequences"):
+        model.predict([])
+    with pytest.raises(CoevofoldError, match="#2 is empty"):
+        model.predict(["MKT", ""])
+
+
+@pytest.mark.parametrize("factory", [baselines.embedding_logistic_regression, baselines.embedding_knn])
+def test_embedding_baselines_separate_blobs(factory):
+    X, y = make_blobs(n_samples=400, centers=6, n_features=32, cluster_std=2.0, random_state=0)
+    labels = np.array([f"f.{c}" for c in y])
+    model = factory().fit(X[:300], labels[:300])
+    assert (model.predict(X[300:]) == labels[300:]).mean() >= 0.99
+    probs = model.predict_proba(X[300:])
+    assert probs.shape == (100, 6) and model.classes_.tolist() == sorted(set(labels))
+    assert (model.classes_[probs.argmax(axis=1)] == model.predict(X[300:])).all()

@@ -1,0 +1,165 @@
+"""Prediction with a tiny but real model folder: real DeepSF domains, the real small pLM.
+
+The pLM's window is shrunk to 64 residues for the whole module, so windowing of long chains is
+exercised in seconds; the model folder is trained on features made with that same window.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from coevofold import data, features, pretrained, training
+from coevofold.errors import CoevofoldError
+from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, write_predictions
+
+WINDOW = 64
+LONG_ID = "d1y5ia2"  # 1,074 residues: longer than ESM-2's 1,022-residue window
+
+
+@pytest.fixture(scope="module")
+def deepsf() -> pd.DataFrame:
+    return data.load("deepsf")
+
+
+@pytest.fixture(scope="module")
+def plm(model_dir: Path) -> pretrained.ProteinLM:
+    loaded = pretrained.load(str(model_dir))
+    loaded.window = WINDOW
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM) -> Path:
+    """12 short domains of 3 folds (3 train + 1 valid each), 1 epoch: a real, if useless, model."""
+    short = deepsf[(deepsf["split"] == "train") & deepsf["length"].between(40, 90)]
+    folds = short["fold"].value_counts().index[:3]
+    table = pd.concat([short[short["fold"] == f].head(4) for f in folds], ignore_index=True)
+    table["split"] = ["train", "train", "train", "valid"] * 3
+    root = tmp_path_factory.mktemp("prediction")
+    config = features.FeatureConfig(stride=WINDOW // 2)
+    store_path = features.extract(table, root / "features.h5", config, features.RunConfig(progress=False), plm=plm)
+    return training.train(store_path, table, root / "model", training.TrainConfig(max_epochs=1, progress=False),
+                          fold_names={f: f"fold {f}" for f in folds})
+
+
+def _fasta(path: Path, table: pd.DataFrame) -> Path:
+    path.write_text("".join(f">{r.id}\n{r.sequence}\n" for r in table.itertuples()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def queries(tmp_path_factory, deepsf: pd.DataFrame) -> Path:
+    """Two unlabelled test domains and one chain longer than the pLM's real window."""
+    rows = pd.concat([deepsf[deepsf["split"] == "test_family"].head(2), deepsf[deepsf["id"] == LONG_ID]])
+    return _fasta(tmp_path_factory.mktemp("queries") / "queries.fasta", rows)
+
+
+@pytest.fixture(scope="module")
+def predicted(trained: Path, queries: Path, plm: pretrained.ProteinLM) -> pd.DataFrame:
+    return predict(queries, trained, top_k=5, model=plm, progress=False)
+
+
+def test_ranked_top_k_per_sequence(predicted: pd.DataFrame, trained: Path):
+    meta = json.loads((trained / "model.json").read_text())
+    assert list(predicted.columns) == PREDICTION_COLUMNS
+    assert predicted["id"].drop_duplicates().tolist()[-1] == LONG_ID  # input order kept, long chain included
+    for _, rows in predicted.groupby("id", sort=False):
+        assert rows["rank"].tolist() == [1, 2, 3]  # top-5 capped at the 3 classes
+        assert sorted(rows["fold"]) == sorted(meta["classes"])
+        probability = rows["probability"].to_numpy()
+        assert np.all(np.diff(probability) <= 0) and probability.sum() <= 1 + 1e-6
+        assert np.all(probability >= 0)
+        assert rows["name"].tolist() == [meta["fold_names"][f] for f in rows["fold"]]
+
+
+def test_table_input_top_1(trained: Path, deepsf: pd.DataFrame, plm: pretrained.ProteinLM):
+    table = deepsf[deepsf["split"] == "test_family"].head(2)[["id", "sequence"]]
+    frame = predict(table, trained, top_k=1, model=plm, progress=False)
+    assert frame["id"].tolist() == table["id"].tolist() and frame["rank"].tolist() == [1, 1]
+
+
+def test_table_without_sequences_refused(trained: Path):
+    with pytest.raises(CoevofoldError, match="missing column.*sequence"):
+        predict(pd.DataFrame({"id": ["a"]}), trained)
+
+
+def test_tsv_output(predicted: pd.DataFrame, tmp_path: Path, capsys):
+    write_predictions(predicted, tmp_path / "out.tsv", "tsv")
+    lines = (tmp_path / "out.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == PREDICTION_COLUMNS
+    assert len(lines) == len(predicted) + 1
+    assert all(len(line.split("\t")[3].split(".")[1]) == 4 for line in lines[1:])
+    write_predictions(predicted, "-", "tsv")
+    assert capsys.readouterr().out.splitlines() == lines
+
+
+def test_json_output(predicted: pd.DataFrame, tmp_path: Path, capsys):
+    write_predictions(predicted, tmp_path / "out.json", "json")
+    records = json.loads((tmp_path / "out.json").read_text())
+    assert len(records) == len(predicted)
+    assert all(list(r) == PREDICTION_COLUMNS for r in records)
+    assert records[0]["rank"] == 1 and isinstance(records[0]["probability"], float)
+    write_predictions(predicted, None, "json")
+    assert json.loads(capsys.readouterr().out) == records
+
+
+def test_unknown_format_refused(predicted: pd.DataFrame):
+    with pytest.raises(CoevofoldError, match="--format"):
+        write_predictions(predicted, None, "csv")
+
+
+def _edited_copy(trained: Path, tmp_path: Path, **settings) -> Path:
+    copy = shutil.copytree(trained, tmp_path / "edited", ignore=shutil.ignore_patterns("checkpoints"))
+    meta = json.loads((copy / "model.json").read_text())
+    meta["feature_settings"].update(settings)
+    (copy / "model.json").write_text(json.dumps(meta))
+    return copy
+
+
+def test_other_weights_refused(trained: Path, queries: Path, plm: pretrained.ProteinLM, tmp_path: Path):
+    checkpoint = _edited_copy(trained, tmp_path, weights_sha256="abc" * 20)
+    with pytest.raises(CoevofoldError, match=r"weights abcabcabcabc…, model .* has f4.*--model"):
+        predict(queries, checkpoint, model=plm, progress=False)
+
+
+def test_other_window_refused(trained: Path, queries: Path, plm: pretrained.ProteinLM, tmp_path: Path):
+    checkpoint = _edited_copy(trained, tmp_path, window=1022)
+    with pytest.raises(CoevofoldError, match="window=1022 there, 64 now"):
+        predict(queries, checkpoint, model=plm, progress=False)
+
+
+def test_missing_default_checkpoint_says_what_to_run(queries: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path))
+    assert default_model_dir() == tmp_path / "models" / "default"
+    with pytest.raises(CoevofoldError, match="coevofold quickstart.*--checkpoint"):
+        predict(queries, progress=False)
+
+
+def test_bad_fasta_refused(trained: Path, plm: pretrained.ProteinLM, write_fasta):
+    with pytest.raises(CoevofoldError, match=r"record 'bad': invalid residue '\*'"):
+        predict(write_fasta(">ok\nMKVLA\n>bad\nMKV*LA\n"), trained, model=plm, progress=False)
+
+
+def test_bad_top_k_refused(trained: Path, queries: Path):
+    with pytest.raises(CoevofoldError, match="--top-k"):
+        predict(queries, trained, top_k=0)
+
+
+@pytest.mark.slow
+def test_real_window_long_chain(model_dir: Path, deepsf: pd.DataFrame, tmp_path: Path):
+    """A 1,074-residue chain through ESM-2's real 1,022 window, on a model trained with it."""
+    plm = pretrained.load(str(model_dir))
+    long = deepsf[deepsf["id"] == LONG_ID]
+    other = deepsf[(deepsf["fold"] != long["fold"].iloc[0]) & (deepsf["length"] < 80)].head(1)
+    table = pd.concat([long, other, long.assign(id="copy")], ignore_index=True).assign(split=["train", "train", "valid"])
+    store_path = features.extract(table, tmp_path / "f.h5", run=features.RunConfig(progress=False), plm=plm)
+    model = training.train(store_path, table, tmp_path / "model", training.TrainConfig(max_epochs=1, progress=False))
+    frame = predict(_fasta(tmp_path / "long.fasta", long), model, model=plm, progress=False)
+    assert frame["id"].tolist() == [LONG_ID, LONG_ID] and frame["rank"].tolist() == [1, 2]
+    assert frame["probability"].sum() == pytest.approx(1.0, abs=1e-4)

@@ -124,7 +124,7 @@ def test_a_long_chain_is_stitched_from_averaged_windows(plm, four):
 
     maps = np.zeros((7, length, length))
     map_count = np.zeros((length, length))
-    profile = np.zeros((length, 320))
+    profile = np.zeros((length, plm.hidden_size))
     profile_count = np.zeros((length, 1))
     for start, piece_maps, piece_profile in zip(starts, pieces.maps, pieces.embedding):
         maps[:, start : start + window, start : start + window] += piece_maps
@@ -135,7 +135,7 @@ def test_a_long_chain_is_stitched_from_averaged_windows(plm, four):
     expected_maps = maps / np.maximum(map_count, 1)
     expected_profile = profile / profile_count
 
-    assert stitched.maps.shape == (1, 7, length, length) and stitched.embedding.shape == (1, length, 320)
+    assert stitched.maps.shape == (1, 7, length, length) and stitched.embedding.shape == (1, length, plm.hidden_size)
     np.testing.assert_allclose(stitched.maps[0], expected_maps, **FLOAT16)
     np.testing.assert_allclose(stitched.embedding[0], expected_profile, **FLOAT16)
     np.testing.assert_allclose(stitched.mean[0], expected_profile.mean(0), atol=1e-3)

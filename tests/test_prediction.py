@@ -80,13 +80,15 @@ def test_ranked_top_k_per_sequence(predicted: pd.DataFrame, trained: Path):
 
 def test_table_input_top_1(trained: Path, deepsf: pd.DataFrame, plm: pretrained.ProteinLM):
     table = deepsf[deepsf["split"] == "test_family"].head(2)[["id", "sequence"]]
-    frame = predict(table, trained, top_k=1, model=plm, progress=False)
+    frame = predict(table.assign(sequence=table["sequence"].str.lower()), trained, top_k=1, model=plm, progress=False)
     assert frame["id"].tolist() == table["id"].tolist() and frame["rank"].tolist() == [1, 1]
 
 
-def test_table_without_sequences_refused(trained: Path):
+def test_bad_tables_refused(trained: Path):
     with pytest.raises(CoevofoldError, match="missing column.*sequence"):
         predict(pd.DataFrame({"id": ["a"]}), trained)
+    with pytest.raises(CoevofoldError, match="input table: record 'a': invalid residue 'J'"):
+        predict(pd.DataFrame({"id": ["a"], "sequence": ["MKJ"]}), trained)
 
 
 def test_tsv_output(predicted: pd.DataFrame, tmp_path: Path, capsys):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from coevofold import data, evaluation, features, pretrained, store, training
-from coevofold.files import cache_dir, write_text
+from coevofold.files import write_text
+from coevofold.prediction import default_model_dir
 from coevofold.models import MODELS, ModelConfig
 from coevofold.splits import TEST_SPLITS
 
@@ -62,11 +63,6 @@ def cached_features(name: str, table: pd.DataFrame, plm: pretrained.ProteinLM, c
     return features.extract(table, path, config, features.RunConfig(progress=progress), plm=plm)
 
 
-def default_model_dir() -> Path:
-    """Where ``coevofold quickstart`` saves the default model and ``predict`` looks for it."""
-    return cache_dir() / "models" / "default"
-
-
 def quickstart(progress: bool = True) -> dict:
     """The README's main job: default model on the full DeepSF benchmark, trained once, cached."""
     started = time.perf_counter()
@@ -108,7 +104,7 @@ def _show_examples(model_dir: Path, n: int = 8) -> None:
 # ------------------------------------------------------------------------------ full benchmark
 
 
-def _baselines(store_path: Path, table: pd.DataFrame, preset: BenchmarkPreset, progress: bool) -> dict[str, dict]:
+def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool, progress: bool) -> dict[str, dict]:
     """Mean-embedding logistic regression / kNN and alignment nearest neighbour, per test level."""
     from coevofold import baselines
 
@@ -129,7 +125,7 @@ def _baselines(store_path: Path, table: pd.DataFrame, preset: BenchmarkPreset, p
             targets[level] = evaluation.encode_labels(rows["fold"], list(model.classes_))
         out[name] = evaluation.evaluate_levels(probs, targets)
         print(f"{name}: {time.perf_counter() - started:.0f} s")
-    if preset.alignment:
+    if alignment:
         started = time.perf_counter()
         nn = baselines.AlignmentNearestNeighbour(progress=progress).fit(train["sequence"].tolist(), train["fold"].tolist())
         probs, targets = {}, {}
@@ -143,15 +139,31 @@ def _baselines(store_path: Path, table: pd.DataFrame, preset: BenchmarkPreset, p
 
 
 def run_deepsf(preset_name: str = "full", out: str | Path = "runs/benchmark", models: tuple[str, ...] = tuple(MODELS),
-               progress: bool = True) -> dict[str, dict]:
-    """Every model and baseline on DeepSF; writes ``results.json`` and ``results.md`` to ``out``."""
+               alignment: bool = True, progress: bool = True) -> dict[str, dict]:
+    """Every model and baseline on DeepSF; writes ``results.json`` and ``results.md`` to ``out``.
+
+    Baselines run first: they are quick, and their rows are what a model must beat.
+    """
     preset = PRESETS[preset_name]
     out = Path(out)
     plm = pretrained.load(None)
     table = benchmark_table(preset)
     config = features.FeatureConfig()
+    started = time.perf_counter()
     store_path = cached_features(f"deepsf-{preset.name}" if preset.name != "full" else "deepsf", table, plm, config, progress)
-    results: dict[str, dict] = {}
+    print(f"features of {len(table)} proteins ready in {time.perf_counter() - started:.0f} s")
+    results = _baselines(store_path, table, preset.alignment and alignment, progress)
+    note = "" if preset.name == "full" else (
+        f"\nPreset '{preset.name}': {preset.folds} folds, at most {preset.per_fold} proteins per fold "
+        "and split; a smoke test, not comparable with the published rows.\n")
+
+    def save() -> str:  # after every model, so an interrupted run keeps what it finished
+        evaluation.write_results_json(results, out / "results.json")
+        markdown = evaluation.results_markdown(results) + note
+        write_text(out / "results.md", markdown)
+        return markdown
+
+    save()
     for name in models:
         started = time.perf_counter()
         run_dir = out / name
@@ -161,13 +173,8 @@ def run_deepsf(preset_name: str = "full", out: str | Path = "runs/benchmark", mo
         results[f"coevofold {name}"] = evaluation.evaluate_model(run_dir, store_path, table)
         epochs = json.loads((run_dir / training.MODEL_META).read_text())["epochs"]
         print(f"{name}: {time.perf_counter() - started:.0f} s for {epochs} epochs")
-    results.update(_baselines(store_path, table, preset, progress))
-    evaluation.write_results_json(results, out / "results.json")
-    markdown = evaluation.results_markdown(results)
-    if preset.name != "full":
-        markdown += (f"\nPreset '{preset.name}': {preset.folds} folds, at most {preset.per_fold} proteins per fold "
-                     "and split; a smoke test, not comparable with the published rows.\n")
-    write_text(out / "results.md", markdown)
+        save()
+    markdown = save()
     print()
     print(markdown)
     return results

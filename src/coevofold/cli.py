@@ -17,7 +17,12 @@ from coevofold.errors import CoevofoldError
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the hand-wrapped descriptions."""
+    """Show defaults and keep the hand-wrapped descriptions; a None default is explained in the help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], doc: str) -> argparse.ArgumentParser:
@@ -252,7 +257,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from coevofold import benchmark
 
-    benchmark.run_deepsf(args.preset, args.out, tuple(args.models), progress=not args.quiet)
+    benchmark.run_deepsf(args.preset, args.out, tuple(args.models), alignment=not args.skip_alignment,
+                         progress=not args.quiet)
     return 0
 
 
@@ -291,12 +297,57 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("preset", choices=list(PRESETS), help="full: the published benchmark; ci: a minutes-long subset")
     p.add_argument("--out", default="runs/benchmark", help="folder for per-model runs and the results table")
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="neural models to train")
+    p.add_argument("--skip-alignment", action="store_true",
+                   help="skip the Smith-Waterman nearest-neighbour baseline (~10 min on 2 cores for the full set)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ----------------------------------------------------------------------------------- predict
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from coevofold import prediction
+
+    frame = prediction.predict(args.fasta, args.checkpoint, args.top_k, args.model, _run_config(args), not args.quiet)
+    prediction.write_predictions(frame, args.out, args.format)
+    if args.out not in (None, "-"):
+        print(f"wrote top-{args.top_k} folds for {frame['id'].nunique()} sequences to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from coevofold import report
+
+    index = report.write_report(args.run_dir, store_path=args.store, out=args.out)
+    print(f"report: {index}")
+    return 0
+
+
+def _register_predict(sub: argparse._SubParsersAction) -> None:
+    p = _add(sub, "predict", cmd_predict,
+             "Predict the top-k SCOP folds of every sequence in a FASTA file.\n\n"
+             "TSV columns: id rank fold probability name (one row per sequence and rank). Without "
+             "--checkpoint the default model made by 'coevofold quickstart' is used.")
+    p.add_argument("fasta", metavar="FASTA", help="protein FASTA (headers need only an id)")
+    p.add_argument("--checkpoint", default=None,
+                   help="trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')")
+    p.add_argument("--top-k", type=int, default=5, help="folds reported per sequence")
+    p.add_argument("--format", choices=["tsv", "json"], default="tsv", help="output format")
+    p.add_argument("--out", default=None, help="output file (default: standard output)")
+    p.add_argument("--model", default=None,
+                   help="pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)")
+    _add_run_options(p)
+
+    p = _add(sub, "report", cmd_report,
+             "Write a self-contained HTML report of a trained and evaluated run (PNG figures beside it).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder with model.json, metrics.csv, results.json, predictions.tsv")
+    p.add_argument("--store", default=None, help="feature store holding test proteins, for their contact maps")
+    p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
 
 
 # ----------------------------------------------------------------------------------- main
 
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_data, _register_extract, _register_train]
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_data, _register_extract, _register_train, _register_predict]
 
 
 def build_parser() -> argparse.ArgumentParser:

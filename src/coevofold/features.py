@@ -69,7 +69,8 @@ class RunConfig:
     max_pairs: int = 1 << 21
     #: CPU threads for PyTorch (None: all cores).
     threads: int | None = None
-    accelerator: str = "cpu"
+    #: Lightning accelerator; "auto" takes a GPU when one is present.
+    accelerator: str = "auto"
     devices: int = 1
     #: proteins per part file: the most work a kill can lose.
     part_size: int = 256

@@ -73,12 +73,15 @@ def check_compatible(folder: Path, meta: dict, plm: pretrained.ProteinLM, config
 
 
 def _table_of(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """The proteins to predict; an in-memory table gets the same residue checks as a file."""
     if not isinstance(source, pd.DataFrame):
         return data.load(source)
     missing = [column for column in ("id", "sequence") if column not in source.columns]
     if missing:
         raise CoevofoldError(f"input table: missing column(s) {', '.join(missing)}")
-    return source
+    ids = source["id"].astype(str).tolist()
+    sequences = [data.clean_sequence(s, path="input table", record_id=i) for i, s in zip(ids, source["sequence"])]
+    return pd.DataFrame({"id": ids, "sequence": sequences})
 
 
 def predict(
@@ -110,7 +113,7 @@ def predict(
     config = feature_config(folder, meta)
     check_compatible(folder, meta, plm, config)
 
-    ids, sequences = table["id"].astype(str).tolist(), table["sequence"].tolist()
+    ids, sequences = table["id"].tolist(), table["sequence"].tolist()
     probs = np.zeros((len(ids), len(meta["classes"])), dtype=np.float32)
     batches = features.make_batches([len(s) for s in sequences], plm.window, run.max_tokens, run.max_pairs)
     with tqdm(total=len(ids), unit="protein", desc="predict", disable=not progress, dynamic_ncols=True) as bar:

@@ -54,16 +54,17 @@ def peak_mb() -> float:
 def naive_dump(plm: pretrained.ProteinLM, table: pd.DataFrame, out: Path) -> None:
     """The original approach: every head's attention map of every protein, kept whole."""
     for record_id, sequence in zip(table["id"], table["sequence"]):
-        tokens = plm.encode([sequence])
+        tokens = {k: v.to(plm.model.device) for k, v in plm.encode([sequence]).items()}
         with torch.inference_mode():
             attentions = plm.model(**tokens, output_attentions=True).attentions
-        raw = torch.stack(attentions, dim=1)[0, :, :, 1:-1, 1:-1].float().numpy()  # [layers, heads, L, L]
+        raw = torch.stack(attentions, dim=1)[0, :, :, 1:-1, 1:-1].float().cpu().numpy()  # [layers, heads, L, L]
         np.save(out / f"{record_id}.npy", raw)
 
 
 def worker(method: str, source: Path, out: Path) -> dict:
     """Run one method on the sample in this process; return its measurements."""
-    plm = pretrained.load(None)
+    # coevofold's default accelerator ("auto") takes a GPU when there is one: so does the naive loop
+    plm = pretrained.load(None, "cuda" if torch.cuda.is_available() else "cpu")
     table = data.load(source)
     loaded = peak_mb()
     started = time.perf_counter()
@@ -81,6 +82,7 @@ def worker(method: str, source: Path, out: Path) -> dict:
         "loaded_mb": loaded,
         "model": f"{plm.name} (weights sha256 {plm.weights_sha256[:12]}...)",
         "threads": torch.get_num_threads(),
+        "device": str(plm.model.device),
     }
 
 
@@ -121,7 +123,8 @@ def main() -> None:
         for method in METHODS:
             results[method] = run_worker(method, source, work)
     print(f"load average after:  {load_average()}")
-    print(f"model: {results['coevofold']['model']}; torch threads: {results['coevofold']['threads']}")
+    print(f"model: {results['coevofold']['model']}; device: {results['naive']['device']}; "
+          f"torch threads: {results['coevofold']['threads']}")
 
     rows = {}
     for method, label in METHODS.items():

@@ -156,7 +156,8 @@ def test_stride_longer_than_the_window_is_refused(plm, four):
 # ----------------------------------------------------------------------------------- store
 
 
-ONE_AT_A_TIME = features.RunConfig(max_tokens=1, part_size=1, progress=False)  # batches of one protein
+#: batches of one protein, on the CPU like compute() here, so stores and compute() agree bit for bit
+ONE_AT_A_TIME = features.RunConfig(max_tokens=1, part_size=1, accelerator="cpu", progress=False)
 
 
 def test_extract_in_two_steps_stores_what_compute_gives(plm, four, tmp_path):
@@ -177,7 +178,7 @@ import sys
 from coevofold import features
 source, out, model, threads = sys.argv[1:]
 features.extract(source, out, features.FeatureConfig(model=model),
-                 features.RunConfig(max_tokens=1, part_size=1, threads=int(threads), progress=False))
+                 features.RunConfig(max_tokens=1, part_size=1, threads=int(threads), accelerator="cpu", progress=False))
 """
 
 

@@ -257,7 +257,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from coevofold import benchmark
 
-    benchmark.run_deepsf(args.preset, args.out, tuple(args.models), alignment=not args.skip_alignment,
+    benchmark.run_benchmark(args.preset, args.out, tuple(args.models), alignment=not args.skip_alignment,
                          progress=not args.quiet)
     return 0
 
@@ -293,8 +293,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = _add(sub, "benchmark", cmd_benchmark,
-             "Train and evaluate every model and baseline on DeepSF and print one table with published anchors.")
-    p.add_argument("preset", choices=list(PRESETS), help="full: the published benchmark; ci: a minutes-long subset")
+             "Train and evaluate every model and baseline on a benchmark and print one table with published anchors.")
+    p.add_argument("preset", choices=list(PRESETS),
+                   help="deepsf: the published DeepSF/TAPE benchmark; deepsf-ci: a minutes-long subset; scop2: the "
+                   "original study's many-fold SCOP2 task; binary: its 2-fold task (both with the split maker's splits)")
     p.add_argument("--out", default="runs/benchmark", help="folder for per-model runs and the results table")
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="neural models to train")
     p.add_argument("--skip-alignment", action="store_true",

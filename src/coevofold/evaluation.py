@@ -192,7 +192,7 @@ def _cell(result: Mapping | None, metric: str) -> str:
     return f"{100 * m['value']:.1f} [{100 * m['ci_low']:.1f}–{100 * m['ci_high']:.1f}]"
 
 
-def results_markdown(results_by_model: Mapping[str, Mapping[str, Mapping]]) -> str:
+def results_markdown(results_by_model: Mapping[str, Mapping[str, Mapping]], published: bool = True) -> str:
     """A Markdown table: one row per model, then the published anchors, top-1 and top-5 by level.
 
     Cells are percent with the bootstrap 95 % interval; published rows have no interval because
@@ -204,14 +204,20 @@ def results_markdown(results_by_model: Mapping[str, Mapping[str, Mapping]]) -> s
     for model, levels in results_by_model.items():
         cells = [_cell(levels.get(level), metric) for metric, level in columns]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    for model, anchor in PUBLISHED.items():
+    for model, anchor in PUBLISHED.items() if published else ():
         cells = [
             f"{anchor.values[metric][level]:g}" if level in anchor.values.get(metric, {}) else "–"
             for metric, level in columns
         ]
         lines.append(f"| {model} (published) | " + " | ".join(cells) + " |")
     sources = "; ".join(f"{model}: {anchor.source}" for model, anchor in PUBLISHED.items())
-    return "\n".join(lines) + f"\n\nAccuracy in %, bootstrap 95 % interval in brackets. Published: {sources}.\n"
+    cited = f" Published (same DeepSF/TAPE splits): {sources}." if published else ""
+    return "\n".join(lines) + f"\n\nAccuracy in %, bootstrap 95 % interval in brackets.{cited}\n"
+
+
+def topk_for(n_classes: int) -> tuple[int, ...]:
+    """Top-1 and top-5, or top-1 alone when there are too few classes for top-5 to mean anything."""
+    return (1, 5) if n_classes > 5 else (1,)
 
 
 def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, table, n_boot: int = 1000) -> dict:
@@ -241,7 +247,7 @@ def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, 
         }))
     if not probs:
         raise CoevofoldError("no test proteins (splits test_fold / test_superfamily / test_family) to evaluate")
-    results = evaluate_levels(probs, targets, n_boot=n_boot)
+    results = evaluate_levels(probs, targets, ks=topk_for(len(classes)), n_boot=n_boot)
     predictions = pd.concat(frames, ignore_index=True)
     predictions["correct"] = predictions["fold"] == predictions["predicted"]
     model_dir = os.fspath(model_dir)

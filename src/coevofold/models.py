@@ -9,7 +9,8 @@ everything prediction needs.
   over pLM embeddings pooled to segments;
 * ``onehot1d``: the same over one-hot residues, the no-pLM baseline;
 * ``maps2d``: a 2D CNN over the stacked co-evolution maps, the original study's idea;
-* ``fused``: both branches plus the mean embedding; the default.
+* ``fused``: both branches plus the mean embedding; the default;
+* ``linear``: logistic regression on the mean embedding, the simplest pLM model.
 """
 
 from __future__ import annotations
@@ -156,8 +157,11 @@ class FoldClassifier(nn.Module):
             self.onehot_branch = Conv1DBranch(ONEHOT_SIZE, config.channels_1d, config.kmax, kernel=9, layers=3)
             width += self.onehot_branch.out_dim
         self.uses = uses
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.ReLU(),
-                                  nn.Dropout(config.dropout), nn.Linear(config.hidden, n_classes))
+        if config.name == "linear":  # multinomial logistic regression, trained like the others
+            self.head = nn.Sequential(nn.Linear(width, n_classes))
+        else:
+            self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.ReLU(),
+                                      nn.Dropout(config.dropout), nn.Linear(config.hidden, n_classes))
 
     def fit_normalization(self, maps: torch.Tensor, embedding: torch.Tensor, mean: torch.Tensor) -> None:
         """Fit the input standardizers on training-set features (before training)."""
@@ -187,4 +191,5 @@ MODELS: dict[str, tuple[str, ...]] = {
     "maps2d": ("maps",),
     "deepsf1d": ("embedding",),
     "onehot1d": ("onehot",),
+    "linear": ("mean",),
 }

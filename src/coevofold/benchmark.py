@@ -43,8 +43,8 @@ PRESETS = {
     p.name: p
     for p in [
         BenchmarkPreset("deepsf"),
-        # CI-sized: 12 large folds, 6 proteins per fold and split; minutes on 2 cores.
-        BenchmarkPreset("deepsf-ci", folds=12, per_fold=6, max_epochs=4),
+        # CI-sized: 10 large folds, 5 proteins per fold and split; minutes on 2 cores.
+        BenchmarkPreset("deepsf-ci", folds=10, per_fold=5, max_epochs=4),
         # the original study's task: many-fold SCOP2 classification
         BenchmarkPreset("scop2", source="scop2"),
         # the original study's fallback: two folds

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from coevofold import data, pretrained, store
 from coevofold.coevolution import Stitcher, coevolution_maps, pool_grid, pool_positions, window_starts
 from coevofold.errors import CoevofoldError
-from coevofold.files import cache_dir
+from coevofold.files import cache_dir, writable_dir
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,23 @@ class RunConfig:
     #: proteins per part file: the most work a kill can lose.
     part_size: int = 256
     progress: bool = True
+
+
+#: Longest chain extracted. Stitching a chain keeps its full-resolution maps, ~(4 x channels + 20)
+#: bytes per residue pair: ~5 GB at 10,000 residues with the default maps, ~460 GB at 100,000.
+MAX_LENGTH = 10_000
+
+
+def check_lengths(table: pd.DataFrame) -> None:
+    """Refuse chains longer than :data:`MAX_LENGTH` before any work: batches sorted by length
+    would otherwise reach them last and run out of memory after hours of extraction."""
+    lengths = table["sequence"].str.len()
+    if (lengths > MAX_LENGTH).any():
+        record = table[lengths > MAX_LENGTH].iloc[0]
+        raise CoevofoldError(
+            f"record '{record['id']}' has {len(record['sequence']):,} residues, more than the {MAX_LENGTH:,} "
+            "coevofold extracts (its full-resolution maps grow with the square of the length); split it into domains"
+        )
 
 
 def settings_of(plm: pretrained.ProteinLM, config: FeatureConfig) -> dict:
@@ -135,9 +152,24 @@ def _chunk_features(plm: pretrained.ProteinLM, config: FeatureConfig, chunks: li
         yield maps.cpu(), hidden[j, 1 : t - 1].float().cpu()
 
 
+def window_passes(chunk_lengths: list[int], max_pairs: int) -> list[slice]:
+    """Split one batch's windows into forward passes of at most ``max_pairs`` attention pairs.
+
+    :func:`make_batches` keeps batches of several proteins within the budget, but a chain many
+    windows long is a batch of its own: in one pass, 19 windows of a 10,000-residue chain hold
+    ~15 GB of attention. A batch within the budget stays one pass.
+    """
+    per_pass = max(1, max_pairs // (max(chunk_lengths) + 2) ** 2)
+    return [slice(i, i + per_pass) for i in range(0, len(chunk_lengths), per_pass)]
+
+
 @torch.inference_mode()
-def compute(plm: pretrained.ProteinLM, config: FeatureConfig, ids: list[str], sequences: list[str]) -> store.FeatureRows:
-    """Features of ``sequences`` in memory; chains longer than the window are stitched."""
+def compute(plm: pretrained.ProteinLM, config: FeatureConfig, ids: list[str], sequences: list[str],
+            max_pairs: int = RunConfig.max_pairs) -> store.FeatureRows:
+    """Features of ``sequences`` in memory; chains longer than the window are stitched.
+
+    The model runs in passes of at most ``max_pairs`` attention pairs (see :func:`window_passes`).
+    """
     if config.stride > plm.window:  # windows that far apart would skip residues
         raise CoevofoldError(f"--stride {config.stride} is larger than the model's window ({plm.window} residues)")
     pieces: list[tuple[int, int, str]] = []  # (protein, start, chunk)
@@ -145,7 +177,9 @@ def compute(plm: pretrained.ProteinLM, config: FeatureConfig, ids: list[str], se
         for start in window_starts(len(seq), plm.window, config.stride):
             pieces.append((n, start, seq[start : start + plm.window]))
     stitchers: dict[int, Stitcher] = {}
-    results = _chunk_features(plm, config, [chunk for _, _, chunk in pieces])
+    chunks = [chunk for _, _, chunk in pieces]
+    results = (result for group in window_passes([len(c) for c in chunks], max_pairs)
+               for result in _chunk_features(plm, config, chunks[group]))
     for (n, start, _), (maps, profile) in zip(pieces, results):
         if n not in stitchers:
             stitchers[n] = Stitcher(len(sequences[n]), maps.shape[0], profile.shape[1])
@@ -160,7 +194,7 @@ def compute(plm: pretrained.ProteinLM, config: FeatureConfig, ids: list[str], se
     return store.FeatureRows(list(ids), list(sequences), np.stack(grids), np.stack(bins), np.stack(means), contacts)
 
 
-def make_batches(lengths: list[int], window: int, max_tokens: int, max_pairs: int) -> list[list[int]]:
+def make_batches(lengths: list[int], window: int, stride: int, max_tokens: int, max_pairs: int) -> list[list[int]]:
     """Group protein indices into length-sorted batches under a token and an attention budget.
 
     Sorting by length keeps padding small; the pair budget (batch x longest^2) bounds the
@@ -172,7 +206,7 @@ def make_batches(lengths: list[int], window: int, max_tokens: int, max_pairs: in
     current: list[int] = []
     rows = 0
     for i in order:
-        chunks = len(window_starts(lengths[i], window, max(1, window // 2)))
+        chunks = len(window_starts(lengths[i], window, stride))
         longest = min(lengths[i], window) + 2
         if current and ((rows + chunks) * longest > max_tokens or (rows + chunks) * longest**2 > max_pairs):
             batches.append(current)
@@ -207,15 +241,16 @@ def _engine_classes():
     from lightning.pytorch.callbacks import BasePredictionWriter
 
     class Extractor(pl.LightningModule):
-        def __init__(self, plm: pretrained.ProteinLM, config: FeatureConfig) -> None:
+        def __init__(self, plm: pretrained.ProteinLM, config: FeatureConfig, max_pairs: int) -> None:
             super().__init__()
             self.plm = plm
             self.lm = plm.model  # registered so Lightning moves it to the device
             self.config = config
+            self.max_pairs = max_pairs
 
         def predict_step(self, batch, batch_idx):
             ids, sequences = zip(*batch)
-            return compute(self.plm, self.config, list(ids), list(sequences))
+            return compute(self.plm, self.config, list(ids), list(sequences), self.max_pairs)
 
     class PartWriter(BasePredictionWriter):
         """Buffers finished proteins and writes them as atomic part files of the store."""
@@ -287,6 +322,7 @@ def extract(
     table = _table_of(source)
     if table.empty:
         raise CoevofoldError("no proteins to extract")
+    check_lengths(table)
     if run.threads:
         torch.set_num_threads(run.threads)
     plm = plm or pretrained.load(config.model)
@@ -307,12 +343,11 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
     quiet_lightning()
     pl, Extractor, PartWriter = _engine_classes()
     ids, sequences = todo["id"].tolist(), todo["sequence"].tolist()
-    batches = make_batches([len(s) for s in sequences], plm.window, run.max_tokens, run.max_pairs)
+    batches = make_batches([len(s) for s in sequences], plm.window, config.stride, run.max_tokens, run.max_pairs)
     loader = torch.utils.data.DataLoader(
         [[(ids[i], sequences[i]) for i in batch] for batch in batches], batch_size=None, collate_fn=_identity
     )
-    parts = store.parts_dir(out)
-    parts.mkdir(parents=True, exist_ok=True)
+    parts = writable_dir(store.parts_dir(out))
     writer = PartWriter(parts, settings, run.part_size, len(todo), run.progress)
     trainer = pl.Trainer(
         accelerator=run.accelerator,
@@ -324,7 +359,7 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
         enable_checkpointing=False,
     )
     started = time.perf_counter()
-    trainer.predict(Extractor(plm, config), loader, return_predictions=False)
+    trainer.predict(Extractor(plm, config, run.max_pairs), loader, return_predictions=False)
     trainer.strategy.barrier()
     if trainer.is_global_zero:  # one merger: ranks merging at once delete each other's parts
         store.merge(out, settings)

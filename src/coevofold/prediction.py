@@ -107,6 +107,7 @@ def predict(
     table = _table_of(source)
     if table.empty:
         raise CoevofoldError("no sequences to predict")
+    features.check_lengths(table)
     if run.threads:
         torch.set_num_threads(run.threads)
     plm = model if isinstance(model, pretrained.ProteinLM) else pretrained.load(None if model is None else os.fspath(model))
@@ -115,10 +116,10 @@ def predict(
 
     ids, sequences = table["id"].tolist(), table["sequence"].tolist()
     probs = np.zeros((len(ids), len(meta["classes"])), dtype=np.float32)
-    batches = features.make_batches([len(s) for s in sequences], plm.window, run.max_tokens, run.max_pairs)
+    batches = features.make_batches([len(s) for s in sequences], plm.window, config.stride, run.max_tokens, run.max_pairs)
     with tqdm(total=len(ids), unit="protein", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
         for batch in batches:
-            rows = features.compute(plm, config, [ids[i] for i in batch], [sequences[i] for i in batch])
+            rows = features.compute(plm, config, [ids[i] for i in batch], [sequences[i] for i in batch], run.max_pairs)
             split = training.SplitData(rows.ids, rows.sequences, torch.from_numpy(rows.maps),
                                        torch.from_numpy(rows.embedding), torch.from_numpy(rows.mean),
                                        torch.full((len(batch),), -1, dtype=torch.long))

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from coevofold import store
 from coevofold.errors import CoevofoldError
-from coevofold.files import atomic_path, write_text
+from coevofold.files import atomic_path, writable_dir, write_text
 from coevofold.models import MODELS, Batch, FoldClassifier, ModelConfig, onehot
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -73,8 +75,19 @@ class SplitData:
 
 
 def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list[str]) -> SplitData:
-    """Features of ``table``'s proteins from the store, with fold labels indexed by ``classes``."""
+    """Features of ``table``'s proteins from the store, with fold labels indexed by ``classes``.
+
+    Non-finite features are refused: in training they end in a NaN loss, but in validation or
+    test they would silently score as predictions.
+    """
     rows = store.read_rows(store_path, table["id"].tolist())
+    finite = (np.isfinite(rows.maps).all(axis=(1, 2, 3)) & np.isfinite(rows.embedding).all(axis=(1, 2))
+              & np.isfinite(rows.mean).all(axis=1))
+    if not finite.all():
+        raise CoevofoldError(
+            f"{store_path}: features of '{rows.ids[int(np.argmin(finite))]}' are NaN or infinite "
+            f"({int((~finite).sum())} proteins); delete the store and extract again"
+        )
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index.get(f, -1) for f in table["fold"]], dtype=torch.long)
     return SplitData(rows.ids, rows.sequences, torch.from_numpy(rows.maps), torch.from_numpy(rows.embedding),
@@ -182,10 +195,10 @@ def train(
     config = config or TrainConfig()
     if config.model.name not in MODELS:
         raise CoevofoldError(f"unknown model '{config.model.name}' (known: {', '.join(MODELS)})")
-    run_dir = Path(run_dir)
     train_rows, valid_rows = table[table["split"] == "train"], table[table["split"] == "valid"]
     if train_rows.empty or valid_rows.empty:
         raise CoevofoldError("training needs proteins in both the 'train' and 'valid' splits")
+    run_dir = writable_dir(run_dir)
     classes = sorted(train_rows["fold"].unique())
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -212,14 +225,24 @@ def train(
         num_sanity_val_steps=0,
     )
     last = checkpoints / "last.ckpt"
+    resume = last if last.exists() else None
+    if resume is not None:
+        _read_checkpoint(resume)  # a refusal as one line here, not a traceback from inside Lightning
+    metrics = run_dir / "metrics.csv"
+    # Lightning's CSV logger starts metrics.csv afresh; keep the epochs logged before a kill.
+    before = pd.read_csv(metrics) if resume is not None and metrics.exists() else None
     trainer.fit(
         module,
         _loader(train_data, uses, config.batch_size, shuffle=True),
         _loader(valid_data, uses, 256, shuffle=False),
-        ckpt_path=last if last.exists() else None,
+        ckpt_path=resume,
         weights_only=True,
     )
-    state = torch.load(best.best_model_path or last, map_location="cpu", weights_only=True)["state_dict"]
+    if before is not None:
+        after = pd.read_csv(metrics)
+        merged = pd.concat([before[before["epoch"] < after["epoch"].min()], after], ignore_index=True)
+        write_text(metrics, merged.to_csv(index=False))
+    state = _read_checkpoint(Path(best.best_model_path) if best.best_model_path else last)["state_dict"]
     module.load_state_dict(state)
     meta = {
         "model": asdict(config.model),
@@ -237,11 +260,21 @@ def train(
     return run_dir
 
 
+def _read_checkpoint(path: Path) -> dict:
+    """A Lightning checkpoint, loaded weights-only: anything but plain tensors is refused, unrun."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError):
+        raise CoevofoldError(
+            f"{path}: damaged or untrusted checkpoint, not loaded (only plain tensors are read: anything else "
+            f"could run code); delete {path.parent} to train from scratch"
+        ) from None
+
+
 def _plot_curves(run_dir: Path) -> None:
     from coevofold import plots
 
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    plots.learning_curves(metrics, run_dir / "learning_curves.png")
+    plots.learning_curves(pd.read_csv(run_dir / "metrics.csv"), run_dir / "learning_curves.png")
 
 
 # ------------------------------------------------------------------------- saving & loading
@@ -268,7 +301,7 @@ def load_model(folder: str | os.PathLike) -> tuple[FoldClassifier, dict]:
         bins, dim = meta["shapes"]["embedding"]
         classifier = FoldClassifier(ModelConfig(**meta["model"]), len(meta["classes"]), channels, grid, bins, dim)
         classifier.load_state_dict(state)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         raise CoevofoldError(f"{folder}: damaged model files ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
     return classifier.eval(), meta
 

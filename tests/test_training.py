@@ -1,0 +1,93 @@
+"""Models and training: hand-computed pieces, determinism, resume, and the CI-sized benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from coevofold import benchmark, data, features, models, pretrained, training
+
+
+def test_class_weights_hand_computed():
+    # counts [3, 1], power 1 -> [1/3, 1]; mean over the 4 examples = 0.5 -> [2/3, 2]
+    weights = training.class_weights(torch.tensor([0, 0, 0, 1]), 2, power=1.0)
+    assert torch.allclose(weights, torch.tensor([2 / 3, 2.0]))
+    assert torch.allclose(training.class_weights(torch.tensor([0, 0, 1]), 2, power=0.0), torch.ones(2))
+
+
+def test_kmax_pool_keeps_order_and_respects_mask():
+    x = torch.tensor([[[3.0, 1.0, 4.0, 2.0, 5.0]]])
+    assert models.kmax_pool(x, 3).tolist() == [[[3.0, 4.0, 5.0]]]
+    mask = torch.tensor([[True, True, True, True, False]])
+    assert models.kmax_pool(x, 3, mask).tolist() == [[[3.0, 4.0, 2.0]]]
+    assert models.kmax_pool(x[..., :2], 3).tolist() == [[[3.0, 1.0, 0.0]]]  # short chains padded
+
+
+def test_onehot_maps_rare_residues_to_one_column():
+    x, mask = models.onehot(["ACX", "A"])
+    assert x.shape == (2, models.ONEHOT_SIZE, 3)
+    assert x[0, :, 2].argmax() == models.ONEHOT_SIZE - 1  # X
+    assert mask.tolist() == [[True, True, True], [True, False, False]]
+    assert x[1, :, 1:].sum() == 0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, model_dir: Path) -> tuple[Path, pd.DataFrame]:
+    """Features of 16 short real domains of 4 folds (3 train + 1 valid each)."""
+    deepsf = data.load("deepsf")
+    short = deepsf[(deepsf["split"] == "train") & deepsf["length"].between(40, 90)]
+    folds = short["fold"].value_counts().index[:4]
+    table = pd.concat([short[short["fold"] == f].head(4) for f in folds], ignore_index=True)
+    table["split"] = ["train", "train", "train", "valid"] * 4
+    plm = pretrained.load(str(model_dir))
+    path = features.extract(table, tmp_path_factory.mktemp("store") / "f.h5", features.FeatureConfig(),
+                            features.RunConfig(progress=False, accelerator="cpu"), plm=plm)
+    return path, table
+
+
+def _train(store: Path, table: pd.DataFrame, out: Path, epochs: int) -> dict[str, torch.Tensor]:
+    config = training.TrainConfig(max_epochs=epochs, patience=100, batch_size=4, progress=False)
+    training.train(store, table, out, config)
+    return load_file(str(out / training.MODEL_WEIGHTS))
+
+
+def test_same_seed_same_model_and_resume_repeats_the_run(tiny, tmp_path):
+    store, table = tiny
+    straight = _train(store, table, tmp_path / "a", 3)
+    again = _train(store, table, tmp_path / "b", 3)
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+    _train(store, table, tmp_path / "c", 1)  # "killed" after one epoch...
+    resumed = _train(store, table, tmp_path / "c", 3)  # ...and resumed from checkpoints/last.ckpt
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    curves_a = pd.read_csv(tmp_path / "a" / "metrics.csv").dropna(subset=["val_acc"])
+    curves_c = pd.read_csv(tmp_path / "c" / "metrics.csv").dropna(subset=["val_acc"])
+    assert curves_a["val_acc"].tolist() == curves_c["val_acc"].tolist()[-3:]
+    assert (tmp_path / "a" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_every_model_trains_and_reloads_weights_only(tiny, tmp_path, name):
+    store, table = tiny
+    out = tmp_path / name
+    training.train(store, table, out, training.TrainConfig(model=models.ModelConfig(name=name), max_epochs=1, progress=False))
+    classifier, meta = training.load_model(out)
+    split = training.load_split(store, table[table["split"] == "valid"], meta["classes"])
+    probs = training.predict_proba(classifier, split)
+    assert probs.shape == (4, 4)
+    assert torch.allclose(torch.from_numpy(probs).sum(1), torch.ones(4), atol=1e-5)
+
+
+def test_ci_benchmark_preset_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path / "cache"))
+    results = benchmark.run_benchmark("deepsf-ci", tmp_path / "bench", models=("fused",), progress=False)
+    assert "coevofold fused" in results and "alignment nearest neighbour (Smith-Waterman, E-value)" in results
+    for level in ("test_fold", "test_superfamily", "test_family"):
+        top1 = results["coevofold fused"][level]["metrics"]["top1"]
+        assert 0 <= top1["ci_low"] <= top1["value"] <= top1["ci_high"] <= 1
+    out = capsys.readouterr().out
+    assert "DeepSF (published)" in out and "not comparable" in out
+    assert (tmp_path / "bench" / "results.json").exists()

@@ -107,7 +107,8 @@ def _show_examples(model_dir: Path, n: int = 8) -> None:
     """A few test-set predictions, as a biologist would read them."""
     predictions = pd.read_csv(model_dir / "predictions.tsv", sep="\t")
     names = json.loads((model_dir / training.MODEL_META).read_text()).get("fold_names", {})
-    sample = predictions.groupby("split", sort=False).head(max(1, n // len(TEST_SPLITS)))
+    per_split = max(1, n // len(TEST_SPLITS))
+    sample = predictions.groupby("split", sort=False).sample(per_split, random_state=0, replace=False)
     print("example predictions (test proteins never seen in training):")
     for row in sample.itertuples(index=False):
         mark = "correct" if row.correct else f"true fold {row.fold}"

@@ -40,6 +40,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def writable_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` if needed and check that files can be made in it.
+
+    Writers that fill a folder over hours (extraction parts, training runs) call this first, so a
+    read-only location fails at once with one line instead of a traceback after the work.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise CoevofoldError(f"{path}: cannot write here ({exc.strerror}); choose another --out") from None
+    return path
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

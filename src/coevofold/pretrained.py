@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,8 +154,15 @@ def load(name: str | None = None, device: str | torch.device = "cpu") -> Protein
         )
     digest = _weights_hash(folder)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder, attn_implementation="eager")
+        with warnings.catch_warnings():  # torch warns about a pickle's protocol just before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            model = AutoModel.from_pretrained(folder, attn_implementation="eager")
+    except pickle.UnpicklingError:  # torch's weights-only loader refused it; its message advises unsafe loading
+        raise CoevofoldError(
+            f"{folder}: cannot load model weights (damaged, or a pickle holding more than tensors, refused because "
+            "loading it could run code); use a trusted model folder"
+        ) from None
     except Exception as exc:  # corrupted weights raise many types; the user needs one line
         raise CoevofoldError(f"{folder}: cannot load model weights ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     model.eval().to(device)

@@ -18,6 +18,7 @@ store and every finished part intact; the next run skips what they hold.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -191,9 +192,12 @@ def parts_dir(store: str | os.PathLike) -> Path:
 def done_ids(store: str | os.PathLike, settings: dict) -> dict[str, str]:
     """Proteins already extracted into the store or its finished parts, after checking settings.
 
-    Leftover temporary files from a killed run are removed; they were never complete.
+    Leftover temporary files from a killed run (of parts, or of a merge) are removed; they were
+    never complete.
     """
     store = Path(store)
+    for leftover in store.parent.glob(f".{glob.escape(store.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)
     done: dict[str, str] = {}
     if store.exists():
         check_settings(store, read_settings(store), settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list
     if not finite.all():
         raise CoevofoldError(
             f"{store_path}: features of '{rows.ids[int(np.argmin(finite))]}' are NaN or infinite "
-            f"({int((~finite).sum())} proteins); delete the store and extract again"
+            f"({int((~finite).sum())} of {len(finite)} proteins); delete the store and extract again"
         )
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index.get(f, -1) for f in table["fold"]], dtype=torch.long)
@@ -118,10 +119,8 @@ def _lightning_module():
                 num_classes=len(weights), average="micro", ignore_index=-1)
 
         def on_train_epoch_start(self) -> None:
-            # shuffling and dropout depend only on (seed, epoch): resumed runs repeat exactly
-            seed = self.config.seed * 100_003 + self.current_epoch
-            torch.manual_seed(seed)
-            self.trainer.train_dataloader.generator.manual_seed(seed)
+            # dropout depends only on (seed, epoch), as shuffling does (_EpochShuffle): resumed runs repeat exactly
+            torch.manual_seed(_epoch_seed(self.config.seed, self.current_epoch))
 
         def training_step(self, batch: tuple[Batch, torch.Tensor], batch_idx: int) -> torch.Tensor:
             inputs, labels = batch
@@ -152,6 +151,30 @@ def _lightning_module():
     return pl, LitFold
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+class _EpochShuffle(torch.utils.data.Sampler[int]):
+    """Each epoch's row order, a function of (seed, epoch) alone.
+
+    Lightning creates an epoch's iterator before that epoch's hooks run (at the end of the
+    previous epoch, or while resuming), too early for a hook to reseed a generator; so the
+    sampler counts epochs itself, from the one training starts or resumes at.
+    """
+
+    def __init__(self, size: int, seed: int, first_epoch: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, first_epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
+        self.epoch += 1
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
 class _Collate:
     """Builds (Batch, labels) from a list of row indices of in-memory split data."""
 
@@ -162,10 +185,11 @@ class _Collate:
         return self.split.batch(index, self.uses), self.split.labels[torch.as_tensor(index)]
 
 
-def _loader(split: SplitData, uses: tuple[str, ...], batch_size: int, shuffle: bool) -> torch.utils.data.DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    return torch.utils.data.DataLoader(range(len(split)), batch_size=batch_size, shuffle=shuffle,
-                                       collate_fn=_Collate(split, uses), generator=generator)
+def _loader(split: SplitData, uses: tuple[str, ...], batch_size: int,
+            sampler: torch.utils.data.Sampler[int] | None = None) -> torch.utils.data.DataLoader:
+    # a generator of its own: making an iterator then draws from it, not from dropout's global RNG
+    return torch.utils.data.DataLoader(range(len(split)), batch_size=batch_size, sampler=sampler,
+                                       collate_fn=_Collate(split, uses), generator=torch.Generator())
 
 
 def build_classifier(config: ModelConfig, n_classes: int, split: SplitData) -> FoldClassifier:
@@ -226,15 +250,14 @@ def train(
     )
     last = checkpoints / "last.ckpt"
     resume = last if last.exists() else None
-    if resume is not None:
-        _read_checkpoint(resume)  # a refusal as one line here, not a traceback from inside Lightning
+    shuffle = _EpochShuffle(len(train_data), config.seed, _epochs_trained(resume) if resume is not None else 0)
     metrics = run_dir / "metrics.csv"
     # Lightning's CSV logger starts metrics.csv afresh; keep the epochs logged before a kill.
     before = pd.read_csv(metrics) if resume is not None and metrics.exists() else None
     trainer.fit(
         module,
-        _loader(train_data, uses, config.batch_size, shuffle=True),
-        _loader(valid_data, uses, 256, shuffle=False),
+        _loader(train_data, uses, config.batch_size, shuffle),
+        _loader(valid_data, uses, 256),
         ckpt_path=resume,
         weights_only=True,
     )
@@ -268,6 +291,20 @@ def _read_checkpoint(path: Path) -> dict:
         raise CoevofoldError(
             f"{path}: damaged or untrusted checkpoint, not loaded (only plain tensors are read: anything else "
             f"could run code); delete {path.parent} to train from scratch"
+        ) from None
+
+
+def _epochs_trained(path: Path) -> int:
+    """Epochs a checkpoint has trained: the epoch a run resumed from it starts with.
+
+    Not its "epoch", which counts the epoch in progress when saved after validation. Read before
+    Lightning does, so that a bad checkpoint is refused in one line, not with a traceback.
+    """
+    try:
+        return int(_read_checkpoint(path)["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        raise CoevofoldError(
+            f"{path}: not a checkpoint of 'coevofold train'; delete {path.parent} to train from scratch"
         ) from None
 
 

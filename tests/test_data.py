@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from coevofold import data
@@ -100,3 +102,12 @@ def test_bad_input_leaves_no_output(write_fasta, tmp_path, capsys):
     assert main(["data", "split", str(path), "--out", str(tmp_path / "split.tsv")]) == 1
     assert "record 'b'" in capsys.readouterr().err
     assert not (tmp_path / "split.tsv").exists()
+
+
+def test_outputs_get_normal_file_permissions(tmp_path):
+    from coevofold.files import write_text
+
+    write_text(tmp_path / "out.tsv", "x\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.tsv").stat().st_mode & 0o777 == 0o666 & ~umask

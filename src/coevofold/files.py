@@ -29,6 +29,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise CoevofoldError(f"{path}: cannot write here ({exc.strerror})") from None
     os.close(fd)
+    # mkstemp makes the file private (0600); results should get the usual umask permissions
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -326,3 +326,16 @@ def test_hub_id_offline_without_cache_fails_fast_naming_the_options(tmp_path, mo
     assert time.monotonic() - started < 10
     message = _one_line_error(excinfo)
     assert "--model" in message and "COEVOFOLD_MODEL" in message
+
+
+def test_store_records_model_name_and_version(tmp_path, plm, four):
+    import h5py
+
+    from coevofold import __version__
+
+    out = features.extract(four.head(2), tmp_path / "s.h5", features.FeatureConfig(),
+                           features.RunConfig(progress=False, accelerator="cpu"), plm=plm)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["model"] == plm.name
+        assert f.attrs["coevofold_version"] == __version__
+        assert "weights_sha256" in f.attrs["settings"]

@@ -255,9 +255,9 @@ def _engine_classes():
     class PartWriter(BasePredictionWriter):
         """Buffers finished proteins and writes them as atomic part files of the store."""
 
-        def __init__(self, target: Path, settings: dict, part_size: int, total: int, progress: bool) -> None:
+        def __init__(self, target: Path, settings: dict, model: str, part_size: int, total: int, progress: bool) -> None:
             super().__init__(write_interval="batch")
-            self.target, self.settings, self.part_size = target, settings, part_size
+            self.target, self.settings, self.model, self.part_size = target, settings, model, part_size
             self.buffer: list[store.FeatureRows] = []
             self.total, self.progress = total, progress
             self.bar = None
@@ -279,7 +279,7 @@ def _engine_classes():
                 return
             rows = store.FeatureRows.concat(self.buffer)
             name = hashlib.sha1("\n".join(rows.ids).encode()).hexdigest()[:16]
-            store.write_file(self.target / f"part-r{rank}-{name}.h5", rows, self.settings)
+            store.write_file(self.target / f"part-r{rank}-{name}.h5", rows, self.settings, self.model)
             self.buffer = []
 
         def on_predict_end(self, trainer, pl_module) -> None:
@@ -333,7 +333,7 @@ def extract(
             raise CoevofoldError(f"{out}: record '{record_id}' is stored with a different sequence; use another --out")
     todo = table[~table["id"].isin(done)]
     if todo.empty:
-        store.merge(out, settings)
+        store.merge(out, settings, plm.name)
     else:
         _run_engine(plm, config, run, todo, out, settings)
     return out
@@ -348,7 +348,7 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
         [[(ids[i], sequences[i]) for i in batch] for batch in batches], batch_size=None, collate_fn=_identity
     )
     parts = writable_dir(store.parts_dir(out))
-    writer = PartWriter(parts, settings, run.part_size, len(todo), run.progress)
+    writer = PartWriter(parts, settings, plm.name, run.part_size, len(todo), run.progress)
     trainer = pl.Trainer(
         accelerator=run.accelerator,
         devices=run.devices,
@@ -362,7 +362,7 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
     trainer.predict(Extractor(plm, config, run.max_pairs), loader, return_predictions=False)
     trainer.strategy.barrier()
     if trainer.is_global_zero:  # one merger: ranks merging at once delete each other's parts
-        store.merge(out, settings)
+        store.merge(out, settings, plm.name)
         if run.progress:
             rate = len(todo) / max(time.perf_counter() - started, 1e-9)
             print(f"extracted {len(todo)} proteins at {rate:.1f} proteins/s")

@@ -8,7 +8,7 @@ Layout (all row-aligned; N proteins, C map channels, P grid, B bins, D embedding
     mean [N, D] float32               mean embedding (classical baselines)
     contact [sum L(L-1)/2] uint8      full-resolution contact map, upper triangle, p * 255
     contact_offset [N + 1] int64      where each protein's triangle starts in ``contact``
-    attrs: format, settings (JSON), coevofold_version
+    attrs: format, settings (JSON), coevofold_version, model (the name it was loaded by)
 
 Crash safety does not rely on HDF5 (which can corrupt a file killed mid-write): extraction
 writes small *part* files into ``STORE.parts/``, each made under a temporary name and renamed
@@ -75,13 +75,14 @@ class FeatureRows:
         )
 
 
-def _write(path: Path, rows: FeatureRows, settings: dict) -> None:
+def _write(path: Path, rows: FeatureRows, settings: dict, model: str) -> None:
     """Write rows to a new HDF5 file at ``path`` (the caller makes it atomic)."""
     strings = h5py.string_dtype()
     with h5py.File(path, "w") as f:
         f.attrs["format"] = STORE_FORMAT
         f.attrs["settings"] = json.dumps(settings, sort_keys=True)
         f.attrs["coevofold_version"] = __version__
+        f.attrs["model"] = model  # informative only: the weights hash in settings is the identity
         f.create_dataset("id", data=np.array(rows.ids, dtype=object), dtype=strings)
         f.create_dataset("sequence", data=np.array(rows.sequences, dtype=object), dtype=strings)
         f.create_dataset("length", data=np.array([len(s) for s in rows.sequences], dtype=np.int32))
@@ -96,10 +97,10 @@ def _write(path: Path, rows: FeatureRows, settings: dict) -> None:
         f.create_dataset("contact_offset", data=offsets)
 
 
-def write_file(path: str | os.PathLike, rows: FeatureRows, settings: dict) -> None:
+def write_file(path: str | os.PathLike, rows: FeatureRows, settings: dict, model: str = "") -> None:
     """Write a complete store or part file atomically."""
     with atomic_path(path) as tmp:
-        _write(tmp, rows, settings)
+        _write(tmp, rows, settings, model)
 
 
 def _open(path: Path) -> h5py.File:
@@ -212,7 +213,7 @@ def done_ids(store: str | os.PathLike, settings: dict) -> dict[str, str]:
     return done
 
 
-def merge(store: str | os.PathLike, settings: dict) -> int:
+def merge(store: str | os.PathLike, settings: dict, model: str = "") -> int:
     """Fold finished parts into the store (atomically) and remove them; returns rows added."""
     store = Path(store)
     parts = sorted(parts_dir(store).glob("*.h5")) if parts_dir(store).is_dir() else []
@@ -224,6 +225,6 @@ def merge(store: str | os.PathLike, settings: dict) -> int:
     seen: set[str] = set()
     keep = [n for n, i in enumerate(merged.ids) if not (i in seen or seen.add(i))]
     before = len(pieces[0]) if store.exists() else 0
-    write_file(store, merged.select(keep), settings)
+    write_file(store, merged.select(keep), settings, model)
     shutil.rmtree(parts_dir(store))
     return len(keep) - before

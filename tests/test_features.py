@@ -339,3 +339,24 @@ def test_store_records_model_name_and_version(tmp_path, plm, four):
         assert f.attrs["model"] == plm.name
         assert f.attrs["coevofold_version"] == __version__
         assert "weights_sha256" in f.attrs["settings"]
+
+
+@pytest.mark.slow
+def test_two_processes_write_shards_that_merge_into_one_store(plm, four, model_dir, tmp_path):
+    """Scale-out path: `--devices 2` (DDP on CPU) gives the same store as one process."""
+    import subprocess
+    import sys
+
+    fasta = tmp_path / "four.fasta"
+    fasta.write_text("".join(f">{i}\n{s}\n" for i, s in zip(four["id"], four["sequence"])))
+    command = [sys.executable, "-m", "coevofold.cli", "extract", str(fasta), "--out", str(tmp_path / "ddp.h5"),
+               "--model", str(model_dir), "--accelerator", "cpu", "--devices", "2", "--threads", "1", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not store.parts_dir(tmp_path / "ddp.h5").exists()
+    single = features.extract(four, tmp_path / "one.h5", features.FeatureConfig(),
+                              features.RunConfig(progress=False, accelerator="cpu", threads=1), plm=plm)
+    ddp_rows = store.read_rows(tmp_path / "ddp.h5", four["id"].tolist())
+    one_rows = store.read_rows(single, four["id"].tolist())
+    np.testing.assert_allclose(ddp_rows.mean, one_rows.mean, atol=1e-4)
+    np.testing.assert_allclose(ddp_rows.maps.astype(np.float32), one_rows.maps.astype(np.float32), atol=2e-3)

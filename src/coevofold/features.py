@@ -344,6 +344,8 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
     pl, Extractor, PartWriter = _engine_classes()
     ids, sequences = todo["id"].tolist(), todo["sequence"].tolist()
     batches = make_batches([len(s) for s in sequences], plm.window, config.stride, run.max_tokens, run.max_pairs)
+    if len(batches) < run.devices:  # every process needs a batch: Lightning's sampler fails on none
+        batches = [[i] for batch in batches for i in batch]
     loader = torch.utils.data.DataLoader(
         [[(ids[i], sequences[i]) for i in batch] for batch in batches], batch_size=None, collate_fn=_identity
     )
@@ -351,7 +353,7 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
     writer = PartWriter(parts, settings, plm.name, run.part_size, len(todo), run.progress)
     trainer = pl.Trainer(
         accelerator=run.accelerator,
-        devices=run.devices,
+        devices=min(run.devices, len(batches)),
         logger=False,
         callbacks=[writer],
         enable_progress_bar=False,

@@ -283,7 +283,7 @@ def read_scop2_tsv(path: str | os.PathLike) -> pd.DataFrame:
     frame = _read_tsv(path, ["FA-DOMID", "CL", "CF", "SF", "FA", "seq"])
     rows = []
     for rec in frame.itertuples(index=False):
-        record_id = getattr(rec, "_0")  # 'FA-DOMID' is not an identifier
+        record_id = rec._0  # "FA-DOMID" is not an identifier, so pandas names it by position
         rows.append(
             {
                 "id": record_id,

@@ -79,3 +79,17 @@ def test_embedding_baselines_separate_blobs(factory):
     probs = model.predict_proba(X[300:])
     assert probs.shape == (100, 6) and model.classes_.tolist() == sorted(set(labels))
     assert (model.classes_[probs.argmax(axis=1)] == model.predict(X[300:])).all()
+
+
+def test_homology_first_trusts_only_confident_hits():
+    from coevofold.baselines import choose_min_score, homology_first
+
+    model = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
+    # query 0: weak hit (score 2) to class 2; query 1: strong hit (score 30) to class 0
+    alignment = np.array([[0.5, 0.0, 2.0], [30.0, 1.0, 0.0]])
+    combined = homology_first(model, alignment, min_score=5)
+    assert combined.argmax(1).tolist() == [0, 0]  # model for query 0, alignment for query 1
+    assert np.argsort(-combined[1]).tolist() == [0, 1, 2]  # alignment order kept for lower ranks
+    assert homology_first(model, alignment, min_score=1).argmax(1).tolist() == [2, 0]
+    # targets favour trusting only the strong hit: thresholds 3..30 tie, the strictest wins
+    assert choose_min_score(model, alignment, np.array([0, 0]), grid=[1, 3, 30, 31]) == 30

@@ -87,6 +87,7 @@ def test_ci_benchmark_preset_runs_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path / "cache"))
     results = benchmark.run_benchmark("deepsf-ci", tmp_path / "bench", models=("fused",), progress=False)
     assert "coevofold fused" in results and "alignment nearest neighbour (Smith-Waterman, E-value)" in results
+    assert any(name.startswith("coevofold fused, homology transfer where E <= 1e-") for name in results)
     for level in ("test_fold", "test_superfamily", "test_family"):
         top1 = results["coevofold fused"][level]["metrics"]["top1"]
         assert 0 <= top1["ci_low"] <= top1["value"] <= top1["ci_high"] <= 1

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from coevofold import data, evaluation, features, pretrained, store, training
@@ -21,6 +22,8 @@ from coevofold.files import write_text
 from coevofold.prediction import default_model_dir
 from coevofold.models import MODELS, ModelConfig
 from coevofold.splits import TEST_SPLITS, make_splits
+
+ALIGNMENT = "alignment nearest neighbour (Smith-Waterman, E-value)"
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,13 @@ def _show_examples(model_dir: Path, n: int = 8) -> None:
 # ------------------------------------------------------------------------------ full benchmark
 
 
-def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool, progress: bool) -> dict[str, dict]:
-    """Mean-embedding logistic regression / kNN and alignment nearest neighbour, per test level."""
+def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
+               progress: bool) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Mean-embedding logistic regression / kNN and alignment nearest neighbour, per test level.
+
+    Also returns the alignment's class scores on valid and every test level (empty without the
+    alignment), for the homology-first rows of the trained models.
+    """
     from coevofold import baselines
 
     train = table[table["split"] == "train"]
@@ -140,18 +148,37 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool, progress:
             targets[level] = evaluation.encode_labels(rows["fold"], list(model.classes_))
         out[name] = evaluation.evaluate_levels(probs, targets, ks=evaluation.topk_for(len(model.classes_)))
         print(f"{name}: {time.perf_counter() - started:.0f} s")
+    scores: dict[str, np.ndarray] = {}
     if alignment:
         started = time.perf_counter()
         nn = baselines.AlignmentNearestNeighbour(progress=progress).fit(train["sequence"].tolist(), train["fold"].tolist())
-        probs, targets = {}, {}
-        for level in TEST_SPLITS:
-            rows = table[table["split"] == level]
-            probs[level] = nn.predict_proba(rows["sequence"].tolist())
-            targets[level] = evaluation.encode_labels(rows["fold"], list(nn.classes_))
-        out["alignment nearest neighbour (Smith-Waterman, E-value)"] = evaluation.evaluate_levels(
-            probs, targets, ks=evaluation.topk_for(len(nn.classes_)))
+        targets = {}
+        for split in ("valid", *TEST_SPLITS):
+            rows = table[table["split"] == split]
+            scores[split] = nn.predict_proba(rows["sequence"].tolist())
+            targets[split] = evaluation.encode_labels(rows["fold"], list(nn.classes_))
+        del targets["valid"]
+        out[ALIGNMENT] = evaluation.evaluate_levels({s: scores[s] for s in TEST_SPLITS}, targets,
+                                                    ks=evaluation.topk_for(len(nn.classes_)))
         print(f"alignment nearest neighbour: {time.perf_counter() - started:.0f} s")
-    return out
+    return out, scores
+
+
+def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame,
+                    alignment: dict[str, np.ndarray]) -> tuple[float, dict]:
+    """A trained model behind homology transfer, with the E-value threshold chosen on valid."""
+    from coevofold import baselines
+
+    classifier, meta = training.load_model(run_dir)
+    probs, targets = {}, {}
+    for split in ("valid", *TEST_SPLITS):
+        rows = table[table["split"] == split]
+        probs[split] = training.predict_proba(classifier, training.load_split(store_path, rows, meta["classes"]))
+        targets[split] = evaluation.encode_labels(rows["fold"], meta["classes"])
+    threshold = baselines.choose_min_score(probs["valid"], alignment["valid"], targets["valid"])
+    combined = {s: baselines.homology_first(probs[s], alignment[s], threshold) for s in TEST_SPLITS}
+    del targets["valid"]
+    return threshold, evaluation.evaluate_levels(combined, targets, ks=evaluation.topk_for(len(meta["classes"])))
 
 
 def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark", models: tuple[str, ...] = tuple(MODELS),
@@ -168,7 +195,7 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
     started = time.perf_counter()
     store_path = cached_features(preset.name, table, plm, config, progress)
     print(f"features of {len(table)} proteins ready in {time.perf_counter() - started:.0f} s")
-    results = _baselines(store_path, table, preset.alignment and alignment, progress)
+    results, alignment_scores = _baselines(store_path, table, preset.alignment and alignment, progress)
     note = "" if not preset.folds else (
         f"\nPreset '{preset.name}': {preset.folds} folds, at most {preset.per_fold} proteins per fold "
         "and split; a smoke test, not comparable with the published rows.\n")
@@ -194,6 +221,9 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
         seconds = time.perf_counter() - started
         print(f"{name}: {seconds:.0f} s for {meta['epochs']} epochs ({seconds / max(meta['epochs'], 1):.1f} s/epoch "
               f"incl. evaluation), best validation accuracy {100 * meta['best_val_acc']:.1f} %")
+        if alignment_scores:
+            threshold, hybrid = homology_first_results(run_dir, store_path, table, alignment_scores)
+            results[f"coevofold {name}, homology transfer where E <= 1e-{threshold:g}"] = hybrid
         save()
     markdown = save()
     print()

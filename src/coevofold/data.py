@@ -389,6 +389,21 @@ def load(source: str | os.PathLike) -> pd.DataFrame:
     return read_fasta(path)
 
 
+def as_table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """A preset, a file, or an in-memory table with ``id`` and ``sequence`` columns, validated.
+
+    In-memory tables get the same residue checks as files, so the API refuses what the CLI does.
+    """
+    if not isinstance(source, pd.DataFrame):
+        return load(source)
+    missing = [column for column in ("id", "sequence") if column not in source.columns]
+    if missing:
+        raise CoevofoldError(f"input table: missing column(s) {', '.join(missing)}")
+    ids = source["id"].astype(str).tolist()
+    sequences = [clean_sequence(s, path="input table", record_id=i) for i, s in zip(ids, source["sequence"])]
+    return source.assign(id=ids, sequence=sequences)
+
+
 def fold_names(source: str | os.PathLike) -> dict[str, str]:
     """Human-readable names for the folds of a data set, where the data provide them.
 

@@ -298,10 +298,6 @@ def cached_store(name: str, plm: pretrained.ProteinLM, config: FeatureConfig) ->
     return cache_dir() / "features" / f"{name}-{key}.h5"
 
 
-def _table_of(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
-    return source if isinstance(source, pd.DataFrame) else data.load(source)
-
-
 def extract(
     source: str | os.PathLike | pd.DataFrame,
     out: str | os.PathLike,
@@ -319,7 +315,7 @@ def extract(
     config = config or FeatureConfig()
     run = run or RunConfig()
     out = Path(out)
-    table = _table_of(source)
+    table = data.as_table(source)
     if table.empty:
         raise CoevofoldError("no proteins to extract")
     check_lengths(table)

@@ -72,18 +72,6 @@ def check_compatible(folder: Path, meta: dict, plm: pretrained.ProteinLM, config
     )
 
 
-def _table_of(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
-    """The proteins to predict; an in-memory table gets the same residue checks as a file."""
-    if not isinstance(source, pd.DataFrame):
-        return data.load(source)
-    missing = [column for column in ("id", "sequence") if column not in source.columns]
-    if missing:
-        raise CoevofoldError(f"input table: missing column(s) {', '.join(missing)}")
-    ids = source["id"].astype(str).tolist()
-    sequences = [data.clean_sequence(s, path="input table", record_id=i) for i, s in zip(ids, source["sequence"])]
-    return pd.DataFrame({"id": ids, "sequence": sequences})
-
-
 def predict(
     source: str | os.PathLike | pd.DataFrame,
     checkpoint: str | os.PathLike | None = None,
@@ -104,7 +92,7 @@ def predict(
         raise CoevofoldError(f"--top-k must be at least 1, not {top_k}")
     run = run or features.RunConfig()
     folder, classifier, meta = _load_checkpoint(checkpoint)
-    table = _table_of(source)
+    table = data.as_table(source)
     if table.empty:
         raise CoevofoldError("no sequences to predict")
     features.check_lengths(table)

@@ -152,12 +152,10 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     if alignment:
         started = time.perf_counter()
         nn = baselines.AlignmentNearestNeighbour(progress=progress).fit(train["sequence"].tolist(), train["fold"].tolist())
-        targets = {}
         for split in ("valid", *TEST_SPLITS):
-            rows = table[table["split"] == split]
-            scores[split] = nn.predict_proba(rows["sequence"].tolist())
-            targets[split] = evaluation.encode_labels(rows["fold"], list(nn.classes_))
-        del targets["valid"]
+            scores[split] = nn.predict_proba(table.loc[table["split"] == split, "sequence"].tolist())
+        targets = {level: evaluation.encode_labels(table.loc[table["split"] == level, "fold"], list(nn.classes_))
+                   for level in TEST_SPLITS}
         out[ALIGNMENT] = evaluation.evaluate_levels({s: scores[s] for s in TEST_SPLITS}, targets,
                                                     ks=evaluation.topk_for(len(nn.classes_)))
         print(f"alignment nearest neighbour: {time.perf_counter() - started:.0f} s")
@@ -165,19 +163,13 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
 
 
 def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame,
-                    alignment: dict[str, np.ndarray]) -> tuple[float, dict]:
+                           alignment: dict[str, np.ndarray]) -> tuple[float, dict]:
     """A trained model behind homology transfer, with the E-value threshold chosen on valid."""
     from coevofold import baselines
 
-    classifier, meta = training.load_model(run_dir)
-    probs, targets = {}, {}
-    for split in ("valid", *TEST_SPLITS):
-        rows = table[table["split"] == split]
-        probs[split] = training.predict_proba(classifier, training.load_split(store_path, rows, meta["classes"]))
-        targets[split] = evaluation.encode_labels(rows["fold"], meta["classes"])
-    threshold = baselines.choose_min_score(probs["valid"], alignment["valid"], targets["valid"])
-    combined = {s: baselines.homology_first(probs[s], alignment[s], threshold) for s in TEST_SPLITS}
-    del targets["valid"]
+    meta, probs, targets = evaluation.model_scores(run_dir, store_path, table, ("valid", *TEST_SPLITS))
+    threshold = baselines.choose_min_score(probs.pop("valid"), alignment["valid"], targets.pop("valid"))
+    combined = {s: baselines.homology_first(probs[s], alignment[s], threshold) for s in probs}
     return threshold, evaluation.evaluate_levels(combined, targets, ks=evaluation.topk_for(len(meta["classes"])))
 
 

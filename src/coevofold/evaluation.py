@@ -220,6 +220,26 @@ def topk_for(n_classes: int) -> tuple[int, ...]:
     return (1, 5) if n_classes > 5 else (1,)
 
 
+def model_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, table,
+                 splits: Sequence[str]) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A trained model's class probabilities and the target columns on each non-empty split.
+
+    Returns the model's ``model.json`` description, probabilities and targets by split; the
+    targets are encoded against the model's own classes, which keeps the two aligned.
+    """
+    from coevofold import training
+
+    classifier, meta = training.load_model(model_dir)
+    probs, targets = {}, {}
+    for split in splits:
+        rows = table[table["split"] == split]
+        if rows.empty:
+            continue
+        probs[split] = training.predict_proba(classifier, training.load_split(store_path, rows, meta["classes"]))
+        targets[split] = encode_labels(rows["fold"], meta["classes"])
+    return meta, probs, targets
+
+
 def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, table, n_boot: int = 1000) -> dict:
     """Score a trained model on every test level of ``table``; write results and predictions.
 
@@ -228,25 +248,17 @@ def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, 
     """
     import pandas as pd
 
-    from coevofold import training
-
-    classifier, meta = training.load_model(model_dir)
-    classes = meta["classes"]
-    probs, targets, frames = {}, {}, []
-    for level in TEST_SPLITS:
-        rows = table[table["split"] == level]
-        if rows.empty:
-            continue
-        split = training.load_split(store_path, rows, classes)
-        probs[level] = training.predict_proba(classifier, split)
-        targets[level] = encode_labels(rows["fold"], classes)
-        best = probs[level].argmax(1)
-        frames.append(pd.DataFrame({
-            "id": rows["id"].to_numpy(), "split": level, "fold": rows["fold"].to_numpy(),
-            "predicted": np.asarray(classes)[best], "probability": probs[level].max(1).round(4),
-        }))
+    meta, probs, targets = model_scores(model_dir, store_path, table, TEST_SPLITS)
     if not probs:
         raise CoevofoldError("no test proteins (splits test_fold / test_superfamily / test_family) to evaluate")
+    classes = np.asarray(meta["classes"])
+    frames = []
+    for level, level_probs in probs.items():
+        rows = table[table["split"] == level]
+        frames.append(pd.DataFrame({
+            "id": rows["id"].to_numpy(), "split": level, "fold": rows["fold"].to_numpy(),
+            "predicted": classes[level_probs.argmax(1)], "probability": level_probs.max(1).round(4),
+        }))
     results = evaluate_levels(probs, targets, ks=topk_for(len(classes)), n_boot=n_boot)
     predictions = pd.concat(frames, ignore_index=True)
     predictions["correct"] = predictions["fold"] == predictions["predicted"]

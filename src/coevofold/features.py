@@ -138,12 +138,16 @@ def _to_unit(contact: torch.Tensor, probability: bool, bias: float) -> torch.Ten
 
 
 def _chunk_features(plm: pretrained.ProteinLM, config: FeatureConfig, chunks: list[str]):
-    """Run the pLM on window-sized chunks; yield (maps [C, l, l], profile [l, D]) per chunk."""
+    """Run the pLM on window-sized chunks; yield (maps [C, l, l], profile [l, H x D]) per chunk.
+
+    The profile holds every hidden layer side by side (H = layers + 1), so that windows of long
+    chains are stitched once for the segment embeddings and the per-layer means alike.
+    """
     weights, bias = channel_weights(plm, config)
     weights = weights.to(plm.model.device)
     encoded = {k: v.to(plm.model.device) for k, v in plm.encode(chunks).items()}
     out = plm.model(**encoded, output_attentions=True, output_hidden_states=True)
-    hidden = out.hidden_states[config.embedding_layer]
+    hidden = torch.cat(out.hidden_states, dim=-1)  # [B, T, H x D]
     for j, chunk in enumerate(chunks):
         t = len(chunk) + 2
         attention = torch.cat([layer[j, :, :t, :t] for layer in out.attentions])  # [layers x heads, t, t]
@@ -184,14 +188,18 @@ def compute(plm: pretrained.ProteinLM, config: FeatureConfig, ids: list[str], se
         if n not in stitchers:
             stitchers[n] = Stitcher(len(sequences[n]), maps.shape[0], profile.shape[1])
         stitchers[n].add(start, maps, profile)
-    grids, bins, means, contacts = [], [], [], []
+    grids, bins, means, contacts, layers = [], [], [], [], []
     for n in range(len(sequences)):
         maps, profile = stitchers[n].result()
+        per_layer = profile.reshape(len(sequences[n]), plm.num_layers + 1, -1)  # [L, H, D]
+        chosen = per_layer[:, config.embedding_layer]
         grids.append(pool_grid(maps, config.grid).half().numpy())
-        bins.append(pool_positions(profile, config.embedding_bins).half().numpy())
-        means.append(profile.mean(0).numpy())
+        bins.append(pool_positions(chosen, config.embedding_bins).half().numpy())
+        means.append(chosen.mean(0).numpy())
+        layers.append(per_layer.mean(0).half().numpy())
         contacts.append(store.map_to_triangle(maps[0].numpy()))
-    return store.FeatureRows(list(ids), list(sequences), np.stack(grids), np.stack(bins), np.stack(means), contacts)
+    return store.FeatureRows(list(ids), list(sequences), np.stack(grids), np.stack(bins), np.stack(means), contacts,
+                             np.stack(layers))
 
 
 def make_batches(lengths: list[int], window: int, stride: int, max_tokens: int, max_pairs: int) -> list[list[int]]:

@@ -6,6 +6,7 @@ Layout (all row-aligned; N proteins, C map channels, P grid, B bins, D embedding
     maps [N, C, P, P] float16        pooled APC maps (the CNN's 2D input)
     embedding [N, B, D] float16       per-residue embeddings pooled to B segments (1D input)
     mean [N, D] float32               mean embedding (classical baselines)
+    layers [N, H, D] float16          mean embedding of every hidden layer (H = layers + 1)
     contact [sum L(L-1)/2] uint8      full-resolution contact map, upper triangle, p * 255
     contact_offset [N + 1] int64      where each protein's triangle starts in ``contact``
     attrs: format, settings (JSON), coevofold_version, model (the name it was loaded by)
@@ -33,8 +34,8 @@ from coevofold import __version__
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path
 
-STORE_FORMAT = 1
-_ROW_ARRAYS = ("maps", "embedding", "mean")
+STORE_FORMAT = 2
+_ROW_ARRAYS = ("maps", "embedding", "mean", "layers")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
@@ -48,6 +49,7 @@ class FeatureRows:
     embedding: np.ndarray
     mean: np.ndarray
     contacts: list[np.ndarray]  # upper triangles, uint8
+    layers: np.ndarray  # [N, H, D] per-layer mean embeddings
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,6 +63,7 @@ class FeatureRows:
             embedding=np.concatenate([p.embedding for p in parts]),
             mean=np.concatenate([p.mean for p in parts]),
             contacts=[c for p in parts for c in p.contacts],
+            layers=np.concatenate([p.layers for p in parts]),
         )
 
     def select(self, order: Iterable[int]) -> FeatureRows:
@@ -72,6 +75,7 @@ class FeatureRows:
             embedding=self.embedding[order],
             mean=self.mean[order],
             contacts=[self.contacts[i] for i in order],
+            layers=self.layers[order],
         )
 
 
@@ -111,8 +115,12 @@ def _open(path: Path) -> h5py.File:
             f"{path}: unreadable or truncated feature store ({str(exc).splitlines()[0][:120]}); "
             "delete it and extract again"
         ) from None
-    if f.attrs.get("format") != STORE_FORMAT or "settings" not in f.attrs:
+    found = f.attrs.get("format")
+    if found != STORE_FORMAT or "settings" not in f.attrs:
         f.close()
+        if isinstance(found, (int, np.integer)) and found < STORE_FORMAT:
+            raise CoevofoldError(f"{path}: feature store of an older coevofold (format {found}, now {STORE_FORMAT}: "
+                                 "it lacks per-layer embeddings); delete it and extract again")
         raise CoevofoldError(f"{path}: not a coevofold feature store (format {STORE_FORMAT})")
     return f
 
@@ -162,6 +170,7 @@ def read_rows(path: str | os.PathLike, ids: list[str] | None = None) -> FeatureR
                 embedding=f["embedding"][()][order],
                 mean=f["mean"][()][order],
                 contacts=[flat[offsets[n]:offsets[n + 1]] for n in order],
+                layers=f["layers"][()][order],
             )
         except (KeyError, OSError, ValueError) as exc:
             raise CoevofoldError(f"{path}: damaged feature store ({exc}); delete it and extract again") from None

@@ -70,8 +70,7 @@ def attention_cost(lengths: np.ndarray, window: int, stride: int) -> int:
 
 def rows_to_split(rows: store.FeatureRows, labels: torch.Tensor) -> training.SplitData:
     """In-memory features as training reads them (what a no-cache pipeline would hand on)."""
-    return training.SplitData(rows.ids, rows.sequences, torch.from_numpy(rows.maps),
-                              torch.from_numpy(rows.embedding), torch.from_numpy(rows.mean), labels)
+    return training.SplitData.from_rows(rows, labels)
 
 
 def recompute_features(plm: pretrained.ProteinLM, config: features.FeatureConfig,
@@ -98,7 +97,7 @@ class EpochRunner:
         self.split, self.config, self.weights = split, config, weights
         self.uses = MODELS[config.model.name]
         self.model: FoldClassifier = training.build_classifier(config.model, n_classes, split)
-        self.model.fit_normalization(split.maps, split.embedding.float(), split.mean)
+        self.model.fit_normalization(split.maps, split.embedding.float(), split.mean, split.layers.float())
         self.model.train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator()

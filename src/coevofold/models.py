@@ -9,8 +9,16 @@ everything prediction needs.
   over pLM embeddings pooled to segments;
 * ``onehot1d``: the same over one-hot residues, the no-pLM baseline;
 * ``maps2d``: a 2D CNN over the stacked co-evolution maps, the original study's idea;
-* ``fused``: both branches plus the mean embedding; the default;
-* ``linear``: logistic regression on the mean embedding, the simplest pLM model.
+* ``fused``: both branches plus the mean embedding;
+* ``linear``: logistic regression on the mean embedding, the simplest pLM model;
+* ``probe``: logistic regression on the mean embedding of every hidden layer (the linear probe
+  a new model must beat);
+* ``layers``: an MLP on the mean embedding of every hidden layer;
+* ``attention``: ``layers`` plus light-attention pooling (Stärk et al. 2021) over the segments;
+* ``coevo``: ``layers`` plus the 2D CNN over the co-evolution maps.
+
+Any model can also predict the superfamily and family (``ModelConfig.levels``): auxiliary heads
+on the shared trunk that make the SCOP hierarchy part of the loss; the fold head predicts.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ class Batch:
     maps: torch.Tensor  # [B, C, P, P]
     embedding: torch.Tensor  # [B, S, D]
     mean: torch.Tensor  # [B, D]
+    layers: torch.Tensor  # [B, H, D]
     onehot: torch.Tensor | None = None  # [B, 21, L]
     onehot_mask: torch.Tensor | None = None  # [B, L] True on residues
 
@@ -101,6 +110,25 @@ class Conv1DBranch(nn.Module):
         return kmax_pool(self.convs(x), self.kmax, mask).flatten(1)
 
 
+class LightAttention(nn.Module):
+    """Light attention (Stärk et al. 2021): per-channel softmax attention over positions plus max.
+
+    Unlike k-max pooling over fixed segments, it learns which positions speak for the fold, with
+    one attention distribution per feature channel.
+    """
+
+    def __init__(self, in_dim: int, channels: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.values = nn.Conv1d(in_dim, channels, kernel, padding=kernel // 2)
+        self.scores = nn.Conv1d(in_dim, channels, kernel, padding=kernel // 2)
+        self.out_dim = 2 * channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = self.values(x)
+        weights = torch.softmax(self.scores(x), dim=-1)
+        return torch.cat([(weights * values).sum(-1), values.amax(-1)], dim=1)
+
+
 class Conv2DBranch(nn.Module):
     """A small 2D CNN over the P x P co-evolution maps: three conv blocks, then avg+max pooling."""
 
@@ -130,13 +158,27 @@ class ModelConfig:
     channels_2d: int = 64
     hidden: int = 512
     dropout: float = 0.3
+    #: SCOP levels predicted by their own heads; the first must be "fold" (it predicts).
+    levels: tuple[str, ...] = ("fold",)
 
+    def __post_init__(self) -> None:
+        if not self.levels or self.levels[0] != "fold" or not set(self.levels) <= set(LEVELS):
+            raise ValueError(f"levels must start with 'fold' and come from {LEVELS}, not {self.levels}")
+        object.__setattr__(self, "levels", tuple(self.levels))  # JSON round trips give lists
+
+
+#: the SCOP levels a model may be trained on, coarse to fine.
+LEVELS = ("fold", "superfamily", "family")
 
 class FoldClassifier(nn.Module):
     """One module for every registered architecture; branches are switched on by ``name``."""
 
-    def __init__(self, config: ModelConfig, n_classes: int, map_channels: int, grid: int, bins: int, dim: int) -> None:
+    def __init__(self, config: ModelConfig, n_classes: int | dict[str, int], map_channels: int, grid: int, bins: int,
+                 dim: int, n_layers: int = 1) -> None:
         super().__init__()
+        sizes = n_classes if isinstance(n_classes, dict) else {"fold": n_classes}
+        if set(sizes) != set(config.levels):
+            raise ValueError(f"class counts for {sorted(sizes)} but the config predicts {config.levels}")
         if config.name not in MODELS:
             raise ValueError(f"unknown model '{config.name}' (known: {', '.join(MODELS)})")
         self.config = config
@@ -150,6 +192,13 @@ class FoldClassifier(nn.Module):
             self.emb_norm = Standardize((dim,))
             self.emb_branch = Conv1DBranch(dim, config.channels_1d, config.kmax)
             width += self.emb_branch.out_dim
+        if "segments" in uses:
+            self.emb_norm = Standardize((dim,))
+            self.emb_branch = LightAttention(dim, config.channels_1d)
+            width += self.emb_branch.out_dim
+        if "layers" in uses:
+            self.layers_norm = Standardize((n_layers, dim))
+            width += n_layers * dim
         if "mean" in uses:
             self.mean_norm = Standardize((dim,))
             width += dim
@@ -157,32 +206,53 @@ class FoldClassifier(nn.Module):
             self.onehot_branch = Conv1DBranch(ONEHOT_SIZE, config.channels_1d, config.kmax, kernel=9, layers=3)
             width += self.onehot_branch.out_dim
         self.uses = uses
-        if config.name == "linear":  # multinomial logistic regression, trained like the others
-            self.head = nn.Sequential(nn.Linear(width, n_classes))
+        if config.name in LINEAR:  # multinomial logistic regression, trained like the others
+            self.trunk: nn.Module = nn.Identity()
         else:
-            self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.ReLU(),
-                                      nn.Dropout(config.dropout), nn.Linear(config.hidden, n_classes))
+            self.trunk = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(width, config.hidden), nn.ReLU(),
+                                       nn.Dropout(config.dropout))
+            width = config.hidden
+        self.heads = nn.ModuleDict({level: nn.Linear(width, sizes[level]) for level in config.levels})
 
-    def fit_normalization(self, maps: torch.Tensor, embedding: torch.Tensor, mean: torch.Tensor) -> None:
+    @property
+    def n_classes(self) -> int:
+        return self.heads["fold"].out_features
+
+    def fit_normalization(self, maps: torch.Tensor, embedding: torch.Tensor, mean: torch.Tensor,
+                          layers: torch.Tensor) -> None:
         """Fit the input standardizers on training-set features (before training)."""
         if "maps" in self.uses:
             self.maps_norm.fit(maps, (0, 2, 3))
-        if "embedding" in self.uses:
+        if "embedding" in self.uses or "segments" in self.uses:
             self.emb_norm.fit(embedding, (0, 1))
         if "mean" in self.uses:
             self.mean_norm.fit(mean, (0,))
+        if "layers" in self.uses:
+            self.layers_norm.fit(layers, (0,))
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def represent(self, batch: Batch) -> torch.Tensor:
+        """The trunk's output: what every level's head reads."""
         parts = []
         if "maps" in self.uses:
             parts.append(self.maps_branch(self.maps_norm(batch.maps)))
-        if "embedding" in self.uses:
+        if "embedding" in self.uses or "segments" in self.uses:
             parts.append(self.emb_branch(self.emb_norm(batch.embedding).transpose(1, 2)))
         if "mean" in self.uses:
             parts.append(self.mean_norm(batch.mean))
+        if "layers" in self.uses:
+            parts.append(self.layers_norm(batch.layers).flatten(1))
         if "onehot" in self.uses:
             parts.append(self.onehot_branch(batch.onehot, batch.onehot_mask))
-        return self.head(torch.cat(parts, dim=1))
+        return self.trunk(torch.cat(parts, dim=1))
+
+    def forward_levels(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Logits of every level the model predicts."""
+        h = self.represent(batch)
+        return {level: head(h) for level, head in self.heads.items()}
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Fold logits."""
+        return self.heads["fold"](self.represent(batch))
 
 
 #: model name -> the inputs it reads.
@@ -192,4 +262,10 @@ MODELS: dict[str, tuple[str, ...]] = {
     "deepsf1d": ("embedding",),
     "onehot1d": ("onehot",),
     "linear": ("mean",),
+    "probe": ("layers",),
+    "layers": ("layers",),
+    "attention": ("layers", "segments"),
+    "coevo": ("layers", "maps"),
 }
+#: models without a hidden layer.
+LINEAR = ("linear", "probe")

@@ -108,9 +108,7 @@ def predict(
     with tqdm(total=len(ids), unit="protein", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
         for batch in batches:
             rows = features.compute(plm, config, [ids[i] for i in batch], [sequences[i] for i in batch], run.max_pairs)
-            split = training.SplitData(rows.ids, rows.sequences, torch.from_numpy(rows.maps),
-                                       torch.from_numpy(rows.embedding), torch.from_numpy(rows.mean),
-                                       torch.full((len(batch),), -1, dtype=torch.long))
+            split = training.SplitData.from_rows(rows)
             probs[batch] = training.predict_proba(classifier, split)
             bar.update(len(batch))
     return _top_folds(ids, probs, meta, top_k)

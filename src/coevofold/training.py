@@ -46,6 +46,11 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
+    #: where the smoothed mass goes: "uniform" (every fold) or "class" (the folds of the true
+    #: fold's SCOP class, a/b/c/...: a near miss within the class costs less than across).
+    smoothing_target: str = "uniform"
+    #: weight of each auxiliary level's loss (superfamily, family) relative to the fold's.
+    level_weight: float = 1.0
     #: class weights are count^-power: 0 ignores imbalance, 1 fully rebalances 1,195 folds
     #: whose sizes range from 1 to ~400; 0.5 is the usual compromise.
     class_weight_power: float = 0.5
@@ -62,21 +67,42 @@ class SplitData:
     maps: torch.Tensor
     embedding: torch.Tensor
     mean: torch.Tensor
+    layers: torch.Tensor
     labels: torch.Tensor
+    #: labels of the auxiliary levels (superfamily, family), -1 where unseen in training.
+    level_labels: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @classmethod
+    def from_rows(cls, rows: store.FeatureRows, labels: torch.Tensor | None = None,
+                  level_labels: dict[str, torch.Tensor] | None = None) -> SplitData:
+        """Split data from store rows; no labels: all -1 (proteins to predict)."""
+        if labels is None:
+            labels = torch.full((len(rows),), -1, dtype=torch.long)
+        return cls(rows.ids, rows.sequences, torch.from_numpy(rows.maps), torch.from_numpy(rows.embedding),
+                   torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), labels, level_labels or {})
+
     def batch(self, index: list[int] | torch.Tensor, uses: tuple[str, ...]) -> Batch:
         index = torch.as_tensor(index)
-        batch = Batch(self.maps[index].float(), self.embedding[index].float(), self.mean[index])
+        batch = Batch(self.maps[index].float(), self.embedding[index].float(), self.mean[index],
+                      self.layers[index].float())
         if "onehot" in uses:
             batch.onehot, batch.onehot_mask = onehot([self.sequences[i] for i in index.tolist()])
         return batch
 
 
-def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list[str]) -> SplitData:
-    """Features of ``table``'s proteins from the store, with fold labels indexed by ``classes``.
+def encode(values: pd.Series, classes: list[str]) -> torch.Tensor:
+    """Class indices of ``values`` in ``classes``; -1 for values not among them."""
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index.get(v, -1) for v in values], dtype=torch.long)
+
+
+def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list[str],
+               level_classes: dict[str, list[str]] | None = None) -> SplitData:
+    """Features of ``table``'s proteins from the store, with fold labels indexed by ``classes``
+    (and auxiliary levels' labels by ``level_classes``).
 
     Non-finite features are refused: in training they end in a NaN loss, but in validation or
     test they would silently score as predictions.
@@ -89,10 +115,8 @@ def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list
             f"{store_path}: features of '{rows.ids[int(np.argmin(finite))]}' are NaN or infinite "
             f"({int((~finite).sum())} of {len(finite)} proteins); delete the store and extract again"
         )
-    index = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([index.get(f, -1) for f in table["fold"]], dtype=torch.long)
-    return SplitData(rows.ids, rows.sequences, torch.from_numpy(rows.maps), torch.from_numpy(rows.embedding),
-                     torch.from_numpy(rows.mean), labels)
+    levels = {level: encode(table[level], names) for level, names in (level_classes or {}).items()}
+    return SplitData.from_rows(rows, encode(table["fold"], classes), levels)
 
 
 def class_weights(labels: torch.Tensor, n_classes: int, power: float) -> torch.Tensor:
@@ -100,6 +124,25 @@ def class_weights(labels: torch.Tensor, n_classes: int, power: float) -> torch.T
     counts = torch.bincount(labels, minlength=n_classes).float().clamp(min=1)
     weights = counts.pow(-power)
     return weights / (weights[labels].mean())
+
+
+def smoothing_matrix(classes: list[str], epsilon: float, target: str) -> torch.Tensor:
+    """Soft targets [n, n]: row c is what training asks the model to predict for fold c.
+
+    (1 - epsilon) on the fold itself and epsilon spread evenly over every fold ("uniform", the
+    usual label smoothing) or over the folds of the same SCOP class ("class": ids before the
+    first dot, a.80 -> a).
+    """
+    n = len(classes)
+    if target == "uniform":
+        spread = torch.full((n, n), 1.0 / n)
+    elif target == "class":
+        group = [c.split(".")[0] for c in classes]
+        same = torch.tensor([[g == h for h in group] for g in group], dtype=torch.float32)
+        spread = same / same.sum(1, keepdim=True)
+    else:
+        raise CoevofoldError(f"smoothing target must be 'uniform' or 'class', not '{target}'")
+    return (1 - epsilon) * torch.eye(n) + epsilon * spread
 
 
 # --------------------------------------------------------------------------------- lightning
@@ -110,10 +153,12 @@ def _lightning_module():
     import torchmetrics
 
     class LitFold(pl.LightningModule):
-        def __init__(self, classifier: FoldClassifier, weights: torch.Tensor, config: TrainConfig) -> None:
+        def __init__(self, classifier: FoldClassifier, weights: torch.Tensor, targets: torch.Tensor,
+                     config: TrainConfig) -> None:
             super().__init__()
             self.classifier = classifier
             self.register_buffer("class_weight", weights)
+            self.register_buffer("soft_targets", targets)
             self.config = config
             self.val_acc = torchmetrics.classification.MulticlassAccuracy(
                 num_classes=len(weights), average="micro", ignore_index=-1)
@@ -122,11 +167,13 @@ def _lightning_module():
             # dropout depends only on (seed, epoch), as shuffling does (_EpochShuffle): resumed runs repeat exactly
             torch.manual_seed(_epoch_seed(self.config.seed, self.current_epoch))
 
-        def training_step(self, batch: tuple[Batch, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            inputs, labels = batch
-            logits = self.classifier(inputs)
-            loss = torch.nn.functional.cross_entropy(logits, labels, weight=self.class_weight,
-                                                     label_smoothing=self.config.label_smoothing)
+        def training_step(self, batch: tuple[Batch, torch.Tensor, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
+            inputs, labels, level_labels = batch
+            logits = self.classifier.forward_levels(inputs)
+            loss = torch.nn.functional.cross_entropy(logits["fold"], self.soft_targets[labels], weight=self.class_weight)
+            for level, target in level_labels.items():
+                loss = loss + self.config.level_weight * torch.nn.functional.cross_entropy(
+                    logits[level], target, label_smoothing=self.config.label_smoothing)
             if not torch.isfinite(loss):
                 raise CoevofoldError(
                     f"training diverged: loss is {loss.item()} at epoch {self.current_epoch}, step {batch_idx}; "
@@ -135,8 +182,8 @@ def _lightning_module():
             self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
             return loss
 
-        def validation_step(self, batch: tuple[Batch, torch.Tensor], batch_idx: int) -> None:
-            inputs, labels = batch
+        def validation_step(self, batch: tuple[Batch, torch.Tensor, dict[str, torch.Tensor]], batch_idx: int) -> None:
+            inputs, labels, _ = batch
             logits = self.classifier(inputs)
             seen = labels >= 0
             if seen.any():
@@ -176,13 +223,15 @@ class _EpochShuffle(torch.utils.data.Sampler[int]):
 
 
 class _Collate:
-    """Builds (Batch, labels) from a list of row indices of in-memory split data."""
+    """Builds (Batch, fold labels, auxiliary labels) from row indices of in-memory split data."""
 
     def __init__(self, split: SplitData, uses: tuple[str, ...]) -> None:
         self.split, self.uses = split, uses
 
-    def __call__(self, index: list[int]) -> tuple[Batch, torch.Tensor]:
-        return self.split.batch(index, self.uses), self.split.labels[torch.as_tensor(index)]
+    def __call__(self, index: list[int]) -> tuple[Batch, torch.Tensor, dict[str, torch.Tensor]]:
+        rows = torch.as_tensor(index)
+        return (self.split.batch(index, self.uses), self.split.labels[rows],
+                {level: labels[rows] for level, labels in self.split.level_labels.items()})
 
 
 def _loader(split: SplitData, uses: tuple[str, ...], batch_size: int,
@@ -192,10 +241,10 @@ def _loader(split: SplitData, uses: tuple[str, ...], batch_size: int,
                                        collate_fn=_Collate(split, uses), generator=torch.Generator())
 
 
-def build_classifier(config: ModelConfig, n_classes: int, split: SplitData) -> FoldClassifier:
+def build_classifier(config: ModelConfig, n_classes: int | dict[str, int], split: SplitData) -> FoldClassifier:
     _, channels, grid, _ = split.maps.shape
     _, bins, dim = split.embedding.shape
-    return FoldClassifier(config, n_classes, channels, grid, bins, dim)
+    return FoldClassifier(config, n_classes, channels, grid, bins, dim, n_layers=split.layers.shape[1])
 
 
 def train(
@@ -224,17 +273,20 @@ def train(
         raise CoevofoldError("training needs proteins in both the 'train' and 'valid' splits")
     run_dir = writable_dir(run_dir)
     classes = sorted(train_rows["fold"].unique())
+    level_classes = {level: sorted(train_rows[level].unique()) for level in config.model.levels[1:]}
     if config.threads:
         torch.set_num_threads(config.threads)
     quiet_lightning()
     pl, LitFold = _lightning_module()
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    train_data = load_split(store_path, train_rows, classes)
+    train_data = load_split(store_path, train_rows, classes, level_classes)
     valid_data = load_split(store_path, valid_rows, classes)
-    classifier = build_classifier(config.model, len(classes), train_data)
-    classifier.fit_normalization(train_data.maps, train_data.embedding.float(), train_data.mean)
+    sizes = {"fold": len(classes), **{level: len(names) for level, names in level_classes.items()}}
+    classifier = build_classifier(config.model, sizes, train_data)
+    classifier.fit_normalization(train_data.maps, train_data.embedding.float(), train_data.mean, train_data.layers.float())
     weights = class_weights(train_data.labels, len(classes), config.class_weight_power)
-    module = LitFold(classifier, weights, config)
+    targets = smoothing_matrix(classes, config.label_smoothing, config.smoothing_target)
+    module = LitFold(classifier, weights, targets, config)
     uses = MODELS[config.model.name]
     checkpoints = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_acc", mode="max", save_last=True)
@@ -270,7 +322,9 @@ def train(
     meta = {
         "model": asdict(config.model),
         "classes": classes,
-        "shapes": {"maps": list(train_data.maps.shape[1:]), "embedding": list(train_data.embedding.shape[1:])},
+        "level_classes": level_classes,
+        "shapes": {"maps": list(train_data.maps.shape[1:]), "embedding": list(train_data.embedding.shape[1:]),
+                   "layers": list(train_data.layers.shape[1:])},
         "fold_names": {c: (fold_names or {}).get(c, "") for c in classes},
         "train_counts": torch.bincount(train_data.labels, minlength=len(classes)).tolist(),
         "feature_settings": store.read_settings(store_path),
@@ -336,7 +390,9 @@ def load_model(folder: str | os.PathLike) -> tuple[FoldClassifier, dict]:
         state = load_file(str(weights))
         channels, grid, _ = meta["shapes"]["maps"]
         bins, dim = meta["shapes"]["embedding"]
-        classifier = FoldClassifier(ModelConfig(**meta["model"]), len(meta["classes"]), channels, grid, bins, dim)
+        sizes = {"fold": len(meta["classes"]), **{k: len(v) for k, v in meta.get("level_classes", {}).items()}}
+        classifier = FoldClassifier(ModelConfig(**meta["model"]), sizes, channels, grid, bins, dim,
+                                    n_layers=meta["shapes"]["layers"][0])
         classifier.load_state_dict(state)
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         raise CoevofoldError(f"{folder}: damaged model files ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
@@ -350,4 +406,4 @@ def predict_proba(classifier: FoldClassifier, split: SplitData, batch_size: int 
     classifier.eval()
     out = [torch.softmax(classifier(split.batch(list(range(i, min(i + batch_size, len(split)))), uses)), -1)
            for i in range(0, len(split), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, classifier.head[-1].out_features), np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, classifier.n_classes), np.float32)

@@ -84,3 +84,16 @@ def test_levels_markdown_and_json(tmp_path):
     path = tmp_path / "out" / "results.json"
     evaluation.write_results_json({"toy": levels}, path)
     assert json.loads(path.read_text()) == {"toy": levels}
+
+
+def test_paired_difference_hand_computed():
+    from coevofold.evaluation import paired_difference
+
+    targets = np.array([0, 1, 0, 1])
+    a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])  # 3 of 4 right
+    b = np.array([[0.1, 0.9], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])  # 2 of 4 right
+    diff = paired_difference(a, b, targets, n_boot=200)
+    assert diff["difference"] == pytest.approx(0.25)
+    assert 0.0 <= diff["ci_low"] <= 0.25 <= diff["ci_high"] <= 0.75  # A is never worse on any protein
+    same = paired_difference(a, a, targets)
+    assert same == {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0}

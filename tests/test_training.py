@@ -94,3 +94,61 @@ def test_ci_benchmark_preset_runs_end_to_end(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "DeepSF (published)" in out and "not comparable" in out
     assert (tmp_path / "bench" / "results.json").exists()
+
+
+def test_smoothing_matrix_hand_computed():
+    classes = ["a.1", "a.2", "b.1"]
+    uniform = training.smoothing_matrix(classes, 0.3, "uniform")
+    assert torch.allclose(uniform[0], torch.tensor([0.7 + 0.1, 0.1, 0.1]))
+    within = training.smoothing_matrix(classes, 0.3, "class")
+    # a.1: 0.7 on itself, 0.3 spread over a.1 and a.2; b.1 is alone in its class
+    assert torch.allclose(within[0], torch.tensor([0.85, 0.15, 0.0]))
+    assert torch.allclose(within[2], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.allclose(within.sum(1), torch.ones(3))
+
+
+def test_light_attention_is_a_weighted_mean_plus_max():
+    branch = models.LightAttention(2, 2, kernel=1)
+    with torch.no_grad():
+        for conv in (branch.values, branch.scores):
+            conv.weight.copy_(torch.eye(2)[..., None])
+            conv.bias.zero_()
+        branch.scores.weight.zero_()  # equal scores: the attention is a plain mean
+    x = torch.tensor([[[1.0, 2.0, 6.0], [0.0, -3.0, 3.0]]])
+    assert torch.allclose(branch(x), torch.tensor([[3.0, 0.0, 6.0, 3.0]]))
+
+
+def test_hierarchy_heads_lower_their_loss_and_round_trip(tiny, tmp_path):
+    store, table = tiny
+    levels = ("fold", "superfamily", "family")
+    config = training.TrainConfig(model=models.ModelConfig(name="layers", levels=levels), max_epochs=1,
+                                  progress=False, smoothing_target="class")
+    out = training.train(store, table, tmp_path / "h", config)
+    classifier, meta = training.load_model(out)
+    assert meta["model"]["levels"] == list(levels) and set(meta["level_classes"]) == {"superfamily", "family"}
+    train_rows = table[table["split"] == "train"]
+    split = training.load_split(store, train_rows, meta["classes"], meta["level_classes"])
+    batch = split.batch(list(range(len(split))), models.MODELS["layers"])
+    classifier.train()
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-2)
+
+    def loss() -> torch.Tensor:
+        logits = classifier.forward_levels(batch)
+        return (torch.nn.functional.cross_entropy(logits["fold"], split.labels)
+                + sum(torch.nn.functional.cross_entropy(logits[k], v) for k, v in split.level_labels.items()))
+
+    torch.manual_seed(0)
+    before = loss()
+    for _ in range(20):
+        optimizer.zero_grad()
+        step = loss()
+        step.backward()
+        optimizer.step()
+    classifier.eval()
+    with torch.no_grad():
+        assert loss() < before
+    reloaded, _ = training.load_model(out)
+    valid = training.load_split(store, table[table["split"] == "valid"], meta["classes"])
+    np_a = training.predict_proba(reloaded, valid)
+    np_b = training.predict_proba(training.load_model(out)[0], valid)
+    assert (np_a == np_b).all() and np_a.shape == (4, 4)

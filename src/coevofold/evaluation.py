@@ -159,6 +159,23 @@ def score(
     }
 
 
+def paired_difference(probs_a: np.ndarray, probs_b: np.ndarray, targets: np.ndarray, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, float]:
+    """Top-1 accuracy of A minus B on the same proteins, with a paired bootstrap 95 % interval.
+
+    Resampling proteins once for both systems keeps what they share (the hard proteins are hard
+    for both) out of the interval, which two separate intervals would double-count.
+    """
+    a = _correct_at(np.asarray(probs_a, dtype=np.float64), np.asarray(targets), 1).astype(np.float64)
+    b = _correct_at(np.asarray(probs_b, dtype=np.float64), np.asarray(targets), 1).astype(np.float64)
+    if a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"need the same non-empty proteins for both systems, got {a.shape} and {b.shape}")
+    resamples = np.random.default_rng(seed).integers(0, len(a), (n_boot, len(a)))
+    boot = (a - b)[resamples].mean(axis=1)
+    return {"difference": float((a - b).mean()), "ci_low": float(np.percentile(boot, 2.5)),
+            "ci_high": float(np.percentile(boot, 97.5))}
+
+
 def evaluate_levels(
     probs_by_split: Mapping[str, np.ndarray],
     targets_by_split: Mapping[str, np.ndarray],

@@ -1,0 +1,148 @@
+"""Fold-accuracy ablation on DeepSF: every variant on valid and the three test levels.
+
+Run: ``python benchmarks/fold_ablation.py`` (after the DeepSF features are cached, e.g. by
+``coevofold quickstart``). Each variant trains once into ``runs/ablation/NAME`` and is reused on
+re-runs; choices (ensemble weights, the homology threshold) are made on ``valid`` only, and the
+test levels are only scored. Prints one Markdown table: top-1/top-5 with bootstrap 95 %
+intervals, training time, weight bytes and feature bytes per protein; then the paired
+difference with and without the co-evolution map branch.
+
+``--variants a,b`` trains a subset; ``--alignment`` adds homology-first rows (Smith-Waterman of
+valid and test against training, ~4 min on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from coevofold import baselines, data, evaluation, features, pretrained, training
+from coevofold.files import write_text
+from coevofold.models import ModelConfig
+from coevofold.splits import TEST_SPLITS
+
+HIERARCHY = ("fold", "superfamily", "family")
+#: stored bytes per protein of each model input (float16 arrays of the default store).
+INPUT_BYTES = {"maps": 7 * 32 * 32 * 2, "embedding": 32 * 320 * 2, "segments": 32 * 320 * 2,
+               "mean": 320 * 4, "layers": 7 * 320 * 2, "onehot": 0}
+
+VARIANTS: dict[str, training.TrainConfig] = {
+    "probe (all-layer means, linear)": training.TrainConfig(model=ModelConfig(name="probe")),
+    "linear (last-layer mean)": training.TrainConfig(model=ModelConfig(name="linear")),
+    "layers MLP": training.TrainConfig(model=ModelConfig(name="layers")),
+    "layers MLP + hierarchy": training.TrainConfig(model=ModelConfig(name="layers", levels=HIERARCHY)),
+    "layers MLP + hierarchy + class smoothing": training.TrainConfig(
+        model=ModelConfig(name="layers", levels=HIERARCHY), smoothing_target="class"),
+    "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
+    "coevo (maps + layers) + hierarchy": training.TrainConfig(model=ModelConfig(name="coevo", levels=HIERARCHY)),
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def train_variant(name: str, config: training.TrainConfig, store_path: Path, table, out: Path) -> dict:
+    """Train (or reuse) one variant; returns its timing record."""
+    run_dir = out / slug(name)
+    timing_path = run_dir / "timing.json"
+    if timing_path.exists() and (run_dir / training.MODEL_WEIGHTS).exists():
+        return json.loads(timing_path.read_text())
+    started = time.perf_counter()
+    training.train(store_path, table, run_dir, replace(config, progress=False), fold_names=data.fold_names("deepsf"))
+    record = {"train_s": time.perf_counter() - started, "weight_bytes": (run_dir / training.MODEL_WEIGHTS).stat().st_size}
+    write_text(timing_path, json.dumps(record))
+    return record
+
+
+def ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 10) -> np.ndarray:
+    """Weights on the simplex (grid of 1/steps) with the best validation top-1, ties to log-loss."""
+    best, best_key = None, None
+    grid = np.arange(steps + 1) / steps
+    for combo in np.array(np.meshgrid(*[grid] * len(probs))).reshape(len(probs), -1).T:
+        if not np.isclose(combo.sum(), 1.0):
+            continue
+        mixed = sum(w * p for w, p in zip(combo, probs))
+        seen = targets >= 0
+        top1 = float((mixed.argmax(1)[seen] == targets[seen]).mean())
+        loss = float(-np.log(mixed[seen, targets[seen]] + 1e-12).mean())
+        key = (top1, -loss)
+        if best_key is None or key > best_key:
+            best, best_key = combo, key
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="", help="comma-separated subset of variant names (default: all)")
+    parser.add_argument("--out", default="runs/ablation")
+    parser.add_argument("--alignment", action="store_true", help="add homology-first rows")
+    parser.add_argument("--ensemble", default="", help="'|'-separated variant names to ensemble (weights on valid)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    table = data.load("deepsf")
+    store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
+    chosen = [v for v in args.variants.split(",") if v] or list(VARIANTS)
+    splits = ("valid", *TEST_SPLITS)
+    results, scores, costs = {}, {}, {}
+    for name in chosen:
+        costs[name] = train_variant(name, VARIANTS[name], store_path, table, out)
+        meta, probs, targets = evaluation.model_scores(out / slug(name), store_path, table, splits)
+        scores[name] = probs
+        results[name] = {split: evaluation.score(probs[split], targets[split]) for split in splits}
+        costs[name]["epochs"] = meta["epochs"]
+        costs[name]["feature_bytes"] = sum(INPUT_BYTES[i] for i in training.MODELS[meta["model"]["name"]])
+        print(f"{name}: valid top-1 {100 * results[name]['valid']['metrics']['top1']['value']:.1f} %, "
+              f"{costs[name]['train_s']:.0f} s", flush=True)
+    if args.ensemble:
+        members = args.ensemble.split("|")
+        weights = ensemble_weights([scores[m]["valid"] for m in members], targets["valid"])
+        name = "ensemble: " + " + ".join(f"{w:.1f} {m}" for w, m in zip(weights, members))
+        scores[name] = {s: sum(w * scores[m][s] for w, m in zip(weights, members)) for s in splits}
+        results[name] = {s: evaluation.score(scores[name][s], targets[s]) for s in splits}
+        costs[name] = {k: sum(costs[m][k] for m in members) for k in ("train_s", "weight_bytes", "feature_bytes")}
+    if args.alignment:
+        train = table[table["split"] == "train"]
+        nn = baselines.AlignmentNearestNeighbour().fit(train["sequence"].tolist(), train["fold"].tolist())
+        aligned = {s: nn.predict_proba(table.loc[table["split"] == s, "sequence"].tolist()) for s in splits}
+        for name in list(scores):
+            threshold = baselines.choose_min_score(scores[name]["valid"], aligned["valid"], targets["valid"])
+            hybrid = f"{name}, homology first (E <= 1e-{threshold:g})"
+            combined = {s: baselines.homology_first(scores[name][s], aligned[s], threshold) for s in splits}
+            results[hybrid] = {s: evaluation.score(combined[s], targets[s]) for s in splits}
+            costs[hybrid] = costs[name]
+    print()
+    print(markdown(results, costs))
+    if "coevo (maps + layers) + hierarchy" in scores and "layers MLP + hierarchy" in scores:
+        print("maps branch, paired top-1 difference (coevo - layers MLP, both + hierarchy):")
+        for split in splits:
+            diff = evaluation.paired_difference(scores["coevo (maps + layers) + hierarchy"][split],
+                                                scores["layers MLP + hierarchy"][split], targets[split])
+            print(f"  {split}: {100 * diff['difference']:+.1f} [{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}]")
+    write_text(out / "ablation.json", json.dumps({"results": results, "costs": costs}, indent=1))
+
+
+def markdown(results: dict, costs: dict) -> str:
+    splits = ("valid", *TEST_SPLITS)
+    header = ["Variant", *(f"{s} top-1" for s in splits), *(f"{s} top-5" for s in splits),
+              "train s", "weights KB", "features B/protein"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, by_split in results.items():
+        cells = []
+        for metric in ("top1", "top5"):
+            for s in splits:
+                m = by_split[s]["metrics"][metric]
+                cells.append(f"{100 * m['value']:.1f} [{100 * m['ci_low']:.1f}–{100 * m['ci_high']:.1f}]")
+        c = costs[name]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {c['train_s']:.0f} | {c['weight_bytes'] / 1024:.0f} | "
+                     f"{c['feature_bytes']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

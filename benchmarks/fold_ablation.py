@@ -29,7 +29,7 @@ from coevofold.splits import TEST_SPLITS
 HIERARCHY = ("fold", "superfamily", "family")
 #: stored bytes per protein of each model input (float16 arrays of the default store).
 INPUT_BYTES = {"maps": 7 * 32 * 32 * 2, "embedding": 32 * 320 * 2, "segments": 32 * 320 * 2,
-               "mean": 320 * 4, "layers": 7 * 320 * 2, "onehot": 0}
+               "mean": 320 * 4, "layers": 7 * 320 * 2, "onehot": 0, "topology": 0}
 
 VARIANTS: dict[str, training.TrainConfig] = {
     "probe (all-layer means, linear)": training.TrainConfig(model=ModelConfig(name="probe")),
@@ -40,6 +40,9 @@ VARIANTS: dict[str, training.TrainConfig] = {
         model=ModelConfig(name="layers", levels=HIERARCHY), smoothing_target="class"),
     "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
     "coevo (maps + layers) + hierarchy": training.TrainConfig(model=ModelConfig(name="coevo", levels=HIERARCHY)),
+    "topo (contact topology + layers) + hierarchy": training.TrainConfig(model=ModelConfig(name="topo", levels=HIERARCHY)),
+    "coevotopo (maps + topology + layers) + hierarchy": training.TrainConfig(
+        model=ModelConfig(name="coevotopo", levels=HIERARCHY)),
 }
 
 
@@ -77,11 +80,43 @@ def ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 
     return best
 
 
+def representations(run_dir: Path, store_path: Path, table, splits) -> dict[str, np.ndarray]:
+    """L2-normalised trunk outputs of a trained model for each split (and ``train``)."""
+    import torch
+
+    classifier, meta = training.load_model(run_dir)
+    uses = training.MODELS[meta["model"]["name"]]
+    out = {}
+    for split in ("train", *splits):
+        data_ = training.load_split(store_path, table[table["split"] == split], meta["classes"])
+        with torch.inference_mode():
+            h = torch.cat([classifier.represent(data_.batch(list(range(i, min(i + 512, len(data_)))), uses))
+                           for i in range(0, len(data_), 512)])
+        out[split] = torch.nn.functional.normalize(h, dim=1).numpy()
+    return out
+
+
+def neighbour_scores(reps: dict[str, np.ndarray], train_labels: np.ndarray, n_classes: int, split: str,
+                     temperature: float) -> np.ndarray:
+    """Nearest-neighbour transfer: per fold, the best cosine similarity to a training member,
+    turned into probabilities by a softmax at ``temperature``."""
+    sims = reps[split] @ reps["train"].T
+    best = np.full((len(sims), n_classes), -1.0, dtype=np.float32)
+    for c in range(n_classes):
+        members = train_labels == c
+        if members.any():
+            best[:, c] = sims[:, members].max(1)
+    z = (best - best.max(1, keepdims=True)) / temperature
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="", help="comma-separated subset of variant names (default: all)")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--alignment", action="store_true", help="add homology-first rows")
+    parser.add_argument("--neighbours", default="", help="'|'-separated variants to add nearest-neighbour rows for")
     parser.add_argument("--ensemble", default="", help="'|'-separated variant names to ensemble (weights on valid)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -99,6 +134,24 @@ def main() -> None:
         costs[name]["feature_bytes"] = sum(INPUT_BYTES[i] for i in training.MODELS[meta["model"]["name"]])
         print(f"{name}: valid top-1 {100 * results[name]['valid']['metrics']['top1']['value']:.1f} %, "
               f"{costs[name]['train_s']:.0f} s", flush=True)
+    for name in [v for v in args.neighbours.split("|") if v]:
+        started = time.perf_counter()
+        meta, _, _ = evaluation.model_scores(out / slug(name), store_path, table, ())
+        reps = representations(out / slug(name), store_path, table, splits)
+        train_labels = training.encode(table.loc[table["split"] == "train", "fold"], meta["classes"]).numpy()
+        n = len(meta["classes"])
+        temperature = max((0.01, 0.02, 0.05, 0.1), key=lambda t: -float(np.mean(
+            [-np.log(p[y] + 1e-12) for p, y in zip(neighbour_scores(reps, train_labels, n, "valid", t), targets["valid"]) if y >= 0])))
+        knn = {s: neighbour_scores(reps, train_labels, n, s, temperature) for s in splits}
+        row = f"{name}: nearest neighbour on its representation (T={temperature:g})"
+        scores[row] = knn
+        results[row] = {s: evaluation.score(knn[s], targets[s]) for s in splits}
+        costs[row] = {**costs[name], "train_s": costs[name]["train_s"] + time.perf_counter() - started}
+        w = ensemble_weights([scores[name]["valid"], knn["valid"]], targets["valid"])
+        mixed_row = f"{name} + its nearest neighbour ({w[1]:.1f})"
+        scores[mixed_row] = {s: w[0] * scores[name][s] + w[1] * knn[s] for s in splits}
+        results[mixed_row] = {s: evaluation.score(scores[mixed_row][s], targets[s]) for s in splits}
+        costs[mixed_row] = costs[row]
     if args.ensemble:
         members = args.ensemble.split("|")
         weights = ensemble_weights([scores[m]["valid"] for m in members], targets["valid"])

@@ -9,6 +9,9 @@ Pure tensor functions, no I/O, no model: each is tested against hand-computed va
   size so that proteins of any length share one array shape, which is what makes the store
   compact and training fast.
 * :func:`window_starts` and :class:`Stitcher` handle sequences longer than the model's window.
+* :func:`contact_topology` summarises a full-resolution contact map in a few length-independent
+  numbers (contacts by sequence separation, contact order, helix and sheet pairing patterns)
+  that the 32 x 32 grid blurs for long chains.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from transformers.models.esm.modeling_esm import average_product_correct, symmet
 
 __all__ = [
     "Stitcher",
+    "TOPOLOGY_FEATURES",
     "average_product_correct",
     "coevolution_maps",
+    "contact_topology",
     "pool_grid",
     "pool_positions",
     "symmetrize",
@@ -102,3 +107,46 @@ class Stitcher:
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.maps / self.map_count.clamp(min=1), self.profile / self.profile_count.clamp(min=1)
+
+
+#: Names of :func:`contact_topology`'s outputs, in order.
+TOPOLOGY_FEATURES = (
+    "contacts_sep6_11", "contacts_sep12_23", "contacts_sep24_47", "contacts_sep48_up",
+    "relative_contact_order", "antiparallel_pairing", "parallel_pairing",
+    "helix_i_i3", "helix_i_i4", "long_range_burial", "log_length",
+)
+
+
+def contact_topology(contacts: torch.Tensor) -> torch.Tensor:
+    """Length-independent topology descriptors of a symmetric [L, L] contact-probability map.
+
+    Per residue: expected contacts at sequence separations 6-11, 12-23, 24-47 and 48+ (the
+    local-to-global balance that separates all-alpha from beta folds); relative contact order
+    (mean separation of contacts / L, a known correlate of fold topology); antiparallel and
+    parallel pairing, sum p(i, j) p(i+1, j-1) and p(i, j) p(i+1, j+1) over separations >= 3 / 6
+    (beta ladders run one way or the other); mean p(i, i+3) and p(i, i+4) (helical turns); mean
+    over residues of the strongest contact 12+ apart (burial); and log length.
+    """
+    p = contacts.float()
+    length = p.shape[0]
+    sep = (torch.arange(length)[None, :] - torch.arange(length)[:, None])  # j - i
+    upper = torch.triu(p, 1)
+    per_residue = []
+    for low, high in ((6, 12), (12, 24), (24, 48), (48, length + 1)):
+        per_residue.append((upper * ((sep >= low) & (sep < high))).sum() / length)
+    far = upper * (sep >= 6)
+    order = (far * sep).sum() / (far.sum() * length).clamp(min=1e-12)
+    antiparallel = parallel = torch.tensor(0.0)
+    if length > 3:
+        same_way = p[:-1, :-1] * p[1:, 1:]  # p(i, j) p(i+1, j+1)
+        parallel = (same_way * (sep[:-1, :-1] >= 6)).sum() / length
+        opposite = p[:-1, 1:] * p[1:, :-1]  # p(i, j) p(i+1, j-1), j >= 1
+        antiparallel = (opposite * (sep[:-1, 1:] >= 3)).sum() / length
+
+    def diagonal(offset: int) -> torch.Tensor:
+        band = torch.diagonal(p, offset)
+        return band.mean() if band.numel() else torch.tensor(0.0)
+
+    burial = (p * (sep.abs() >= 12)).amax(1).mean()
+    return torch.stack([*per_residue, order, antiparallel, parallel, diagonal(3), diagonal(4), burial,
+                        torch.log(torch.tensor(float(length)))])

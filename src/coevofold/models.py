@@ -15,7 +15,9 @@ everything prediction needs.
   a new model must beat);
 * ``layers``: an MLP on the mean embedding of every hidden layer;
 * ``attention``: ``layers`` plus light-attention pooling (Stärk et al. 2021) over the segments;
-* ``coevo``: ``layers`` plus the 2D CNN over the co-evolution maps.
+* ``coevo``: ``layers`` plus the 2D CNN over the co-evolution maps;
+* ``topo``: ``layers`` plus topology descriptors of the full-resolution contact map;
+* ``coevotopo``: ``layers``, the maps CNN and the topology descriptors.
 
 Any model can also predict the superfamily and family (``ModelConfig.levels``): auxiliary heads
 on the shared trunk that make the SCOP hierarchy part of the loss; the fold head predicts.
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from coevofold.coevolution import TOPOLOGY_FEATURES
 from coevofold.data import STANDARD_RESIDUES
 
 #: one-hot alphabet: the 20 standard residues, everything else (X, B, Z, U, O) as the 21st.
@@ -45,6 +48,7 @@ class Batch:
     embedding: torch.Tensor  # [B, S, D]
     mean: torch.Tensor  # [B, D]
     layers: torch.Tensor  # [B, H, D]
+    topology: torch.Tensor  # [B, T] contact-map topology descriptors
     onehot: torch.Tensor | None = None  # [B, 21, L]
     onehot_mask: torch.Tensor | None = None  # [B, L] True on residues
 
@@ -199,6 +203,9 @@ class FoldClassifier(nn.Module):
         if "layers" in uses:
             self.layers_norm = Standardize((n_layers, dim))
             width += n_layers * dim
+        if "topology" in uses:
+            self.topology_norm = Standardize((len(TOPOLOGY_FEATURES),))
+            width += len(TOPOLOGY_FEATURES)
         if "mean" in uses:
             self.mean_norm = Standardize((dim,))
             width += dim
@@ -219,7 +226,7 @@ class FoldClassifier(nn.Module):
         return self.heads["fold"].out_features
 
     def fit_normalization(self, maps: torch.Tensor, embedding: torch.Tensor, mean: torch.Tensor,
-                          layers: torch.Tensor) -> None:
+                          layers: torch.Tensor, topology: torch.Tensor) -> None:
         """Fit the input standardizers on training-set features (before training)."""
         if "maps" in self.uses:
             self.maps_norm.fit(maps, (0, 2, 3))
@@ -229,6 +236,8 @@ class FoldClassifier(nn.Module):
             self.mean_norm.fit(mean, (0,))
         if "layers" in self.uses:
             self.layers_norm.fit(layers, (0,))
+        if "topology" in self.uses:
+            self.topology_norm.fit(topology, (0,))
 
     def represent(self, batch: Batch) -> torch.Tensor:
         """The trunk's output: what every level's head reads."""
@@ -241,6 +250,8 @@ class FoldClassifier(nn.Module):
             parts.append(self.mean_norm(batch.mean))
         if "layers" in self.uses:
             parts.append(self.layers_norm(batch.layers).flatten(1))
+        if "topology" in self.uses:
+            parts.append(self.topology_norm(batch.topology))
         if "onehot" in self.uses:
             parts.append(self.onehot_branch(batch.onehot, batch.onehot_mask))
         return self.trunk(torch.cat(parts, dim=1))
@@ -266,6 +277,8 @@ MODELS: dict[str, tuple[str, ...]] = {
     "layers": ("layers",),
     "attention": ("layers", "segments"),
     "coevo": ("layers", "maps"),
+    "topo": ("layers", "topology"),
+    "coevotopo": ("layers", "maps", "topology"),
 }
 #: models without a hidden layer.
 LINEAR = ("linear", "probe")

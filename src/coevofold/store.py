@@ -162,14 +162,19 @@ def read_rows(path: str | os.PathLike, ids: list[str] | None = None) -> FeatureR
                 order = np.array([index[i] for i in ids], dtype=np.int64)
             sequences = f["sequence"].asstr()[()]
             offsets = f["contact_offset"][()]
-            flat = f["contact"][()]
+            if 2 * len(order) < len(stored):  # a few rows: decompress only the chunks they lie in
+                contact = f["contact"]
+                contacts = [contact[offsets[n]:offsets[n + 1]] for n in order]
+            else:
+                flat = f["contact"][()]
+                contacts = [flat[offsets[n]:offsets[n + 1]] for n in order]
             rows = FeatureRows(
                 ids=[stored[n] for n in order],
                 sequences=[sequences[n] for n in order],
                 maps=f["maps"][()][order],
                 embedding=f["embedding"][()][order],
                 mean=f["mean"][()][order],
-                contacts=[flat[offsets[n]:offsets[n + 1]] for n in order],
+                contacts=contacts,
                 layers=f["layers"][()][order],
             )
         except (KeyError, OSError, ValueError) as exc:

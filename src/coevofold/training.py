@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from coevofold import store
+from coevofold.coevolution import contact_topology
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, writable_dir, write_text
 from coevofold.models import MODELS, Batch, FoldClassifier, ModelConfig, onehot
@@ -68,6 +69,7 @@ class SplitData:
     embedding: torch.Tensor
     mean: torch.Tensor
     layers: torch.Tensor
+    topology: torch.Tensor
     labels: torch.Tensor
     #: labels of the auxiliary levels (superfamily, family), -1 where unseen in training.
     level_labels: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -81,13 +83,15 @@ class SplitData:
         """Split data from store rows; no labels: all -1 (proteins to predict)."""
         if labels is None:
             labels = torch.full((len(rows),), -1, dtype=torch.long)
+        topology = torch.stack([contact_topology(torch.from_numpy(store.triangle_to_map(c, len(s))))
+                                for c, s in zip(rows.contacts, rows.sequences)]) if len(rows) else torch.zeros(0, 0)
         return cls(rows.ids, rows.sequences, torch.from_numpy(rows.maps), torch.from_numpy(rows.embedding),
-                   torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), labels, level_labels or {})
+                   torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), topology, labels, level_labels or {})
 
     def batch(self, index: list[int] | torch.Tensor, uses: tuple[str, ...]) -> Batch:
         index = torch.as_tensor(index)
         batch = Batch(self.maps[index].float(), self.embedding[index].float(), self.mean[index],
-                      self.layers[index].float())
+                      self.layers[index].float(), self.topology[index])
         if "onehot" in uses:
             batch.onehot, batch.onehot_mask = onehot([self.sequences[i] for i in index.tolist()])
         return batch
@@ -109,7 +113,7 @@ def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list
     """
     rows = store.read_rows(store_path, table["id"].tolist())
     finite = (np.isfinite(rows.maps).all(axis=(1, 2, 3)) & np.isfinite(rows.embedding).all(axis=(1, 2))
-              & np.isfinite(rows.mean).all(axis=1))
+              & np.isfinite(rows.mean).all(axis=1) & np.isfinite(rows.layers).all(axis=(1, 2)))
     if not finite.all():
         raise CoevofoldError(
             f"{store_path}: features of '{rows.ids[int(np.argmin(finite))]}' are NaN or infinite "
@@ -283,7 +287,8 @@ def train(
     valid_data = load_split(store_path, valid_rows, classes)
     sizes = {"fold": len(classes), **{level: len(names) for level, names in level_classes.items()}}
     classifier = build_classifier(config.model, sizes, train_data)
-    classifier.fit_normalization(train_data.maps, train_data.embedding.float(), train_data.mean, train_data.layers.float())
+    classifier.fit_normalization(train_data.maps, train_data.embedding.float(), train_data.mean, train_data.layers.float(),
+                                  train_data.topology)
     weights = class_weights(train_data.labels, len(classes), config.class_weight_power)
     targets = smoothing_matrix(classes, config.label_smoothing, config.smoothing_target)
     module = LitFold(classifier, weights, targets, config)

@@ -119,7 +119,7 @@ def test_stitcher_averages_overlaps_and_leaves_unshared_pairs_zero():
 def test_contact_topology_of_a_hairpin_hand_computed():
     from coevofold.coevolution import TOPOLOGY_FEATURES, contact_topology
 
-    p = torch.zeros(10, 10)
+    p = np.zeros((10, 10))
     for i, j in [(0, 9), (1, 8), (2, 7)]:  # an antiparallel hairpin, separations 9, 7, 5
         p[i, j] = p[j, i] = 1.0
     got = dict(zip(TOPOLOGY_FEATURES, contact_topology(p).tolist()))
@@ -129,10 +129,10 @@ def test_contact_topology_of_a_hairpin_hand_computed():
     assert got["antiparallel_pairing"] == pytest.approx(2 / 10)  # (0,9)-(1,8) and (1,8)-(2,7)
     assert got["parallel_pairing"] == 0.0 and got["helix_i_i4"] == 0.0
     assert got["log_length"] == pytest.approx(np.log(10))
-    parallel = torch.zeros(20, 20)
+    parallel = np.zeros((20, 20))
     for i, j in [(0, 10), (1, 11), (2, 12)]:
         parallel[i, j] = parallel[j, i] = 1.0
     got = dict(zip(TOPOLOGY_FEATURES, contact_topology(parallel).tolist()))
     assert got["parallel_pairing"] == pytest.approx(2 / 20) and got["antiparallel_pairing"] == 0.0
-    helix = torch.diag(torch.ones(6), 4) + torch.diag(torch.ones(6), -4)
+    helix = np.diag(np.ones(6), 4) + np.diag(np.ones(6), -4)
     assert dict(zip(TOPOLOGY_FEATURES, contact_topology(helix).tolist()))["helix_i_i4"] == pytest.approx(1.0)

@@ -16,6 +16,7 @@ Pure tensor functions, no I/O, no model: each is tested against hand-computed va
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.models.esm.modeling_esm import average_product_correct, symmetrize
@@ -117,7 +118,7 @@ TOPOLOGY_FEATURES = (
 )
 
 
-def contact_topology(contacts: torch.Tensor) -> torch.Tensor:
+def contact_topology(contacts: np.ndarray) -> np.ndarray:
     """Length-independent topology descriptors of a symmetric [L, L] contact-probability map.
 
     Per residue: expected contacts at sequence separations 6-11, 12-23, 24-47 and 48+ (the
@@ -126,27 +127,25 @@ def contact_topology(contacts: torch.Tensor) -> torch.Tensor:
     parallel pairing, sum p(i, j) p(i+1, j-1) and p(i, j) p(i+1, j+1) over separations >= 3 / 6
     (beta ladders run one way or the other); mean p(i, i+3) and p(i, i+4) (helical turns); mean
     over residues of the strongest contact 12+ apart (burial); and log length.
+
+    NumPy, not torch: it runs once per protein on small matrices, where torch's intra-op threads
+    cost 10x more than the arithmetic on a busy machine.
     """
-    p = contacts.float()
+    p = np.asarray(contacts, dtype=np.float32)
     length = p.shape[0]
-    sep = (torch.arange(length)[None, :] - torch.arange(length)[:, None])  # j - i
-    upper = torch.triu(p, 1)
-    per_residue = []
-    for low, high in ((6, 12), (12, 24), (24, 48), (48, length + 1)):
-        per_residue.append((upper * ((sep >= low) & (sep < high))).sum() / length)
+    sep = np.arange(length)[None, :] - np.arange(length)[:, None]  # j - i
+    upper = np.triu(p, 1)
+    bands = [(upper * ((sep >= low) & (sep < high))).sum() / length
+             for low, high in ((6, 12), (12, 24), (24, 48), (48, length + 1))]
     far = upper * (sep >= 6)
-    order = (far * sep).sum() / (far.sum() * length).clamp(min=1e-12)
-    antiparallel = parallel = torch.tensor(0.0)
-    if length > 3:
-        same_way = p[:-1, :-1] * p[1:, 1:]  # p(i, j) p(i+1, j+1)
-        parallel = (same_way * (sep[:-1, :-1] >= 6)).sum() / length
-        opposite = p[:-1, 1:] * p[1:, :-1]  # p(i, j) p(i+1, j-1), j >= 1
-        antiparallel = (opposite * (sep[:-1, 1:] >= 3)).sum() / length
+    order = (far * sep).sum() / max(far.sum() * length, 1e-12)
+    parallel = (p[:-1, :-1] * p[1:, 1:] * (sep[:-1, :-1] >= 6)).sum() / length  # p(i, j) p(i+1, j+1)
+    antiparallel = (p[:-1, 1:] * p[1:, :-1] * (sep[:-1, 1:] >= 3)).sum() / length  # p(i, j) p(i+1, j-1)
 
-    def diagonal(offset: int) -> torch.Tensor:
-        band = torch.diagonal(p, offset)
-        return band.mean() if band.numel() else torch.tensor(0.0)
+    def diagonal(offset: int) -> float:
+        band = np.diagonal(p, offset)
+        return float(band.mean()) if band.size else 0.0
 
-    burial = (p * (sep.abs() >= 12)).amax(1).mean()
-    return torch.stack([*per_residue, order, antiparallel, parallel, diagonal(3), diagonal(4), burial,
-                        torch.log(torch.tensor(float(length)))])
+    burial = (p * (np.abs(sep) >= 12)).max(1).mean() if length else 0.0
+    return np.array([*bands, order, antiparallel, parallel, diagonal(3), diagonal(4), burial, np.log(length)],
+                    dtype=np.float32)

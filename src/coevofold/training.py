@@ -83,8 +83,8 @@ class SplitData:
         """Split data from store rows; no labels: all -1 (proteins to predict)."""
         if labels is None:
             labels = torch.full((len(rows),), -1, dtype=torch.long)
-        topology = torch.stack([contact_topology(torch.from_numpy(store.triangle_to_map(c, len(s))))
-                                for c, s in zip(rows.contacts, rows.sequences)]) if len(rows) else torch.zeros(0, 0)
+        topology = torch.from_numpy(np.stack([contact_topology(store.triangle_to_map(c, len(s)))
+                                              for c, s in zip(rows.contacts, rows.sequences)])) if len(rows) else torch.zeros(0, 0)
         return cls(rows.ids, rows.sequences, torch.from_numpy(rows.maps), torch.from_numpy(rows.embedding),
                    torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), topology, labels, level_labels or {})
 

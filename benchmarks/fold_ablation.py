@@ -38,6 +38,8 @@ VARIANTS: dict[str, training.TrainConfig] = {
     "layers MLP + hierarchy": training.TrainConfig(model=ModelConfig(name="layers", levels=HIERARCHY)),
     "layers MLP + hierarchy + class smoothing": training.TrainConfig(
         model=ModelConfig(name="layers", levels=HIERARCHY), smoothing_target="class"),
+    "layers MLP + hierarchy, wide (1024, dropout 0.5)": training.TrainConfig(
+        model=ModelConfig(name="layers", levels=HIERARCHY, hidden=1024, dropout=0.5)),
     "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
     "coevo (maps + layers) + hierarchy": training.TrainConfig(model=ModelConfig(name="coevo", levels=HIERARCHY)),
     "topo (contact topology + layers) + hierarchy": training.TrainConfig(model=ModelConfig(name="topo", levels=HIERARCHY)),
@@ -115,13 +117,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", default="", help="comma-separated subset of variant names (default: all)")
     parser.add_argument("--out", default="runs/ablation")
+    parser.add_argument("--store", default=None, help="feature store (default: the cached DeepSF store)")
     parser.add_argument("--alignment", action="store_true", help="add homology-first rows")
     parser.add_argument("--neighbours", default="", help="'|'-separated variants to add nearest-neighbour rows for")
     parser.add_argument("--ensemble", default="", help="'|'-separated variant names to ensemble (weights on valid)")
     args = parser.parse_args()
     out = Path(args.out)
     table = data.load("deepsf")
-    store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
+    store_path = Path(args.store) if args.store else features.cached_store("deepsf", pretrained.load(None),
+                                                                             features.FeatureConfig())
     chosen = [v for v in args.variants.split(",") if v] or list(VARIANTS)
     splits = ("valid", *TEST_SPLITS)
     results, scores, costs = {}, {}, {}

@@ -42,13 +42,13 @@ ONEHOT_MAX_LENGTH = 1022
 
 @dataclass
 class Batch:
-    """The inputs any model may read; models ignore what they do not need."""
+    """The inputs a model reads; only those its registry entry names are filled in."""
 
-    maps: torch.Tensor  # [B, C, P, P]
-    embedding: torch.Tensor  # [B, S, D]
-    mean: torch.Tensor  # [B, D]
-    layers: torch.Tensor  # [B, H, D]
-    topology: torch.Tensor  # [B, T] contact-map topology descriptors
+    maps: torch.Tensor | None = None  # [B, C, P, P]
+    embedding: torch.Tensor | None = None  # [B, S, D]
+    mean: torch.Tensor | None = None  # [B, D]
+    layers: torch.Tensor | None = None  # [B, H, D]
+    topology: torch.Tensor | None = None  # [B, T] contact-map topology descriptors
     onehot: torch.Tensor | None = None  # [B, 21, L]
     onehot_mask: torch.Tensor | None = None  # [B, L] True on residues
 

@@ -90,8 +90,17 @@ class SplitData:
 
     def batch(self, index: list[int] | torch.Tensor, uses: tuple[str, ...]) -> Batch:
         index = torch.as_tensor(index)
-        batch = Batch(self.maps[index].float(), self.embedding[index].float(), self.mean[index],
-                      self.layers[index].float(), self.topology[index])
+        batch = Batch()
+        if "maps" in uses:
+            batch.maps = self.maps[index].float()
+        if "embedding" in uses or "segments" in uses:
+            batch.embedding = self.embedding[index].float()
+        if "mean" in uses:
+            batch.mean = self.mean[index]
+        if "layers" in uses:
+            batch.layers = self.layers[index].float()
+        if "topology" in uses:
+            batch.topology = self.topology[index]
         if "onehot" in uses:
             batch.onehot, batch.onehot_mask = onehot([self.sequences[i] for i in index.tolist()])
         return batch
@@ -177,7 +186,7 @@ def _lightning_module():
             loss = torch.nn.functional.cross_entropy(logits["fold"], self.soft_targets[labels], weight=self.class_weight)
             for level, target in level_labels.items():
                 loss = loss + self.config.level_weight * torch.nn.functional.cross_entropy(
-                    logits[level], target, label_smoothing=self.config.label_smoothing)
+                    logits[level], target, label_smoothing=self.config.label_smoothing, ignore_index=-1)
             if not torch.isfinite(loss):
                 raise CoevofoldError(
                     f"training diverged: loss is {loss.item()} at epoch {self.current_epoch}, step {batch_idx}; "
@@ -277,7 +286,7 @@ def train(
         raise CoevofoldError("training needs proteins in both the 'train' and 'valid' splits")
     run_dir = writable_dir(run_dir)
     classes = sorted(train_rows["fold"].unique())
-    level_classes = {level: sorted(train_rows[level].unique()) for level in config.model.levels[1:]}
+    level_classes = {level: sorted(train_rows[level].dropna().unique()) for level in config.model.levels[1:]}
     if config.threads:
         torch.set_num_threads(config.threads)
     quiet_lightning()

@@ -26,7 +26,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], doc: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=doc.splitlines()[0], description=doc, formatter_class=_Formatter)
+    # argparse %-formats help strings (for %(default)s), so a literal "95 %" in the one-line
+    # summary shown by the parent's --help must be escaped; descriptions are not %-formatted.
+    parser = sub.add_parser(name, help=doc.splitlines()[0].replace("%", "%%"), description=doc, formatter_class=_Formatter)
     parser.set_defaults(func=func)
     return parser
 
@@ -84,6 +86,11 @@ def cmd_data_summarize(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stem = Path(str(args.source)).stem
     used = table[table["split"] != "excluded"]
+    if used.empty:
+        reasons = splits.exclusion_reasons(table, _split_config(args))
+        why = "; ".join(f"{n} {reason}" for reason, n in reasons.items()) or "excluded by the published split"
+        print(f"\nall {len(table)} proteins are excluded ({why}); no plots written")
+        return 0
     plots.proteins_per_fold(used, out / f"{stem}_proteins_per_fold.png", title=f"{stem}: proteins per fold")
     plots.length_distribution(used, out / f"{stem}_lengths.png", title=f"{stem}: sequence lengths")
     print(f"\nplots: {out / (stem + '_proteins_per_fold.png')}, {out / (stem + '_lengths.png')}")

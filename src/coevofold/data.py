@@ -405,16 +405,16 @@ def as_table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
 
 
 def fold_names(source: str | os.PathLike) -> dict[str, str]:
-    """Human-readable names for the folds of a data set, where the data provide them.
+    """Human-readable names for the folds of a data set.
 
-    SCOP2 folds are named by ``scop-des-latest.txt``; SCOP 1.75 / SCOPe folds have no name file
-    here, so they are named by their class (``a.1`` -> ``a.1 (All alpha proteins)``).
+    SCOP2 folds are named by ``scop-des-latest.txt``; SCOP 1.75 / SCOPe folds by the SCOP2 name
+    borrowed through shared PDB chains (:mod:`coevofold.names`), or ``fold a.80, name not in
+    SCOP2`` where none was found: the class name is not a fold name.
     """
+    from coevofold import names as fold_naming
+
     table = load(source)
-    names: dict[str, str] = {}
     scop2_names: dict[str, str] = {}
     if str(source) in ("scop2", "binary"):
         scop2_names = read_scop2_names(data_root() / "scop2_represeq_clusters/scop-des-latest.txt")
-    for fold, klass in table[["fold", "class"]].dropna().drop_duplicates().itertuples(index=False):
-        names[fold] = scop2_names.get(fold) or SCOP_CLASSES.get(klass, "")
-    return names
+    return {fold: fold_naming.fold_name(fold, scop2_names) for fold in table["fold"].dropna().unique()}

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import data, features, pretrained, training
+from coevofold import baselines, benchmark, data, features, homology, pretrained, training
 from coevofold.errors import CoevofoldError
-from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, write_predictions
+from coevofold.names import fold_name
+from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, predictions_text, write_predictions
 
 WINDOW = 64
 LONG_ID = "d1y5ia2"  # 1,074 residues: longer than ESM-2's 1,022-residue window
@@ -35,17 +36,36 @@ def plm(model_dir: Path) -> pretrained.ProteinLM:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM) -> Path:
-    """12 short domains of 3 folds (3 train + 1 valid each), 1 epoch: a real, if useless, model."""
+def small_run(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM) -> tuple[Path, Path, pd.DataFrame]:
+    """12 short domains of 3 folds (3 train + 1 valid each), 1 epoch: a real, if useless, model.
+
+    Two test_family-like rows per fold (held-out members of the same folds) are in the table and
+    the store too, so the benchmark's homology-first row can be computed on them.
+    """
     short = deepsf[(deepsf["split"] == "train") & deepsf["length"].between(40, 90)]
     folds = short["fold"].value_counts().index[:3]
-    table = pd.concat([short[short["fold"] == f].head(4) for f in folds], ignore_index=True)
-    table["split"] = ["train", "train", "train", "valid"] * 3
+    table = pd.concat([short[short["fold"] == f].head(6) for f in folds], ignore_index=True)
+    table["split"] = ["train", "train", "train", "valid", "test_family", "test_family"] * 3
     root = tmp_path_factory.mktemp("prediction")
     config = features.FeatureConfig(stride=WINDOW // 2)
     store_path = features.extract(table, root / "features.h5", config, features.RunConfig(progress=False), plm=plm)
-    return training.train(store_path, table, root / "model", training.TrainConfig(max_epochs=1, progress=False),
-                          fold_names={f: f"fold {f}" for f in folds})
+    model = training.train(store_path, table, root / "model", training.TrainConfig(max_epochs=1, progress=False),
+                           fold_names={f: f"fold {f}" for f in folds})
+    return model, store_path, table
+
+
+@pytest.fixture(scope="module")
+def trained(small_run) -> Path:
+    return small_run[0]
+
+
+@pytest.fixture(scope="module")
+def prepared(small_run, tmp_path_factory) -> Path:
+    """A copy of the small model folder with homology files (threshold chosen on its 3 valid rows)."""
+    model, store_path, table = small_run
+    folder = shutil.copytree(model, tmp_path_factory.mktemp("prepared") / "model", ignore=shutil.ignore_patterns("checkpoints"))
+    homology.fit_homology(folder, store_path, table, n_jobs=1, progress=False)
+    return folder
 
 
 def _fasta(path: Path, table: pd.DataFrame) -> Path:
@@ -68,6 +88,9 @@ def predicted(trained: Path, queries: Path, plm: pretrained.ProteinLM) -> pd.Dat
 def test_ranked_top_k_per_sequence(predicted: pd.DataFrame, trained: Path):
     meta = json.loads((trained / "model.json").read_text())
     assert list(predicted.columns) == PREDICTION_COLUMNS
+    assert PREDICTION_COLUMNS[:5] == ["id", "rank", "fold", "probability", "name"]
+    assert "no homology files" in predicted.attrs["note"]  # model-only, and it says so
+    assert (predicted["source"] == "model").all() and (predicted["hit"] == "").all()
     assert predicted["id"].drop_duplicates().tolist()[-1] == LONG_ID  # input order kept, long chain included
     for _, rows in predicted.groupby("id", sort=False):
         assert rows["rank"].tolist() == [1, 2, 3]  # top-5 capped at the 3 classes
@@ -75,7 +98,9 @@ def test_ranked_top_k_per_sequence(predicted: pd.DataFrame, trained: Path):
         probability = rows["probability"].to_numpy()
         assert np.all(np.diff(probability) <= 0) and probability.sum() <= 1 + 1e-6
         assert np.all(probability >= 0)
-        assert rows["name"].tolist() == [meta["fold_names"][f] for f in rows["fold"]]
+        # SCOP 1.75 folds: SCOP2 names (or "name not in SCOP2"), not what the model stored
+        assert rows["name"].tolist() == [fold_name(f) for f in rows["fold"]]
+        assert not any(name.startswith("fold ") and "not in SCOP2" not in name for name in rows["name"])
 
 
 def test_table_input_top_1(trained: Path, deepsf: pd.DataFrame, plm: pretrained.ProteinLM):
@@ -106,6 +131,7 @@ def test_json_output(predicted: pd.DataFrame, tmp_path: Path, capsys):
     records = json.loads((tmp_path / "out.json").read_text())
     assert len(records) == len(predicted)
     assert all(list(r) == PREDICTION_COLUMNS for r in records)
+    assert records[0]["identity"] is None and records[0]["source"] == "model"  # no evidence: null, not NaN
     assert records[0]["rank"] == 1 and isinstance(records[0]["probability"], float)
     write_predictions(predicted, None, "json")
     assert json.loads(capsys.readouterr().out) == records
@@ -151,6 +177,48 @@ def test_bad_fasta_refused(trained: Path, plm: pretrained.ProteinLM, write_fasta
 def test_bad_top_k_refused(trained: Path, queries: Path):
     with pytest.raises(CoevofoldError, match="--top-k"):
         predict(queries, trained, top_k=0)
+
+
+def test_homology_first_rows_and_evidence(prepared: Path, small_run, plm: pretrained.ProteinLM):
+    """A training domain's own sequence is transferred from the alignment, with its evidence."""
+    _, _, table = small_run
+    settings = json.loads((prepared / homology.META_FILE).read_text())
+    train = table[table["split"] == "train"]
+    query = train.iloc[[0]][["id", "sequence"]].assign(id="query")
+    frame = predict(query, prepared, top_k=3, model=plm, progress=False)
+    assert frame.attrs["note"] == ""
+    top = frame.iloc[0]
+    assert (top["hit"], top["identity"]) == (train["id"].iat[0], 1.0)
+    assert -np.log10(top["evalue"]) >= settings["min_score"]
+    assert (frame["source"] == "alignment").all() and top["fold"] == train["fold"].iat[0]
+    assert (top["hit_superfamily"], top["hit_family"]) == (train["superfamily"].iat[0], train["family"].iat[0])
+    assert frame["probability"].tolist() == settings["rank_probability"][:3]
+    assert frame["probability"].sum() <= 1 + 1e-9
+    assert frame["evalue"].is_monotonic_increasing  # lower ranks: weaker best hits
+    off = predict(query, prepared, top_k=3, model=plm, progress=False, use_homology=False)
+    assert (off["source"] == "model").all() and "--no-homology" in off.attrs["note"]
+    tsv = predictions_text(frame, "tsv").splitlines()
+    assert tsv[0].split("\t") == PREDICTION_COLUMNS and tsv[1].split("\t")[5:8] == ["alignment", train["id"].iat[0], "1.000"]
+
+
+def test_hybrid_top1_equals_benchmark_row(prepared: Path, small_run, plm: pretrained.ProteinLM):
+    """predict's top-1 on the test rows is the benchmark's homology-first top-1 (same threshold, same code)."""
+    model, store_path, table = small_run
+    train = table[table["split"] == "train"]
+    search = baselines.AlignmentNearestNeighbour(n_jobs=1, progress=False).fit(train["sequence"].tolist(), train["fold"].tolist())
+    scores = {s: search.predict_proba(table.loc[table["split"] == s, "sequence"].tolist()) for s in ("valid", "test_family")}
+    threshold, results = benchmark.homology_first_results(model, store_path, table, scores)
+    assert threshold == json.loads((prepared / homology.META_FILE).read_text())["min_score"]
+    tests = table[table["split"] == "test_family"]
+    frame = predict(tests[["id", "sequence"]], prepared, top_k=1, model=plm, progress=False)
+    top1 = float((frame["fold"].to_numpy() == tests["fold"].to_numpy()).mean())
+    assert top1 == pytest.approx(results["test_family"]["metrics"]["top1"]["value"])
+
+
+def test_fit_homology_refuses_other_table(trained: Path, small_run, tmp_path: Path):
+    _, store_path, table = small_run
+    with pytest.raises(CoevofoldError, match="not the model's classes"):
+        homology.fit_homology(trained, store_path, table[table["fold"] != table["fold"].iat[0]], n_jobs=1, progress=False)
 
 
 @pytest.mark.slow

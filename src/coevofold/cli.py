@@ -334,7 +334,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from coevofold import prediction
 
-    frame = prediction.predict(args.fasta, args.checkpoint, args.top_k, args.model, _run_config(args), not args.quiet)
+    frame = prediction.predict(args.fasta, args.checkpoint, args.top_k, args.model, _run_config(args), not args.quiet,
+                               use_homology=not args.no_homology)
+    if frame.attrs.get("note"):
+        print(f"coevofold: note: {frame.attrs['note']}", file=sys.stderr)
     prediction.write_predictions(frame, args.out, args.format)
     if args.out not in (None, "-"):
         print(f"wrote top-{args.top_k} folds for {frame['id'].nunique()} sequences to {args.out}", file=sys.stderr)
@@ -351,14 +354,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _register_predict(sub: argparse._SubParsersAction) -> None:
     p = _add(sub, "predict", cmd_predict,
-             "Predict the top-k SCOP folds of every sequence in a FASTA file.\n\n"
-             "TSV columns: id rank fold probability name (one row per sequence and rank). Without "
+             "Predict the top-k SCOP folds of every sequence in a FASTA file, with their evidence.\n\n"
+             "TSV columns: id rank fold probability name source hit identity evalue hit_superfamily hit_family "
+             "(one row per sequence and rank). Homology first: where the best Smith-Waterman hit among the "
+             "model's training domains passes the E-value threshold chosen on the validation split, the "
+             "alignment's folds are reported (source=alignment; probability = how often that rank was right on "
+             "validation proteins above the threshold), elsewhere the model's (source=model). Without "
              "--checkpoint the default model made by 'coevofold quickstart' is used.")
     p.add_argument("fasta", metavar="FASTA", help="protein FASTA (headers need only an id)")
     p.add_argument("--checkpoint", default=None,
                    help="trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')")
     p.add_argument("--top-k", type=int, default=5, help="folds reported per sequence")
     p.add_argument("--format", choices=["tsv", "json"], default="tsv", help="output format")
+    p.add_argument("--no-homology", action="store_true",
+                   help="model only: no homology transfer from the training domains (on by default where the model "
+                   "folder has homology files)")
     p.add_argument("--out", default=None, help="output file (default: standard output)")
     p.add_argument("--model", default=None,
                    help="pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)")

@@ -26,7 +26,7 @@ COMMANDS = _commands(cli.build_parser())
 
 
 def test_commands_found():
-    assert ("predict",) in COMMANDS and ("data", "summarize",) in COMMANDS
+    assert ("predict",) in COMMANDS and ("data", "summarize",) in COMMANDS and ("serve",) in COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "coevofold")
@@ -42,7 +42,7 @@ def test_top_level_help_in_a_real_process():
     """The very first command a user types, as the installed entry point runs it."""
     done = subprocess.run([sys.executable, "-m", "coevofold.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr and "predict" in done.stdout
+    assert "Traceback" not in done.stderr and "predict" in done.stdout and "serve" in done.stdout
 
 
 def test_summarize_everything_excluded(tmp_path: Path, write_fasta, capsys):

@@ -381,9 +381,45 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
 
 
+# ----------------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from coevofold import serve
+
+    serve.serve(serve.ServeConfig(host=args.host, port=args.port, checkpoint=args.checkpoint, model=args.model,
+                                  use_homology=not args.no_homology, top_k=args.top_k,
+                                  max_sequences=args.max_sequences, max_residues=args.max_residues,
+                                  max_bytes=args.max_bytes))
+    return 0
+
+
+def _register_serve(sub: argparse._SubParsersAction) -> None:
+    from coevofold.serve import ServeConfig
+
+    d = ServeConfig()
+    p = _add(sub, "serve", cmd_serve,
+             "Serve a local web page and JSON API: paste or upload FASTA, get folds with names, evidence and "
+             "contact maps.\n\n"
+             "The model loads once at start-up. POST /api/predict with {\"fasta\": \"...\", \"top_k\": 5} returns what "
+             "'coevofold predict --format json' writes. Binds to 127.0.0.1 (this machine only) unless --host says otherwise.")
+    p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=d.port, help="port to listen on")
+    p.add_argument("--checkpoint", default=d.checkpoint,
+                   help="trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')")
+    p.add_argument("--model", default=d.model,
+                   help="pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)")
+    p.add_argument("--no-homology", action="store_true", help="model only: no homology transfer")
+    p.add_argument("--top-k", type=int, default=d.top_k, help="folds shown per sequence unless the request says")
+    p.add_argument("--max-sequences", type=int, default=d.max_sequences, help="sequences per request")
+    p.add_argument("--max-residues", type=int, default=d.max_residues, help="residues per sequence")
+    p.add_argument("--max-bytes", type=int, default=d.max_bytes, help="bytes per request")
+
+
 # ----------------------------------------------------------------------------------- main
 
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_data, _register_extract, _register_train, _register_predict]
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _register_data, _register_extract, _register_train, _register_predict, _register_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,8 @@ README). :func:`fit_homology` stores what ``predict`` needs for that in the mode
 What "probability" means on an alignment row: among ``valid`` proteins whose best hit passed
 the threshold, the fraction whose true fold was the alignment's fold at that rank. It is an
 empirical hit rate (so a sequence's probabilities still sum to at most 1), measured on proteins
-with close relatives in training; for remote homologues it is optimistic.
+with close relatives in training; for remote homologues it is optimistic. Where no validation
+protein passed the threshold there is no such rate, and the probability is missing (NaN / null).
 
 The ranking itself is :func:`coevofold.baselines.homology_first`, the function the benchmark
 scores, so ``predict``'s top-1 per test level is the benchmark's homology-first row.
@@ -75,7 +76,7 @@ def rank_hit_rates(alignment_scores: np.ndarray, targets: np.ndarray, min_score:
     """Fraction of queries above ``min_score`` whose target is the alignment's class at each rank."""
     confident = alignment_scores.max(axis=1) >= min_score
     if not confident.any():
-        return [0.0] * min(ranks, alignment_scores.shape[1])
+        return []  # no validation protein passed: no hit rate to report (rows say NaN, not 0)
     order = np.argsort(-alignment_scores[confident], axis=1, kind="stable")[:, :ranks]
     return [float(x) for x in (order == targets[confident, None]).mean(axis=0)]
 

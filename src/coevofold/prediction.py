@@ -215,7 +215,7 @@ def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: di
     columns: dict[str, list] = {"source": ["model"] * n, "hit": [""] * n, "identity": [np.nan] * n,
                                 "evalue": [np.nan] * n, "hit_superfamily": [""] * n, "hit_family": [""] * n}
     if evidence is not None and search is not None:
-        rates = np.zeros(k)
+        rates = np.full(k, np.nan)
         stored = evidence.settings.rank_probability[:k]
         rates[: len(stored)] = stored
         probability[evidence.from_alignment] = rates
@@ -257,7 +257,7 @@ def predictions_text(frame: pd.DataFrame, fmt: str = "tsv") -> str:
         raise CoevofoldError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
     frame = _rounded(frame)
     if fmt == "tsv":
-        tsv = frame.assign(probability=frame["probability"].map("{:.4f}".format),
+        tsv = frame.assign(probability=frame["probability"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
                            identity=frame["identity"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
                            evalue=frame["evalue"].map(lambda v: "" if pd.isna(v) else f"{v:.2e}"))
         return tsv.to_csv(sep="\t", index=False)

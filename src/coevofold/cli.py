@@ -336,9 +336,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     frame = prediction.predict(args.fasta, args.checkpoint, args.top_k, args.model, _run_config(args), not args.quiet,
                                use_homology=not args.no_homology)
-    if frame.attrs.get("note"):
-        print(f"coevofold: note: {frame.attrs['note']}", file=sys.stderr)
     prediction.write_predictions(frame, args.out, args.format)
+    if frame.attrs.get("note"):  # after the write: a refused write stays one line on stderr
+        print(f"coevofold: note: {frame.attrs['note']}", file=sys.stderr)
     if args.out not in (None, "-"):
         print(f"wrote top-{args.top_k} folds for {frame['id'].nunique()} sequences to {args.out}", file=sys.stderr)
     return 0

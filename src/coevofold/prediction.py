@@ -26,8 +26,8 @@ from coevofold.files import cache_dir, write_text
 
 #: Columns of :func:`predict`'s table and of both output formats, in order. The first five are
 #: the original ones; the rest is the evidence: ``source`` (alignment|model), the training domain
-#: that best supports the row's fold (``hit``, its ``identity`` and pairwise ``evalue``), and, for
-#: folds transferred from the alignment, that domain's superfamily and family.
+#: that best supports the row's fold (``hit``, its ``identity`` and pairwise ``evalue``), and, where
+#: that hit itself passes the E-value threshold (a transfer), its superfamily and family.
 PREDICTION_COLUMNS = ["id", "rank", "fold", "probability", "name",
                       "source", "hit", "identity", "evalue", "hit_superfamily", "hit_family"]
 FORMATS = ("tsv", "json")
@@ -202,7 +202,8 @@ def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: di
     """Long table of the ``top_k`` best-ranked classes per protein, with their evidence.
 
     Model rows report the model's probability; alignment rows the validation hit rate of their
-    rank (see :mod:`coevofold.homology`). Every row with a search names its fold's best hit.
+    rank (see :mod:`coevofold.homology`). Every row with a search names its fold's best hit, and
+    that hit's superfamily and family where the hit passes the threshold.
     """
     k = min(top_k, probs.shape[1])
     ranking = probs if evidence is None else evidence.ranking
@@ -229,6 +230,7 @@ def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: di
                 columns["evalue"][row] = float(10.0 ** -evidence.scores[query, klass])
                 if transferred:
                     columns["source"][row] = "alignment"
+                if evidence.scores[query, klass] >= evidence.settings.min_score:  # this row's own hit passes
                     columns["hit_superfamily"][row] = train["superfamily"].iat[index]
                     columns["hit_family"][row] = train["family"].iat[index]
     return pd.DataFrame({

@@ -283,14 +283,15 @@ def read_scope_tsv(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_scop2_names(path: str | os.PathLike) -> dict[str, str]:
-    """SCOP2 node id -> name from ``scop-des-latest.txt`` (fold names for the CF ids)."""
+    """SCOP2 node id -> name from ``scop-des-latest.txt`` (fold names for the CF ids), spaces collapsed."""
     names = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             if line.startswith("#") or not line.strip():
                 continue
             node, _, name = line.rstrip("\n").partition(" ")
-            names[node] = name.strip()
+            # the shared copy lost its commas to double spaces ("inhibitors  toxins"): one space
+            names[node] = " ".join(name.split())
     return names
 
 

@@ -187,3 +187,10 @@ def test_browser_paste_submit_see_results_and_errors(server: str, browser, domai
     error = wait.until(ready.presence_of_element_located((By.ID, "error")))
     assert error.text.startswith("mine.fa: record 'bad': invalid residue '*'")
     assert not browser.find_elements(By.CSS_SELECTOR, "table.folds")
+
+
+def test_page_escapes_what_the_user_sent(client, domains: pd.DataFrame):
+    sequence = domains["sequence"].iat[0]
+    response = client.post("/", data={"fasta": f"><script>alert(1)</script>\n{sequence}\n", "top_k": "1"})
+    assert response.status_code == 200 and "table" in response.text
+    assert "<script>alert(1)</script>" not in response.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in response.text

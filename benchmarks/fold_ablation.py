@@ -41,10 +41,11 @@ VARIANTS: dict[str, training.TrainConfig] = {
     "layers MLP + hierarchy, wide (1024, dropout 0.5)": training.TrainConfig(
         model=ModelConfig(name="layers", levels=HIERARCHY, hidden=1024, dropout=0.5)),
     "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
-    "coevo (maps + layers) + hierarchy": training.TrainConfig(model=ModelConfig(name="coevo", levels=HIERARCHY)),
+    "coevo (maps + layers) + hierarchy": training.TrainConfig(
+        model=ModelConfig(name="coevo", levels=HIERARCHY, channels_2d=32)),
     "topo (contact topology + layers) + hierarchy": training.TrainConfig(model=ModelConfig(name="topo", levels=HIERARCHY)),
     "coevotopo (maps + topology + layers) + hierarchy": training.TrainConfig(
-        model=ModelConfig(name="coevotopo", levels=HIERARCHY)),
+        model=ModelConfig(name="coevotopo", levels=HIERARCHY, channels_2d=32)),
 }
 
 

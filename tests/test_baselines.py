@@ -93,3 +93,16 @@ def test_homology_first_trusts_only_confident_hits():
     assert homology_first(model, alignment, min_score=1).argmax(1).tolist() == [2, 0]
     # targets favour trusting only the strong hit: thresholds 3..30 tie, the strictest wins
     assert choose_min_score(model, alignment, np.array([0, 0]), grid=[1, 3, 30, 31]) == 30
+
+
+def test_class_best_is_each_class_best_member(training):
+    """Two members in one fold: the query's own source wins its class; others are the sole members."""
+    sequences, folds = training
+    sequences, folds = [*sequences, _mutant(sequences[5], every=3)], [*folds, folds[5]]
+    model = baselines.AlignmentNearestNeighbour(n_jobs=1, progress=False).fit(sequences, folds)
+    hits = model.search([sequences[5][5:-5], sequences[-1]])
+    column = model.classes_.tolist().index(folds[5])
+    assert hits.class_best[:, column].tolist() == [5, len(sequences) - 1]
+    sole = {fold: i for i, fold in enumerate(folds[:-1]) if fold != folds[5]}
+    for fold, index in sole.items():
+        assert (hits.class_best[:, model.classes_.tolist().index(fold)] == index).all()

@@ -1,7 +1,7 @@
 """Prediction with a tiny but real model folder: real DeepSF domains, the real small pLM.
 
-The pLM's window is shrunk to 64 residues for the whole module, so windowing of long chains is
-exercised in seconds; the model folder is trained on features made with that same window.
+The pLM's window is shrunk to 64 residues (fixtures in conftest.py), so windowing of long chains
+is exercised in seconds; the model folder is trained on features made with that same window.
 """
 
 from __future__ import annotations
@@ -14,38 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import data, features, pretrained, training
+from coevofold import baselines, benchmark, evaluation, features, homology, pretrained, training
 from coevofold.errors import CoevofoldError
-from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, write_predictions
+from coevofold.names import fold_name
+from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, predictions_text, write_predictions
 
-WINDOW = 64
 LONG_ID = "d1y5ia2"  # 1,074 residues: longer than ESM-2's 1,022-residue window
-
-
-@pytest.fixture(scope="module")
-def deepsf() -> pd.DataFrame:
-    return data.load("deepsf")
-
-
-@pytest.fixture(scope="module")
-def plm(model_dir: Path) -> pretrained.ProteinLM:
-    loaded = pretrained.load(str(model_dir))
-    loaded.window = WINDOW
-    return loaded
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM) -> Path:
-    """12 short domains of 3 folds (3 train + 1 valid each), 1 epoch: a real, if useless, model."""
-    short = deepsf[(deepsf["split"] == "train") & deepsf["length"].between(40, 90)]
-    folds = short["fold"].value_counts().index[:3]
-    table = pd.concat([short[short["fold"] == f].head(4) for f in folds], ignore_index=True)
-    table["split"] = ["train", "train", "train", "valid"] * 3
-    root = tmp_path_factory.mktemp("prediction")
-    config = features.FeatureConfig(stride=WINDOW // 2)
-    store_path = features.extract(table, root / "features.h5", config, features.RunConfig(progress=False), plm=plm)
-    return training.train(store_path, table, root / "model", training.TrainConfig(max_epochs=1, progress=False),
-                          fold_names={f: f"fold {f}" for f in folds})
 
 
 def _fasta(path: Path, table: pd.DataFrame) -> Path:
@@ -68,6 +42,9 @@ def predicted(trained: Path, queries: Path, plm: pretrained.ProteinLM) -> pd.Dat
 def test_ranked_top_k_per_sequence(predicted: pd.DataFrame, trained: Path):
     meta = json.loads((trained / "model.json").read_text())
     assert list(predicted.columns) == PREDICTION_COLUMNS
+    assert PREDICTION_COLUMNS[:5] == ["id", "rank", "fold", "probability", "name"]
+    assert "no homology files" in predicted.attrs["note"]  # model-only, and it says so
+    assert (predicted["source"] == "model").all() and (predicted["hit"] == "").all()
     assert predicted["id"].drop_duplicates().tolist()[-1] == LONG_ID  # input order kept, long chain included
     for _, rows in predicted.groupby("id", sort=False):
         assert rows["rank"].tolist() == [1, 2, 3]  # top-5 capped at the 3 classes
@@ -75,7 +52,9 @@ def test_ranked_top_k_per_sequence(predicted: pd.DataFrame, trained: Path):
         probability = rows["probability"].to_numpy()
         assert np.all(np.diff(probability) <= 0) and probability.sum() <= 1 + 1e-6
         assert np.all(probability >= 0)
-        assert rows["name"].tolist() == [meta["fold_names"][f] for f in rows["fold"]]
+        # SCOP 1.75 folds: SCOP2 names (or "name not in SCOP2"), not what the model stored
+        assert rows["name"].tolist() == [fold_name(f) for f in rows["fold"]]
+        assert not any(name.startswith("fold ") and "not in SCOP2" not in name for name in rows["name"])
 
 
 def test_table_input_top_1(trained: Path, deepsf: pd.DataFrame, plm: pretrained.ProteinLM):
@@ -106,6 +85,7 @@ def test_json_output(predicted: pd.DataFrame, tmp_path: Path, capsys):
     records = json.loads((tmp_path / "out.json").read_text())
     assert len(records) == len(predicted)
     assert all(list(r) == PREDICTION_COLUMNS for r in records)
+    assert records[0]["identity"] is None and records[0]["source"] == "model"  # no evidence: null, not NaN
     assert records[0]["rank"] == 1 and isinstance(records[0]["probability"], float)
     write_predictions(predicted, None, "json")
     assert json.loads(capsys.readouterr().out) == records
@@ -151,6 +131,60 @@ def test_bad_fasta_refused(trained: Path, plm: pretrained.ProteinLM, write_fasta
 def test_bad_top_k_refused(trained: Path, queries: Path):
     with pytest.raises(CoevofoldError, match="--top-k"):
         predict(queries, trained, top_k=0)
+
+
+def test_homology_first_rows_and_evidence(prepared: Path, small_run, plm: pretrained.ProteinLM):
+    """A training domain's own sequence is transferred from the alignment, with its evidence."""
+    _, _, table = small_run
+    settings = json.loads((prepared / homology.META_FILE).read_text())
+    train = table[table["split"] == "train"]
+    query = train.iloc[[0]][["id", "sequence"]].assign(id="query")
+    frame = predict(query, prepared, top_k=3, model=plm, progress=False)
+    assert frame.attrs["note"] == ""
+    top = frame.iloc[0]
+    assert (top["hit"], top["identity"]) == (train["id"].iat[0], 1.0)
+    assert -np.log10(top["evalue"]) >= settings["min_score"]
+    assert (frame["source"] == "alignment").all() and top["fold"] == train["fold"].iat[0]
+    assert (top["hit_superfamily"], top["hit_family"]) == (train["superfamily"].iat[0], train["family"].iat[0])
+    rates = settings["rank_probability"][:3]  # [] when no valid protein passed the threshold
+    assert frame["probability"].tolist() == pytest.approx(rates, nan_ok=True) if rates else frame["probability"].isna().all()
+    assert frame["probability"].sum() <= 1 + 1e-9
+    assert frame["evalue"].is_monotonic_increasing  # lower ranks: weaker best hits
+    off = predict(query, prepared, top_k=3, model=plm, progress=False, use_homology=False)
+    assert (off["source"] == "model").all() and "--no-homology" in off.attrs["note"]
+    tsv = predictions_text(frame, "tsv").splitlines()
+    assert tsv[0].split("\t") == PREDICTION_COLUMNS and tsv[1].split("\t")[5:8] == ["alignment", train["id"].iat[0], "1.000"]
+
+
+def test_hybrid_top1_equals_benchmark_row(prepared: Path, small_run, plm: pretrained.ProteinLM, tmp_path: Path):
+    """predict's top-1 on the test rows is the benchmark's homology-first top-1 (same threshold, same code)."""
+    model, store_path, table = small_run
+    train = table[table["split"] == "train"]
+    search = baselines.AlignmentNearestNeighbour(n_jobs=1, progress=False).fit(train["sequence"].tolist(), train["fold"].tolist())
+    scores = {s: search.predict_proba(table.loc[table["split"] == s, "sequence"].tolist()) for s in ("valid", "test_family")}
+    threshold, results = benchmark.homology_first_results(model, store_path, table, scores)
+    assert threshold == json.loads((prepared / homology.META_FILE).read_text())["min_score"]
+    tests = table[table["split"] == "test_family"]
+    frame = predict(tests[["id", "sequence"]], prepared, top_k=1, model=plm, progress=False)
+    top1 = float((frame["fold"].to_numpy() == tests["fold"].to_numpy()).mean())
+    assert top1 == pytest.approx(results["test_family"]["metrics"]["top1"]["value"])
+
+    # the tiny model may need no alignment on valid (strict threshold); force one that transfers
+    # some test rows and check predict against baselines.homology_first on the store's features
+    forced = shutil.copytree(prepared, tmp_path / "forced")
+    settings = json.loads((forced / homology.META_FILE).read_text())
+    (forced / homology.META_FILE).write_text(json.dumps(settings | {"min_score": 5.0}))
+    _, probs, targets = evaluation.model_scores(model, store_path, table, ("test_family",))
+    expected = baselines.homology_first(probs["test_family"], scores["test_family"], 5.0).argmax(1)
+    frame = predict(tests[["id", "sequence"]], forced, top_k=1, model=plm, progress=False)
+    assert (frame["source"] == "alignment").sum() == (scores["test_family"].max(1) >= 5.0).sum() > 0
+    assert frame["fold"].tolist() == [sorted(set(train["fold"]))[i] for i in expected]
+
+
+def test_fit_homology_refuses_other_table(trained: Path, small_run, tmp_path: Path):
+    _, store_path, table = small_run
+    with pytest.raises(CoevofoldError, match="not the model's classes"):
+        homology.fit_homology(trained, store_path, table[table["fold"] != table["fold"].iat[0]], n_jobs=1, progress=False)
 
 
 @pytest.mark.slow

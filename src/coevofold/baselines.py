@@ -75,13 +75,16 @@ class Hits:
     """What :meth:`AlignmentNearestNeighbour.search` finds for each query.
 
     ``scores`` is ``[N, n_classes]``: per class, -log10 of the best pairwise E-value among its
-    training members. ``nearest`` indexes the sequences given to ``fit``.
+    training members. ``nearest`` indexes the sequences given to ``fit``; so does
+    ``class_best`` ``[N, n_classes]``, each class's best-scoring member (the evidence a
+    prediction of that class can show).
     """
 
     scores: np.ndarray
     nearest: np.ndarray
     nearest_score: np.ndarray
     nearest_identity: np.ndarray
+    class_best: np.ndarray
 
 
 def _search_chunk(queries: list[str], train: list[str], train_lengths: np.ndarray, starts: np.ndarray) -> Hits:
@@ -94,6 +97,8 @@ def _search_chunk(queries: list[str], train: list[str], train_lengths: np.ndarra
     nearest = np.empty(len(queries), dtype=np.int64)
     nearest_score = np.empty(len(queries))
     identity = np.empty(len(queries))
+    class_best = np.empty((len(queries), len(starts)), dtype=np.int64)
+    class_of = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(train))))
     for row, query in enumerate(queries):
         profile = parasail.profile_create_sat(query, parasail.blosum62)
         raw = np.fromiter(
@@ -104,10 +109,14 @@ def _search_chunk(queries: list[str], train: list[str], train_lengths: np.ndarra
         # -log10 E with E = K m n exp(-lambda S), the pair's own lengths as m and n.
         log_evalue = (KARLIN_LAMBDA * raw - np.log(KARLIN_K * len(query) * train_lengths)) / math.log(10)
         scores[row] = np.maximum.reduceat(log_evalue, starts)
+        # first member reaching its class maximum (rows are grouped by class, so unique's first
+        # occurrence is the lowest such index)
+        at_max = np.flatnonzero(log_evalue == scores[row][class_of])
+        class_best[row] = at_max[np.unique(class_of[at_max], return_index=True)[1]]
         nearest[row] = int(log_evalue.argmax())
         nearest_score[row] = log_evalue[nearest[row]]
         identity[row] = percent_identity(query, train[nearest[row]])
-    return Hits(scores, nearest, nearest_score, identity)
+    return Hits(scores, nearest, nearest_score, identity, class_best)
 
 
 class AlignmentNearestNeighbour:
@@ -158,6 +167,7 @@ class AlignmentNearestNeighbour:
             nearest=self._order[np.concatenate([p.nearest for p in parts])],
             nearest_score=np.concatenate([p.nearest_score for p in parts]),
             nearest_identity=np.concatenate([p.nearest_identity for p in parts]),
+            class_best=self._order[np.concatenate([p.class_best for p in parts])],
         )
 
     def predict_proba(self, sequences: Sequence[str]) -> np.ndarray:

@@ -26,7 +26,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int], doc: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=doc.splitlines()[0], description=doc, formatter_class=_Formatter)
+    # argparse %-formats help strings (for %(default)s), so a literal "95 %" in the one-line
+    # summary shown by the parent's --help must be escaped; descriptions are not %-formatted.
+    parser = sub.add_parser(name, help=doc.splitlines()[0].replace("%", "%%"), description=doc, formatter_class=_Formatter)
     parser.set_defaults(func=func)
     return parser
 
@@ -84,6 +86,11 @@ def cmd_data_summarize(args: argparse.Namespace) -> int:
     out = Path(args.out)
     stem = Path(str(args.source)).stem
     used = table[table["split"] != "excluded"]
+    if used.empty:
+        reasons = splits.exclusion_reasons(table, _split_config(args))
+        why = "; ".join(f"{n} {reason}" for reason, n in reasons.items()) or "excluded by the published split"
+        print(f"\nall {len(table)} proteins are excluded ({why}); no plots written")
+        return 0
     plots.proteins_per_fold(used, out / f"{stem}_proteins_per_fold.png", title=f"{stem}: proteins per fold")
     plots.length_distribution(used, out / f"{stem}_lengths.png", title=f"{stem}: sequence lengths")
     print(f"\nplots: {out / (stem + '_proteins_per_fold.png')}, {out / (stem + '_lengths.png')}")
@@ -327,8 +334,11 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from coevofold import prediction
 
-    frame = prediction.predict(args.fasta, args.checkpoint, args.top_k, args.model, _run_config(args), not args.quiet)
+    frame = prediction.predict(args.fasta, args.checkpoint, args.top_k, args.model, _run_config(args), not args.quiet,
+                               use_homology=not args.no_homology)
     prediction.write_predictions(frame, args.out, args.format)
+    if frame.attrs.get("note"):  # after the write: a refused write stays one line on stderr
+        print(f"coevofold: note: {frame.attrs['note']}", file=sys.stderr)
     if args.out not in (None, "-"):
         print(f"wrote top-{args.top_k} folds for {frame['id'].nunique()} sequences to {args.out}", file=sys.stderr)
     return 0
@@ -344,14 +354,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _register_predict(sub: argparse._SubParsersAction) -> None:
     p = _add(sub, "predict", cmd_predict,
-             "Predict the top-k SCOP folds of every sequence in a FASTA file.\n\n"
-             "TSV columns: id rank fold probability name (one row per sequence and rank). Without "
+             "Predict the top-k SCOP folds of every sequence in a FASTA file, with their evidence.\n\n"
+             "TSV columns: id rank fold probability name source hit identity evalue hit_superfamily hit_family "
+             "(one row per sequence and rank). Homology first: where the best Smith-Waterman hit among the "
+             "model's training domains passes the E-value threshold chosen on the validation split, the "
+             "alignment's folds are reported (source=alignment; probability = how often that rank was right on "
+             "validation proteins above the threshold), elsewhere the model's (source=model). Without "
              "--checkpoint the default model made by 'coevofold quickstart' is used.")
     p.add_argument("fasta", metavar="FASTA", help="protein FASTA (headers need only an id)")
     p.add_argument("--checkpoint", default=None,
                    help="trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')")
     p.add_argument("--top-k", type=int, default=5, help="folds reported per sequence")
     p.add_argument("--format", choices=["tsv", "json"], default="tsv", help="output format")
+    p.add_argument("--no-homology", action="store_true",
+                   help="model only: no homology transfer from the training domains (on by default where the model "
+                   "folder has homology files)")
     p.add_argument("--out", default=None, help="output file (default: standard output)")
     p.add_argument("--model", default=None,
                    help="pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)")
@@ -364,9 +381,45 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
 
 
+# ----------------------------------------------------------------------------------- serve
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from coevofold import serve
+
+    serve.serve(serve.ServeConfig(host=args.host, port=args.port, checkpoint=args.checkpoint, model=args.model,
+                                  use_homology=not args.no_homology, top_k=args.top_k,
+                                  max_sequences=args.max_sequences, max_residues=args.max_residues,
+                                  max_bytes=args.max_bytes))
+    return 0
+
+
+def _register_serve(sub: argparse._SubParsersAction) -> None:
+    from coevofold.serve import ServeConfig
+
+    d = ServeConfig()
+    p = _add(sub, "serve", cmd_serve,
+             "Serve a local web page and JSON API: paste or upload FASTA, get folds with names, evidence and "
+             "contact maps.\n\n"
+             "The model loads once at start-up. POST /api/predict with {\"fasta\": \"...\", \"top_k\": 5} returns what "
+             "'coevofold predict --format json' writes. Binds to 127.0.0.1 (this machine only) unless --host says otherwise.")
+    p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=d.port, help="port to listen on")
+    p.add_argument("--checkpoint", default=d.checkpoint,
+                   help="trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')")
+    p.add_argument("--model", default=d.model,
+                   help="pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)")
+    p.add_argument("--no-homology", action="store_true", help="model only: no homology transfer")
+    p.add_argument("--top-k", type=int, default=d.top_k, help="folds shown per sequence unless the request says")
+    p.add_argument("--max-sequences", type=int, default=d.max_sequences, help="sequences per request")
+    p.add_argument("--max-residues", type=int, default=d.max_residues, help="residues per sequence")
+    p.add_argument("--max-bytes", type=int, default=d.max_bytes, help="bytes per request")
+
+
 # ----------------------------------------------------------------------------------- main
 
-_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_register_data, _register_extract, _register_train, _register_predict]
+_REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _register_data, _register_extract, _register_train, _register_predict, _register_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,10 +19,12 @@ Residue policy (applied to every sequence, see :func:`clean_sequence`):
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 from Bio.SeqIO.FastaIO import SimpleFastaParser
@@ -105,19 +107,24 @@ def _fasta_records(path: Path) -> Iterator[tuple[str, str, str]]:
         raise CoevofoldError(f"{path}: no such file")
     try:
         with open(path, encoding="utf-8", newline=None) as handle:
-            first = handle.read(1)
-            if first == "":
-                raise CoevofoldError(f"{path}: empty file (no FASTA records)")
-            if first != ">":
-                raise CoevofoldError(f"{path}: not a FASTA file (first character is not '>')")
-            handle.seek(0)
-            for number, (title, raw) in enumerate(SimpleFastaParser(handle), start=1):
-                record_id = title.split(None, 1)[0] if title.strip() else ""
-                if not record_id:
-                    raise CoevofoldError(f"{path}: record #{number}: empty id in header")
-                yield record_id, title, raw
+            yield from _parse_fasta(handle, path)
     except UnicodeDecodeError as exc:
         raise CoevofoldError(f"{path}: not a text FASTA file ({exc.reason} at byte {exc.start})") from None
+
+
+def _parse_fasta(handle: TextIO, path: str | os.PathLike) -> Iterator[tuple[str, str, str]]:
+    """The records of an open FASTA text, errors naming ``path`` (a file, or what the user sent)."""
+    first = handle.read(1)
+    if first == "":
+        raise CoevofoldError(f"{path}: empty file (no FASTA records)")
+    if first != ">":
+        raise CoevofoldError(f"{path}: not a FASTA file (first character is not '>')")
+    handle.seek(0)
+    for number, (title, raw) in enumerate(SimpleFastaParser(handle), start=1):
+        record_id = title.split(None, 1)[0] if title.strip() else ""
+        if not record_id:
+            raise CoevofoldError(f"{path}: record #{number}: empty id in header")
+        yield record_id, title, raw
 
 
 def _check_unique(ids: Iterable[str], path: str | os.PathLike) -> None:
@@ -165,11 +172,28 @@ def read_fasta(path: str | os.PathLike, *, labels: str = "auto") -> pd.DataFrame
 
     DeepSF/TAPE headers (``>d1v4wb_ a.1.1.2 fold=a.1 ... split=train``) also give the split.
     """
+    path = Path(path)
+    return _fasta_table(_fasta_records(path), path, labels)
+
+
+def read_fasta_bytes(raw: bytes, name: str, *, labels: str = "auto") -> pd.DataFrame:
+    """:func:`read_fasta` for FASTA a user sent (pasted or uploaded), errors naming it ``name``.
+
+    The same checks and the same one-line messages as for a file of that name, so the web page
+    and the command line refuse bad input in the same words.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CoevofoldError(f"{name}: not a text FASTA file ({exc.reason} at byte {exc.start})") from None
+    return _fasta_table(_parse_fasta(io.StringIO(text, newline=None), name), name, labels)
+
+
+def _fasta_table(records: Iterable[tuple[str, str, str]], path: str | os.PathLike, labels: str) -> pd.DataFrame:
     if labels not in ("auto", "scop", "none"):
         raise ValueError(f"labels must be 'auto', 'scop' or 'none', not {labels!r}")
-    path = Path(path)
     rows = []
-    for record_id, title, raw in _fasta_records(path):
+    for record_id, title, raw in records:
         tokens = title.split()
         row: dict = dict.fromkeys(COLUMNS)
         row["id"] = record_id
@@ -259,14 +283,15 @@ def read_scope_tsv(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_scop2_names(path: str | os.PathLike) -> dict[str, str]:
-    """SCOP2 node id -> name from ``scop-des-latest.txt`` (fold names for the CF ids)."""
+    """SCOP2 node id -> name from ``scop-des-latest.txt`` (fold names for the CF ids), spaces collapsed."""
     names = {}
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             if line.startswith("#") or not line.strip():
                 continue
             node, _, name = line.rstrip("\n").partition(" ")
-            names[node] = name.strip()
+            # the shared copy lost its commas to double spaces ("inhibitors  toxins"): one space
+            names[node] = " ".join(name.split())
     return names
 
 
@@ -405,16 +430,16 @@ def as_table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
 
 
 def fold_names(source: str | os.PathLike) -> dict[str, str]:
-    """Human-readable names for the folds of a data set, where the data provide them.
+    """Human-readable names for the folds of a data set.
 
-    SCOP2 folds are named by ``scop-des-latest.txt``; SCOP 1.75 / SCOPe folds have no name file
-    here, so they are named by their class (``a.1`` -> ``a.1 (All alpha proteins)``).
+    SCOP2 folds are named by ``scop-des-latest.txt``; SCOP 1.75 / SCOPe folds by the SCOP2 name
+    borrowed through shared PDB chains (:mod:`coevofold.names`), or ``fold a.80, name not in
+    SCOP2`` where none was found: the class name is not a fold name.
     """
+    from coevofold import names as fold_naming
+
     table = load(source)
-    names: dict[str, str] = {}
     scop2_names: dict[str, str] = {}
     if str(source) in ("scop2", "binary"):
         scop2_names = read_scop2_names(data_root() / "scop2_represeq_clusters/scop-des-latest.txt")
-    for fold, klass in table[["fold", "class"]].dropna().drop_duplicates().itertuples(index=False):
-        names[fold] = scop2_names.get(fold) or SCOP_CLASSES.get(klass, "")
-    return names
+    return {fold: fold_naming.fold_name(fold, scop2_names) for fold in table["fold"].dropna().unique()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from coevofold import data, features, pretrained, training
+from coevofold import data, features, homology, pretrained, store, training
+from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, write_text
 
-#: Columns of :func:`predict`'s table and of both output formats, in order.
-PREDICTION_COLUMNS = ["id", "rank", "fold", "probability", "name"]
+#: Columns of :func:`predict`'s table and of both output formats, in order. The first five are
+#: the original ones; the rest is the evidence: ``source`` (alignment|model), the training domain
+#: that best supports the row's fold (``hit``, its ``identity`` and pairwise ``evalue``), and, where
+#: that hit itself passes the E-value threshold (a transfer), its superfamily and family.
+PREDICTION_COLUMNS = ["id", "rank", "fold", "probability", "name",
+                      "source", "hit", "identity", "evalue", "hit_superfamily", "hit_family"]
 FORMATS = ("tsv", "json")
+#: What ``predict`` says when a model folder cannot do homology transfer.
+MODEL_ONLY_NOTE = ("{folder} has no homology files (homology.fit_homology prepares them); "
+                   "predictions are the model's alone")
 
 
 def default_model_dir() -> Path:
@@ -32,13 +41,19 @@ def default_model_dir() -> Path:
     return cache_dir() / "models" / "default"
 
 
-def _load_checkpoint(checkpoint: str | os.PathLike | None):
+def model_folder(checkpoint: str | os.PathLike | None) -> Path:
+    """The model folder to use, refused with what to run when it holds no trained model."""
     folder = Path(checkpoint) if checkpoint is not None else default_model_dir()
     if not (folder / training.MODEL_WEIGHTS).is_file() or not (folder / training.MODEL_META).is_file():
         raise CoevofoldError(
             f"{folder}: no trained model ({training.MODEL_WEIGHTS} and {training.MODEL_META}); "
             "run `coevofold quickstart` first (see README) or pass --checkpoint MODEL_DIR"
         )
+    return folder
+
+
+def _load_checkpoint(checkpoint: str | os.PathLike | None):
+    folder = model_folder(checkpoint)
     classifier, meta = training.load_model(folder)
     return folder, classifier, meta
 
@@ -72,6 +87,84 @@ def check_compatible(folder: Path, meta: dict, plm: pretrained.ProteinLM, config
     )
 
 
+@dataclass
+class Predictor:
+    """A model folder loaded once (classifier, pLM, homology search), ready for many requests.
+
+    ``predict`` builds one per call; ``serve`` keeps one for its lifetime, so a request costs
+    only the features and the search.
+    """
+
+    folder: Path
+    classifier: torch.nn.Module
+    meta: dict
+    plm: pretrained.ProteinLM
+    config: features.FeatureConfig
+    search: homology.HomologySearch | None
+    #: why predictions are model-only ("" when homology transfer is on).
+    note: str = ""
+
+    def predict(self, table: pd.DataFrame, top_k: int = 5, run: features.RunConfig | None = None,
+                progress: bool = True, contacts: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+        """:func:`predict` for a validated ``table`` (``id``, ``sequence``).
+
+        ``contacts``, when given, receives each sequence's full-resolution contact map (the
+        features' channel 0, symmetric, in [0, 1]) by id.
+        """
+        check_top_k(top_k)
+        run = run or features.RunConfig()
+        if table.empty:
+            raise CoevofoldError("no sequences to predict")
+        features.check_lengths(table)
+        if run.threads:
+            torch.set_num_threads(run.threads)
+        ids, sequences = table["id"].tolist(), table["sequence"].tolist()
+        probs = np.zeros((len(ids), len(self.meta["classes"])), dtype=np.float32)
+        batches = features.make_batches([len(s) for s in sequences], self.plm.window, self.config.stride,
+                                        run.max_tokens, run.max_pairs)
+        with tqdm(total=len(ids), unit="protein", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
+            for batch in batches:
+                rows = features.compute(self.plm, self.config, [ids[i] for i in batch], [sequences[i] for i in batch],
+                                        run.max_pairs)
+                split = training.SplitData.from_rows(rows)
+                probs[batch] = training.predict_proba(self.classifier, split)
+                if contacts is not None:
+                    for row_id, sequence, triangle in zip(rows.ids, rows.sequences, rows.contacts):
+                        contacts[row_id] = store.triangle_to_map(triangle, len(sequence))
+                bar.update(len(batch))
+        evidence = self.search.evidence(sequences, probs, progress) if self.search is not None else None
+        frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search)
+        frame.attrs["note"] = self.note
+        return frame
+
+
+def check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise CoevofoldError(f"--top-k must be at least 1, not {top_k}")
+
+
+def load_predictor(checkpoint: str | os.PathLike | None = None,
+                   model: str | os.PathLike | pretrained.ProteinLM | None = None,
+                   use_homology: bool = True, n_jobs: int = -1) -> Predictor:
+    """Load a model folder, its pLM (checked compatible) and, if prepared, its homology search.
+
+    Without homology files, or with ``use_homology=False``, predictions are the model's alone
+    and :attr:`Predictor.note` says why.
+    """
+    folder, classifier, meta = _load_checkpoint(checkpoint)
+    plm = model if isinstance(model, pretrained.ProteinLM) else pretrained.load(None if model is None else os.fspath(model))
+    config = feature_config(folder, meta)
+    check_compatible(folder, meta, plm, config)
+    search, note = None, ""
+    if not use_homology:
+        note = "homology transfer off (--no-homology); predictions are the model's alone"
+    elif homology.has_homology(folder):
+        search = homology.HomologySearch(folder, meta["classes"], n_jobs=n_jobs)
+    else:
+        note = MODEL_ONLY_NOTE.format(folder=folder)
+    return Predictor(folder, classifier, meta, plm, config, search, note)
+
+
 def predict(
     source: str | os.PathLike | pd.DataFrame,
     checkpoint: str | os.PathLike | None = None,
@@ -79,69 +172,105 @@ def predict(
     model: str | os.PathLike | pretrained.ProteinLM | None = None,
     run: features.RunConfig | None = None,
     progress: bool = True,
+    use_homology: bool = True,
 ) -> pd.DataFrame:
-    """The ``top_k`` most probable folds of every sequence in ``source``.
+    """The ``top_k`` most probable folds of every sequence in ``source``, with their evidence.
 
     ``source`` is a FASTA/table path (validated by :func:`coevofold.data.load`) or a table with
     ``id`` and ``sequence``; ``checkpoint`` a model folder (default :func:`default_model_dir`);
     ``model`` the pLM (hub id, folder or loaded :class:`~coevofold.pretrained.ProteinLM`; default
-    resolved as for extraction); ``run`` sets batching and threads. Returns one row per
-    (sequence, rank) with the columns :data:`PREDICTION_COLUMNS`, rank 1 first, in input order.
+    resolved as for extraction); ``run`` sets batching and threads. With ``use_homology`` and a
+    model folder prepared by :func:`coevofold.homology.fit_homology`, sequences whose best
+    Smith-Waterman hit to the training domains passes the stored threshold take the alignment's
+    ranking (``source`` = alignment), the others the model's. Returns one row per (sequence,
+    rank) with the columns :data:`PREDICTION_COLUMNS`, rank 1 first, in input order; the frame's
+    ``attrs["note"]`` says when predictions are model-only.
     """
-    if top_k < 1:
-        raise CoevofoldError(f"--top-k must be at least 1, not {top_k}")
-    run = run or features.RunConfig()
-    folder, classifier, meta = _load_checkpoint(checkpoint)
+    check_top_k(top_k)
+    model_folder(checkpoint)  # a missing model is the first thing to say
     table = data.as_table(source)
     if table.empty:
         raise CoevofoldError("no sequences to predict")
     features.check_lengths(table)
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    plm = model if isinstance(model, pretrained.ProteinLM) else pretrained.load(None if model is None else os.fspath(model))
-    config = feature_config(folder, meta)
-    check_compatible(folder, meta, plm, config)
-
-    ids, sequences = table["id"].tolist(), table["sequence"].tolist()
-    probs = np.zeros((len(ids), len(meta["classes"])), dtype=np.float32)
-    batches = features.make_batches([len(s) for s in sequences], plm.window, config.stride, run.max_tokens, run.max_pairs)
-    with tqdm(total=len(ids), unit="protein", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
-        for batch in batches:
-            rows = features.compute(plm, config, [ids[i] for i in batch], [sequences[i] for i in batch], run.max_pairs)
-            split = training.SplitData.from_rows(rows)
-            probs[batch] = training.predict_proba(classifier, split)
-            bar.update(len(batch))
-    return _top_folds(ids, probs, meta, top_k)
+    return load_predictor(checkpoint, model, use_homology).predict(table, top_k, run, progress)
 
 
-def _top_folds(ids: list[str], probs: np.ndarray, meta: dict, top_k: int) -> pd.DataFrame:
-    """Long table of the ``top_k`` highest-probability classes per protein."""
+def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: dict, top_k: int,
+               evidence: homology.Evidence | None, search: homology.HomologySearch | None) -> pd.DataFrame:
+    """Long table of the ``top_k`` best-ranked classes per protein, with their evidence.
+
+    Model rows report the model's probability; alignment rows the validation hit rate of their
+    rank (see :mod:`coevofold.homology`). Every row with a search names its fold's best hit, and
+    that hit's superfamily and family where the hit passes the threshold.
+    """
     k = min(top_k, probs.shape[1])
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    ranking = probs if evidence is None else evidence.ranking
+    order = np.argsort(-ranking, axis=1, kind="stable")[:, :k]
     classes = np.asarray(meta["classes"])
-    names = meta.get("fold_names") or {}
+    names = fold_naming.model_fold_names(meta)
     folds = classes[order].ravel()
+    probability = np.take_along_axis(probs, order, axis=1).astype(float)
+    n = len(ids) * k
+    columns: dict[str, list] = {"source": ["model"] * n, "hit": [""] * n, "identity": [np.nan] * n,
+                                "evalue": [np.nan] * n, "hit_superfamily": [""] * n, "hit_family": [""] * n}
+    if evidence is not None and search is not None:
+        rates = np.full(k, np.nan)
+        stored = evidence.settings.rank_probability[:k]
+        rates[: len(stored)] = stored
+        probability[evidence.from_alignment] = rates
+        train = search.train
+        for query in range(len(ids)):
+            transferred = bool(evidence.from_alignment[query])
+            for rank, klass in enumerate(order[query]):
+                row, index = query * k + rank, int(evidence.class_best[query, klass])
+                columns["hit"][row] = train["id"].iat[index]
+                columns["identity"][row] = search.identity(sequences[query], index)
+                columns["evalue"][row] = float(10.0 ** -evidence.scores[query, klass])
+                if transferred:
+                    columns["source"][row] = "alignment"
+                if evidence.scores[query, klass] >= evidence.settings.min_score:  # this row's own hit passes
+                    columns["hit_superfamily"][row] = train["superfamily"].iat[index]
+                    columns["hit_family"][row] = train["family"].iat[index]
     return pd.DataFrame({
         "id": np.repeat(ids, k),
         "rank": np.tile(np.arange(1, k + 1), len(ids)),
         "fold": folds,
-        "probability": np.take_along_axis(probs, order, axis=1).ravel().astype(float),
+        "probability": probability.ravel(),
         "name": [names.get(fold, "") for fold in folds],
+        **columns,
     }, columns=PREDICTION_COLUMNS)
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """The numbers both formats carry: probability to 4 decimals, identity to 3, E-value to 3 digits."""
+    evalue = frame["evalue"].map(lambda v: float(f"{v:.2e}") if pd.notna(v) else np.nan)
+    return frame[PREDICTION_COLUMNS].assign(probability=frame["probability"].round(4),
+                                            identity=frame["identity"].round(3), evalue=evalue)
+
+
+def predictions_text(frame: pd.DataFrame, fmt: str = "tsv") -> str:
+    """:func:`predict`'s table as the TSV or JSON text ``predict`` writes (and ``serve`` offers).
+
+    Missing evidence is an empty TSV field and a JSON null.
+    """
+    if fmt not in FORMATS:
+        raise CoevofoldError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    frame = _rounded(frame)
+    if fmt == "tsv":
+        tsv = frame.assign(probability=frame["probability"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
+                           identity=frame["identity"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+                           evalue=frame["evalue"].map(lambda v: "" if pd.isna(v) else f"{v:.2e}"))
+        return tsv.to_csv(sep="\t", index=False)
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return json.dumps(records, indent=1, ensure_ascii=False) + "\n"
 
 
 def write_predictions(frame: pd.DataFrame, out: str | os.PathLike | None, fmt: str = "tsv") -> None:
     """Write :func:`predict`'s table as TSV or JSON to ``out`` (atomically) or stdout (None/"-").
 
-    Probabilities are rounded to 4 decimals in both formats, so the two carry the same numbers.
+    Both formats carry the same rounded numbers (:func:`predictions_text`).
     """
-    if fmt not in FORMATS:
-        raise CoevofoldError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
-    frame = frame[PREDICTION_COLUMNS].assign(probability=frame["probability"].round(4))
-    if fmt == "tsv":
-        text = frame.to_csv(sep="\t", index=False, float_format="%.4f")
-    else:
-        text = json.dumps(frame.to_dict(orient="records"), indent=1, ensure_ascii=False) + "\n"
+    text = predictions_text(frame, fmt)
     if out is None or os.fspath(out) == "-":
         sys.stdout.write(text)
         sys.stdout.flush()

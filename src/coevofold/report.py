@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from coevofold import __version__, plots, store
+from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.evaluation import LEVEL_NAMES
 from coevofold.files import write_text
@@ -196,7 +197,7 @@ def write_report(
     if proteins and store_path is None:
         raise CoevofoldError("showing proteins needs the feature store that holds them (--store)")
     meta, metrics, results, markdown, predictions = _read_run(run_dir)
-    names = meta.get("fold_names") or {}
+    names = fold_naming.model_fold_names(meta)
     levels = results.get("levels", {})
     if not levels:
         raise CoevofoldError(f"{run_dir / 'results.json'}: no test levels")

@@ -71,6 +71,28 @@ def _straddling(table: pd.DataFrame, unit: str, parent: str) -> set:
     return set(parents[parents > 1].index)
 
 
+def _exclusions(table: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
+    """One boolean column per reason :func:`make_splits` excludes a row (a row may have several)."""
+    labelled = table[["fold", "superfamily", "family"]].notna().all(axis=1)
+    fold_size = table.groupby("fold")["id"].transform("size")
+    return pd.DataFrame({
+        "incomplete SCOP label": ~labelled,
+        f"fold with fewer than {config.min_members_per_fold} proteins (--min-members)":
+            fold_size.fillna(0) < config.min_members_per_fold,
+        "duplicate of an earlier sequence": table["sequence"].duplicated(),
+    }, index=table.index)
+
+
+def exclusion_reasons(table: pd.DataFrame, config: SplitConfig | None = None) -> dict[str, int]:
+    """How many rows the split maker excludes for each reason (only reasons that occur).
+
+    So that a summary of a set where everything is excluded can say why instead of plotting
+    nothing.
+    """
+    counts = _exclusions(table, config or SplitConfig()).sum()
+    return {reason: int(n) for reason, n in counts.items() if n}
+
+
 def make_splits(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.DataFrame:
     """Return a copy of ``table`` with ``split`` set by the three-level design.
 
@@ -81,9 +103,7 @@ def make_splits(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.Da
     config = config or SplitConfig()
     rng = np.random.default_rng(config.seed)
     table = table.copy()
-    labelled = table[["fold", "superfamily", "family"]].notna().all(axis=1)
-    fold_size = table.groupby("fold")["id"].transform("size")
-    keep = labelled & (fold_size >= config.min_members_per_fold) & ~table["sequence"].duplicated()
+    keep = ~_exclusions(table, config).any(axis=1)
     table["split"] = np.where(keep, "train", "excluded")
     work = table[keep]
 

@@ -38,7 +38,7 @@ VARIANTS: dict[str, training.TrainConfig] = {
     "layers MLP + hierarchy": training.TrainConfig(model=ModelConfig(name="layers", levels=HIERARCHY)),
     "layers MLP + hierarchy + class smoothing": training.TrainConfig(
         model=ModelConfig(name="layers", levels=HIERARCHY), smoothing_target="class"),
-    "layers MLP + hierarchy, wide (1024, dropout 0.5)": training.TrainConfig(
+    "layers MLP + hierarchy wide (1024; dropout 0.5)": training.TrainConfig(
         model=ModelConfig(name="layers", levels=HIERARCHY, hidden=1024, dropout=0.5)),
     "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
     "coevo (maps + layers) + hierarchy": training.TrainConfig(

@@ -7,7 +7,7 @@ test levels are only scored. Prints one Markdown table: top-1/top-5 with bootstr
 intervals, training time, weight bytes and feature bytes per protein; then the paired
 difference with and without the co-evolution map branch.
 
-``--variants a,b`` trains a subset; ``--alignment`` adds homology-first rows (Smith-Waterman of
+``--variants "a|b"`` trains a subset; ``--alignment`` adds homology-first rows (Smith-Waterman of
 valid and test against training, ~4 min on 2 cores).
 """
 
@@ -116,7 +116,7 @@ def neighbour_scores(reps: dict[str, np.ndarray], train_labels: np.ndarray, n_cl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="", help="comma-separated subset of variant names (default: all)")
+    parser.add_argument("--variants", default="", help="'|'-separated subset of variant names (default: all)")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--store", default=None, help="feature store (default: the cached DeepSF store)")
     parser.add_argument("--alignment", action="store_true", help="add homology-first rows")
@@ -127,7 +127,7 @@ def main() -> None:
     table = data.load("deepsf")
     store_path = Path(args.store) if args.store else features.cached_store("deepsf", pretrained.load(None),
                                                                              features.FeatureConfig())
-    chosen = [v for v in args.variants.split(",") if v] or list(VARIANTS)
+    chosen = [v for v in args.variants.split("|") if v] or list(VARIANTS)
     splits = ("valid", *TEST_SPLITS)
     results, scores, costs = {}, {}, {}
     for name in chosen:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coevofold import baselines, data, evaluation, features, pretrained, training
+from coevofold import baselines, benchmark, data, evaluation, features, pretrained, training
 from coevofold.files import write_text
 from coevofold.models import ModelConfig
 from coevofold.splits import TEST_SPLITS
@@ -165,9 +165,7 @@ def main() -> None:
         results[name] = {s: evaluation.score(scores[name][s], targets[s]) for s in splits}
         costs[name] = {k: sum(costs[m][k] for m in members) for k in ("train_s", "weight_bytes", "feature_bytes")}
     if args.alignment:
-        train = table[table["split"] == "train"]
-        nn = baselines.AlignmentNearestNeighbour().fit(train["sequence"].tolist(), train["fold"].tolist())
-        aligned = {s: nn.predict_proba(table.loc[table["split"] == s, "sequence"].tolist()) for s in splits}
+        aligned = benchmark.cached_alignment("deepsf", table)
         for name in list(scores):
             threshold = baselines.choose_min_score(scores[name]["valid"], aligned["valid"], targets["valid"])
             hybrid = f"{name}, homology first (E <= 1e-{threshold:g})"

@@ -106,3 +106,25 @@ def test_class_best_is_each_class_best_member(training):
     sole = {fold: i for i, fold in enumerate(folds[:-1]) if fold != folds[5]}
     for fold, index in sole.items():
         assert (hits.class_best[:, model.classes_.tolist().index(fold)] == index).all()
+
+
+def test_alignment_scores_are_cached_per_data_set(training, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from coevofold import benchmark
+
+    monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path))
+    sequences, folds = training
+    table = pd.DataFrame({"id": [f"p{i}" for i in range(12)], "sequence": sequences[:10] + sequences[:2],
+                          "fold": folds[:10] + folds[:2], "split": ["train"] * 10 + ["valid", "test_fold"]})
+    first = benchmark.cached_alignment("tiny", table, progress=False)
+    assert set(first) == {"valid", "test_fold"} and first["valid"].shape == (1, 10)
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again instead of reading the cache")
+
+    monkeypatch.setattr(baselines.AlignmentNearestNeighbour, "search", no_search)
+    again = benchmark.cached_alignment("tiny", table, progress=False)
+    assert all(np.array_equal(first[s], again[s]) for s in first)
+    with pytest.raises(AssertionError):  # another table is another key
+        benchmark.cached_alignment("tiny", table.assign(split=["train"] * 10 + ["test_fold", "valid"]), progress=False)

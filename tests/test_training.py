@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from coevofold import benchmark, data, features, models, pretrained, training
+from coevofold.errors import CoevofoldError
 
 
 def test_class_weights_hand_computed():
@@ -152,3 +154,23 @@ def test_hierarchy_heads_lower_their_loss_and_round_trip(tiny, tmp_path):
     np_a = training.predict_proba(reloaded, valid)
     np_b = training.predict_proba(training.load_model(out)[0], valid)
     assert (np_a == np_b).all() and np_a.shape == (4, 4)
+
+
+def test_lbfgs_probe_equals_scikit_learn(tiny, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    store, table = tiny
+    config = training.TrainConfig(model=models.ModelConfig(name="probe"), solver="lbfgs", C=0.5, progress=False)
+    out = training.train(store, table, tmp_path / "p", config)
+    classifier, meta = training.load_model(out)
+    train_rows, valid_rows = table[table["split"] == "train"], table[table["split"] == "valid"]
+    train = training.load_split(store, train_rows, meta["classes"])
+    valid = training.load_split(store, valid_rows, meta["classes"])
+    x = train.layers.float().flatten(1)
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    reference = LogisticRegression(C=0.5, max_iter=1000, random_state=0).fit(((x - mean) / std).numpy(), train.labels.numpy())
+    expected = reference.predict_proba(((valid.layers.float().flatten(1) - mean) / std).numpy())
+    assert np.allclose(training.predict_proba(classifier, valid), expected, atol=1e-5)
+    with pytest.raises(CoevofoldError, match="lbfgs"):
+        training.train(store, table, tmp_path / "q", training.TrainConfig(model=models.ModelConfig(name="layers"),
+                                                                          solver="lbfgs", progress=False))

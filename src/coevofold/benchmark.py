@@ -9,9 +9,11 @@ everything already computed, so re-runs are fast.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,30 +82,90 @@ def cached_features(name: str, table: pd.DataFrame, plm: pretrained.ProteinLM, c
     return features.extract(table, path, config, features.RunConfig(progress=progress), plm=plm)
 
 
+def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True) -> dict[str, np.ndarray]:
+    """Smith-Waterman class scores of valid and test proteins against the training set, cached.
+
+    They depend only on the sequences and training folds (not on any model), take ~10 min on 2
+    cores for DeepSF, and are what the homology-first rows and ``fit_homology`` need.
+    """
+    from coevofold import baselines
+    from coevofold.files import atomic_path, cache_dir
+
+    splits = [s for s in ("valid", *TEST_SPLITS) if (table["split"] == s).any()]
+    train = table[table["split"] == "train"]
+    key = hashlib.sha1("\n".join(f"{i}\t{q}\t{f}\t{s}" for i, q, f, s in
+                                 zip(table["id"], table["sequence"], table["fold"], table["split"])).encode()).hexdigest()[:10]
+    path = cache_dir() / "alignment" / f"{name}-{key}.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            return {split: stored[split] for split in splits}
+    started = time.perf_counter()
+    search = baselines.AlignmentNearestNeighbour(progress=progress).fit(train["sequence"].tolist(), train["fold"].tolist())
+    scores = {split: search.predict_proba(table.loc[table["split"] == split, "sequence"].tolist()) for split in splits}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **scores)
+    if progress:
+        print(f"alignment of {sum(len(v) for v in scores.values())} proteins against {len(train)} training domains: "
+              f"{time.perf_counter() - started:.0f} s (cached in {path})")
+    return scores
+
+
+def _trained(model_dir: Path, settings: dict, config: training.TrainConfig) -> bool:
+    """Whether ``model_dir`` holds a model of ``config`` trained on features of ``settings``."""
+    meta_path = model_dir / training.MODEL_META
+    if not meta_path.exists():
+        return False
+    meta = json.loads(meta_path.read_text())
+    return meta["feature_settings"] == settings and meta["model"] == json.loads(json.dumps(asdict(config.model)))
+
+
 def quickstart(progress: bool = True) -> dict:
-    """The README's main job: default model on the full DeepSF benchmark, trained once, cached."""
+    """The README's main job: the default system on the full DeepSF benchmark, trained once, cached.
+
+    Prints the default system (the default model behind homology transfer, as ``predict``
+    answers), the model alone, and the all-layer linear probe it must beat, per test level.
+    """
+    from coevofold import homology
+    from coevofold.files import cache_dir
+
     started = time.perf_counter()
     plm = pretrained.load(None)
     print(f"model: {plm.name} (weights sha256 {plm.weights_sha256[:12]}...)")
     table = data.load("deepsf")
     config = features.FeatureConfig()
     store_path = cached_features("deepsf", table, plm, config, progress)
-    model_dir = default_model_dir()
     settings = store.read_settings(store_path)
-    meta_path = model_dir / training.MODEL_META
-    if meta_path.exists() and json.loads(meta_path.read_text())["feature_settings"] == settings:
-        print(f"default model: {model_dir} (cached)")
-    else:
-        print(f"training the default model ({ModelConfig().name}) on {int((table['split'] == 'train').sum())} proteins")
-        training.train(store_path, table, model_dir, training.TrainConfig(progress=progress),
-                       fold_names=data.fold_names("deepsf"))
-    results = evaluation.evaluate_model(model_dir, store_path, table)
+    n_train = int((table["split"] == "train").sum())
+    runs = {"default": (default_model_dir(), training.TrainConfig(progress=progress)),
+            "probe": (cache_dir() / "models" / "probe", training.TrainConfig(model=ModelConfig(name="probe"),
+                                                                          progress=progress))}
+    for role, (model_dir, train_config) in runs.items():
+        if _trained(model_dir, settings, train_config):
+            print(f"{role} model: {model_dir} (cached)")
+            continue
+        print(f"training the {role} model ({train_config.model.name}) on {n_train} proteins")
+        if model_dir.exists():  # another model or other features: start afresh, not resume
+            shutil.rmtree(model_dir)
+        training.train(store_path, table, model_dir, train_config, fold_names=data.fold_names("deepsf"))
+    alignment = cached_alignment("deepsf", table, progress)
+    model_dir = default_model_dir()
+    if not homology.has_homology(model_dir):
+        homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment["valid"], progress=progress)
+    default = evaluation.evaluate_model(model_dir, store_path, table)
+    threshold, system = homology_first_results(model_dir, store_path, table, alignment)
+    probe = evaluation.evaluate_model(runs["probe"][0], store_path, table)
+    name = ModelConfig().name
     print()
-    print(evaluation.results_markdown({f"coevofold {ModelConfig().name} (this run)": results}))
+    print(evaluation.results_markdown({
+        f"coevofold default system ({name} + homology transfer where E <= 1e-{threshold:g}; what predict answers)": system,
+        f"coevofold {name} model alone": default,
+        "all-layer linear probe (baseline)": probe,
+    }))
     _show_examples(model_dir)
     print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")
-    return results
+    return system
 
 
 def _show_examples(model_dir: Path, n: int = 8) -> None:
@@ -151,13 +213,12 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     scores: dict[str, np.ndarray] = {}
     if alignment:
         started = time.perf_counter()
-        nn = baselines.AlignmentNearestNeighbour(progress=progress).fit(train["sequence"].tolist(), train["fold"].tolist())
-        for split in ("valid", *TEST_SPLITS):
-            scores[split] = nn.predict_proba(table.loc[table["split"] == split, "sequence"].tolist())
-        targets = {level: evaluation.encode_labels(table.loc[table["split"] == level, "fold"], list(nn.classes_))
+        scores = cached_alignment("benchmark", table, progress)
+        classes = sorted(train["fold"].unique())  # the search's classes_, as for every model
+        targets = {level: evaluation.encode_labels(table.loc[table["split"] == level, "fold"], classes)
                    for level in TEST_SPLITS}
         out[ALIGNMENT] = evaluation.evaluate_levels({s: scores[s] for s in TEST_SPLITS}, targets,
-                                                    ks=evaluation.topk_for(len(nn.classes_)))
+                                                    ks=evaluation.topk_for(len(classes)))
         print(f"alignment nearest neighbour: {time.perf_counter() - started:.0f} s")
     return out, scores
 

@@ -28,7 +28,7 @@ from coevofold import store
 from coevofold.coevolution import contact_topology
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, writable_dir, write_text
-from coevofold.models import MODELS, Batch, FoldClassifier, ModelConfig, onehot
+from coevofold.models import LINEAR, MODELS, Batch, FoldClassifier, ModelConfig, onehot
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
@@ -52,6 +52,12 @@ class TrainConfig:
     smoothing_target: str = "uniform"
     #: weight of each auxiliary level's loss (superfamily, family) relative to the fold's.
     level_weight: float = 1.0
+    #: "adamw": mini-batch training with early stopping (every model); "lbfgs": linear models
+    #: only, scikit-learn's LogisticRegression fitted to convergence (L2, inverse strength ``C``)
+    #: and copied into the model. On DeepSF the converged probe generalizes to unseen
+    #: superfamilies far better than the early-stopped one (see README, Results).
+    solver: str = "adamw"
+    C: float = 1.0
     #: class weights are count^-power: 0 ignores imbalance, 1 fully rebalances 1,195 folds
     #: whose sizes range from 1 to ~400; 0.5 is the usual compromise.
     class_weight_power: float = 0.5
@@ -281,6 +287,10 @@ def train(
     config = config or TrainConfig()
     if config.model.name not in MODELS:
         raise CoevofoldError(f"unknown model '{config.model.name}' (known: {', '.join(MODELS)})")
+    if config.solver not in ("adamw", "lbfgs") or (config.solver == "lbfgs" and (
+            config.model.name not in LINEAR or config.model.levels != ("fold",))):
+        raise CoevofoldError(f"solver '{config.solver}': 'adamw' for any model, 'lbfgs' for the linear "
+                             f"models ({', '.join(LINEAR)}) predicting the fold alone")
     train_rows, valid_rows = table[table["split"] == "train"], table[table["split"] == "valid"]
     if train_rows.empty or valid_rows.empty:
         raise CoevofoldError("training needs proteins in both the 'train' and 'valid' splits")
@@ -298,6 +308,22 @@ def train(
     classifier = build_classifier(config.model, sizes, train_data)
     classifier.fit_normalization(train_data.maps, train_data.embedding.float(), train_data.mean, train_data.layers.float(),
                                   train_data.topology)
+    meta = {
+        "model": asdict(config.model),
+        "classes": classes,
+        "level_classes": level_classes,
+        "shapes": {"maps": list(train_data.maps.shape[1:]), "embedding": list(train_data.embedding.shape[1:]),
+                   "layers": list(train_data.layers.shape[1:])},
+        "fold_names": {c: (fold_names or {}).get(c, "") for c in classes},
+        "train_counts": torch.bincount(train_data.labels, minlength=len(classes)).tolist(),
+        "feature_settings": store.read_settings(store_path),
+        "train": {k: v for k, v in asdict(config).items() if k != "model"},
+    }
+    if config.solver == "lbfgs":
+        _fit_lbfgs(classifier, train_data, config)
+        valid_acc = float((predict_proba(classifier, valid_data).argmax(1) == valid_data.labels.numpy()).mean())
+        save_model(run_dir, classifier, {**meta, "best_val_acc": valid_acc, "epochs": 0})
+        return run_dir
     weights = class_weights(train_data.labels, len(classes), config.class_weight_power)
     targets = smoothing_matrix(classes, config.label_smoothing, config.smoothing_target)
     module = LitFold(classifier, weights, targets, config)
@@ -333,22 +359,33 @@ def train(
         write_text(metrics, merged.to_csv(index=False))
     state = _read_checkpoint(Path(best.best_model_path) if best.best_model_path else last)["state_dict"]
     module.load_state_dict(state)
-    meta = {
-        "model": asdict(config.model),
-        "classes": classes,
-        "level_classes": level_classes,
-        "shapes": {"maps": list(train_data.maps.shape[1:]), "embedding": list(train_data.embedding.shape[1:]),
-                   "layers": list(train_data.layers.shape[1:])},
-        "fold_names": {c: (fold_names or {}).get(c, "") for c in classes},
-        "train_counts": torch.bincount(train_data.labels, minlength=len(classes)).tolist(),
-        "feature_settings": store.read_settings(store_path),
-        "train": {k: v for k, v in asdict(config).items() if k != "model"},
-        "best_val_acc": float(best.best_model_score) if best.best_model_score is not None else None,
-        "epochs": trainer.current_epoch,
-    }
+    meta["best_val_acc"] = float(best.best_model_score) if best.best_model_score is not None else None
+    meta["epochs"] = trainer.current_epoch
     save_model(run_dir, classifier, meta)
     _plot_curves(run_dir)
     return run_dir
+
+
+def _fit_lbfgs(classifier: FoldClassifier, train: SplitData, config: TrainConfig) -> None:
+    """Fit a linear model's head with scikit-learn's L-BFGS logistic regression, in place.
+
+    The model's standardizer (fitted on the same rows) feeds scikit-learn the very inputs the
+    head will see, so copying ``coef_`` and ``intercept_`` gives identical probabilities.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    uses = MODELS[classifier.config.name]
+    with torch.inference_mode():
+        x = classifier.represent(train.batch(list(range(len(train))), uses)).numpy()
+    fitted = LogisticRegression(C=config.C, max_iter=1000, random_state=config.seed).fit(x, train.labels.numpy())
+    if len(fitted.classes_) != classifier.n_classes:  # every class has training rows by construction
+        raise CoevofoldError("lbfgs: some folds have no training protein")
+    coef, intercept = fitted.coef_, fitted.intercept_
+    if len(coef) == 1:  # two classes: one logit z; softmax over (-z/2, z/2) is sigmoid(z)
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    with torch.no_grad():
+        classifier.heads["fold"].weight.copy_(torch.from_numpy(coef))
+        classifier.heads["fold"].bias.copy_(torch.from_numpy(intercept))
 
 
 def _read_checkpoint(path: Path) -> dict:

@@ -40,6 +40,9 @@ VARIANTS: dict[str, training.TrainConfig] = {
         model=ModelConfig(name="layers", levels=HIERARCHY), smoothing_target="class"),
     "layers MLP + hierarchy wide (1024; dropout 0.5)": training.TrainConfig(
         model=ModelConfig(name="layers", levels=HIERARCHY, hidden=1024, dropout=0.5)),
+    "layers MLP + hierarchy unweighted": training.TrainConfig(
+        model=ModelConfig(name="layers", levels=HIERARCHY), class_weight_power=0.0),
+    "probe, lbfgs (scikit-learn, C=1)": training.TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs"),
     "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
     "coevo (maps + layers) + hierarchy": training.TrainConfig(
         model=ModelConfig(name="coevo", levels=HIERARCHY, channels_2d=32)),
@@ -64,23 +67,6 @@ def train_variant(name: str, config: training.TrainConfig, store_path: Path, tab
     record = {"train_s": time.perf_counter() - started, "weight_bytes": (run_dir / training.MODEL_WEIGHTS).stat().st_size}
     write_text(timing_path, json.dumps(record))
     return record
-
-
-def ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 10) -> np.ndarray:
-    """Weights on the simplex (grid of 1/steps) with the best validation top-1, ties to log-loss."""
-    best, best_key = None, None
-    grid = np.arange(steps + 1) / steps
-    for combo in np.array(np.meshgrid(*[grid] * len(probs))).reshape(len(probs), -1).T:
-        if not np.isclose(combo.sum(), 1.0):
-            continue
-        mixed = sum(w * p for w, p in zip(combo, probs))
-        seen = targets >= 0
-        top1 = float((mixed.argmax(1)[seen] == targets[seen]).mean())
-        loss = float(-np.log(mixed[seen, targets[seen]] + 1e-12).mean())
-        key = (top1, -loss)
-        if best_key is None or key > best_key:
-            best, best_key = combo, key
-    return best
 
 
 def representations(run_dir: Path, store_path: Path, table, splits) -> dict[str, np.ndarray]:
@@ -152,14 +138,14 @@ def main() -> None:
         scores[row] = knn
         results[row] = {s: evaluation.score(knn[s], targets[s]) for s in splits}
         costs[row] = {**costs[name], "train_s": costs[name]["train_s"] + time.perf_counter() - started}
-        w = ensemble_weights([scores[name]["valid"], knn["valid"]], targets["valid"])
+        w = training.fit_ensemble_weights([scores[name]["valid"], knn["valid"]], targets["valid"])
         mixed_row = f"{name} + its nearest neighbour ({w[1]:.1f})"
         scores[mixed_row] = {s: w[0] * scores[name][s] + w[1] * knn[s] for s in splits}
         results[mixed_row] = {s: evaluation.score(scores[mixed_row][s], targets[s]) for s in splits}
         costs[mixed_row] = costs[row]
     if args.ensemble:
         members = args.ensemble.split("|")
-        weights = ensemble_weights([scores[m]["valid"] for m in members], targets["valid"])
+        weights = training.fit_ensemble_weights([scores[m]["valid"] for m in members], targets["valid"])
         name = "ensemble: " + " + ".join(f"{w:.1f} {m}" for w, m in zip(weights, members))
         scores[name] = {s: sum(w * scores[m][s] for w, m in zip(weights, members)) for s in splits}
         results[name] = {s: evaluation.score(scores[name][s], targets[s]) for s in splits}

@@ -174,3 +174,28 @@ def test_lbfgs_probe_equals_scikit_learn(tiny, tmp_path):
     with pytest.raises(CoevofoldError, match="lbfgs"):
         training.train(store, table, tmp_path / "q", training.TrainConfig(model=models.ModelConfig(name="layers"),
                                                                           solver="lbfgs", progress=False))
+
+
+def test_fit_ensemble_weights_hand_computed():
+    targets = np.array([0, 1, 1])
+    a = np.array([[0.95, 0.05], [0.6, 0.4], [0.6, 0.4]])  # right on 1 of 3
+    b = np.array([[0.4, 0.6], [0.1, 0.9], [0.1, 0.9]])  # right on 2 of 3
+    # a mix with b's weight w gets all three right for 0.2 < w < 0.818 (protein 0: 0.95 - 0.55 w > 0.5;
+    # proteins 1, 2: 0.4 + 0.5 w > 0.5); among those the log-loss falls as w grows, so 0.8 on the grid
+    assert training.fit_ensemble_weights([a, b], targets).tolist() == pytest.approx([0.2, 0.8])
+
+
+def test_ensemble_trains_members_mixes_on_valid_and_reloads(tiny, tmp_path):
+    store, table = tiny
+    members = {"probe": training.TrainConfig(model=models.ModelConfig(name="probe"), solver="lbfgs", progress=False),
+               "mlp": training.TrainConfig(model=models.ModelConfig(name="layers", levels=("fold", "superfamily")),
+                                           max_epochs=1, progress=False)}
+    out = training.train_ensemble(store, table, tmp_path / "e", members)
+    ensemble, meta = training.load_model(out)
+    assert isinstance(ensemble, models.Ensemble) and meta["model"]["name"] == "ensemble"
+    weights = meta["ensemble"]["weights"]
+    assert set(weights) == {"probe", "mlp"} and sum(weights.values()) == pytest.approx(1.0)
+    valid = training.load_split(store, table[table["split"] == "valid"], meta["classes"])
+    parts = {name: training.predict_proba(training.load_model(out / "members" / name)[0], valid) for name in members}
+    expected = sum(weights[name] * parts[name] for name in members)
+    assert np.allclose(training.predict_proba(ensemble, valid), expected, atol=1e-5)

@@ -28,10 +28,12 @@ from coevofold import store
 from coevofold.coevolution import contact_topology
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, writable_dir, write_text
-from coevofold.models import LINEAR, MODELS, Batch, FoldClassifier, ModelConfig, onehot
+from coevofold.models import LINEAR, MODELS, Batch, Ensemble, FoldClassifier, ModelConfig, onehot
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
+#: an ensemble's folder keeps each member's model folder under this subfolder.
+ENSEMBLE_MEMBERS = "members"
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,58 @@ def train(
     return run_dir
 
 
+def fit_ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 10) -> np.ndarray:
+    """Mixture weights on a 1/``steps`` grid of the simplex with the best top-1 on ``targets``,
+    ties broken by log-loss (then by the earlier grid point)."""
+    seen = targets >= 0
+    grid = np.arange(steps + 1) / steps
+    best, best_key = None, None
+    for combo in np.array(np.meshgrid(*[grid] * len(probs), indexing="ij")).reshape(len(probs), -1).T:
+        if not np.isclose(combo.sum(), 1.0):
+            continue
+        mixed = sum(w * p for w, p in zip(combo, probs))[seen]
+        key = (float((mixed.argmax(1) == targets[seen]).mean()),
+               float(np.log(mixed[np.arange(len(mixed)), targets[seen]] + 1e-12).mean()))
+        if best_key is None or key > best_key:
+            best, best_key = combo, key
+    return best
+
+
+def train_ensemble(store_path: str | os.PathLike, table: pd.DataFrame, run_dir: str | os.PathLike,
+                   members: dict[str, TrainConfig], fold_names: dict[str, str] | None = None) -> Path:
+    """Train each member (or reuse a finished one) and fit the mixture weights on ``valid``.
+
+    ``run_dir/members/NAME`` holds each member's ordinary model folder; ``run_dir/model.json``
+    the weights and every member's configuration. Loading it with :func:`load_model` gives an
+    :class:`~coevofold.models.Ensemble`.
+    """
+    run_dir = writable_dir(run_dir)
+    loaded = {}
+    for name, config in members.items():
+        folder = run_dir / ENSEMBLE_MEMBERS / name
+        if not (folder / MODEL_WEIGHTS).is_file():
+            train(store_path, table, folder, config, fold_names)
+        loaded[name] = load_model(folder)
+    metas = [meta for _, meta in loaded.values()]
+    if any(meta["classes"] != metas[0]["classes"] for meta in metas):
+        raise CoevofoldError(f"{run_dir}: members were trained on different folds")
+    valid = load_split(store_path, table[table["split"] == "valid"], metas[0]["classes"])
+    probs = [predict_proba(model, valid) for model, _ in loaded.values()]
+    weights = fit_ensemble_weights(probs, valid.labels.numpy())
+    mixed = sum(w * p for w, p in zip(weights, probs))
+    meta = {key: metas[0][key] for key in ("classes", "shapes", "fold_names", "train_counts", "feature_settings")}
+    meta.update(
+        model={"name": "ensemble"},
+        level_classes={},
+        ensemble={"weights": {name: float(w) for name, w in zip(members, weights)},
+                  "members": {name: json.loads(json.dumps(asdict(config))) for name, config in members.items()}},
+        best_val_acc=float((mixed.argmax(1) == valid.labels.numpy()).mean()),
+        epochs=sum(meta["epochs"] for meta in metas),
+    )
+    write_text(run_dir / MODEL_META, json.dumps(meta, indent=1))
+    return run_dir
+
+
 def _fit_lbfgs(classifier: FoldClassifier, train: SplitData, config: TrainConfig) -> None:
     """Fit a linear model's head with scikit-learn's L-BFGS logistic regression, in place.
 
@@ -374,7 +428,7 @@ def _fit_lbfgs(classifier: FoldClassifier, train: SplitData, config: TrainConfig
     """
     from sklearn.linear_model import LogisticRegression
 
-    uses = MODELS[classifier.config.name]
+    uses = classifier.uses
     with torch.inference_mode():
         x = classifier.represent(train.batch(list(range(len(train))), uses)).numpy()
     fitted = LogisticRegression(C=config.C, max_iter=1000, random_state=config.seed).fit(x, train.labels.numpy())
@@ -430,10 +484,22 @@ def save_model(folder: str | os.PathLike, classifier: FoldClassifier, meta: dict
     write_text(folder / MODEL_META, json.dumps(meta, indent=1))
 
 
-def load_model(folder: str | os.PathLike) -> tuple[FoldClassifier, dict]:
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CoevofoldError(f"{path}: unreadable model description ({exc})") from None
+
+
+def load_model(folder: str | os.PathLike) -> tuple[FoldClassifier | Ensemble, dict]:
     """Rebuild a saved classifier from its JSON description and safetensors weights."""
     folder = Path(folder)
     weights, meta_path = folder / MODEL_WEIGHTS, folder / MODEL_META
+    if meta_path.is_file() and not weights.is_file():
+        meta = _read_meta(meta_path)
+        if "ensemble" in meta:
+            members = {name: load_model(folder / ENSEMBLE_MEMBERS / name)[0] for name in meta["ensemble"]["weights"]}
+            return Ensemble(members, meta["ensemble"]["weights"]).eval(), meta
     if not weights.is_file() or not meta_path.is_file():
         raise CoevofoldError(f"{folder}: not a trained coevofold model (needs {MODEL_WEIGHTS} and {MODEL_META})")
     try:
@@ -451,9 +517,9 @@ def load_model(folder: str | os.PathLike) -> tuple[FoldClassifier, dict]:
 
 
 @torch.inference_mode()
-def predict_proba(classifier: FoldClassifier, split: SplitData, batch_size: int = 256) -> np.ndarray:
+def predict_proba(classifier: FoldClassifier | Ensemble, split: SplitData, batch_size: int = 256) -> np.ndarray:
     """Class probabilities [N, n_classes] for every protein of ``split``."""
-    uses = MODELS[classifier.config.name]
+    uses = classifier.uses
     classifier.eval()
     out = [torch.softmax(classifier(split.batch(list(range(i, min(i + batch_size, len(split)))), uses)), -1)
            for i in range(0, len(split), batch_size)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,17 @@ def test_ensemble_trains_members_mixes_on_valid_and_reloads(tiny, tmp_path):
     parts = {name: training.predict_proba(training.load_model(out / "members" / name)[0], valid) for name in members}
     expected = sum(weights[name] * parts[name] for name in members)
     assert np.allclose(training.predict_proba(ensemble, valid), expected, atol=1e-5)
+
+
+def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
+    members = training.default_members(progress=False)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    assert not training.trained_as(folder, members, {"grid": 32})
+    meta = {"feature_settings": {"grid": 32}, "ensemble": {"members": {
+        name: json.loads(json.dumps(dataclasses.asdict(config))) for name, config in members.items()}}}
+    (folder / training.MODEL_META).write_text(json.dumps(meta))
+    assert training.trained_as(folder, training.default_members(progress=True), {"grid": 32})
+    assert not training.trained_as(folder, members, {"grid": 16})
+    other = {**members, "mlp": dataclasses.replace(members["mlp"], seed=1)}
+    assert not training.trained_as(folder, other, {"grid": 32})

@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -111,15 +111,6 @@ def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True) -> d
     return scores
 
 
-def _trained(model_dir: Path, settings: dict, config: training.TrainConfig) -> bool:
-    """Whether ``model_dir`` holds a model of ``config`` trained on features of ``settings``."""
-    meta_path = model_dir / training.MODEL_META
-    if not meta_path.exists():
-        return False
-    meta = json.loads(meta_path.read_text())
-    return meta["feature_settings"] == settings and meta["model"] == json.loads(json.dumps(asdict(config.model)))
-
-
 def quickstart(progress: bool = True) -> dict:
     """The README's main job: the default system on the full DeepSF benchmark, trained once, cached.
 
@@ -127,7 +118,6 @@ def quickstart(progress: bool = True) -> dict:
     answers), the model alone, and the all-layer linear probe it must beat, per test level.
     """
     from coevofold import homology
-    from coevofold.files import cache_dir
 
     started = time.perf_counter()
     plm = pretrained.load(None)
@@ -136,31 +126,26 @@ def quickstart(progress: bool = True) -> dict:
     config = features.FeatureConfig()
     store_path = cached_features("deepsf", table, plm, config, progress)
     settings = store.read_settings(store_path)
-    n_train = int((table["split"] == "train").sum())
-    runs = {"default": (default_model_dir(), training.TrainConfig(progress=progress)),
-            "probe": (cache_dir() / "models" / "probe", training.TrainConfig(model=ModelConfig(name="probe"),
-                                                                          progress=progress))}
-    for role, (model_dir, train_config) in runs.items():
-        if _trained(model_dir, settings, train_config):
-            print(f"{role} model: {model_dir} (cached)")
-            continue
-        print(f"training the {role} model ({train_config.model.name}) on {n_train} proteins")
-        if model_dir.exists():  # another model or other features: start afresh, not resume
-            shutil.rmtree(model_dir)
-        training.train(store_path, table, model_dir, train_config, fold_names=data.fold_names("deepsf"))
-    alignment = cached_alignment("deepsf", table, progress)
     model_dir = default_model_dir()
+    members = training.default_members(progress)
+    if training.trained_as(model_dir, members, settings):
+        print(f"default model: {model_dir} (cached)")
+    else:
+        print(f"training the default model ({' + '.join(members)}) on {int((table['split'] == 'train').sum())} proteins")
+        if model_dir.exists():  # another recipe or other features: start afresh, not resume
+            shutil.rmtree(model_dir)
+        training.train_ensemble(store_path, table, model_dir, members, fold_names=data.fold_names("deepsf"))
+    alignment = cached_alignment("deepsf", table, progress)
     if not homology.has_homology(model_dir):
         homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment["valid"], progress=progress)
     default = evaluation.evaluate_model(model_dir, store_path, table)
     threshold, system = homology_first_results(model_dir, store_path, table, alignment)
-    probe = evaluation.evaluate_model(runs["probe"][0], store_path, table)
-    name = ModelConfig().name
+    probe = evaluation.evaluate_model(model_dir / training.ENSEMBLE_MEMBERS / "probe", store_path, table)
     print()
     print(evaluation.results_markdown({
-        f"coevofold default system ({name} + homology transfer where E <= 1e-{threshold:g}; what predict answers)": system,
-        f"coevofold {name} model alone": default,
-        "all-layer linear probe (baseline)": probe,
+        f"coevofold default system (model + homology transfer where E <= 1e-{threshold:g}; what predict answers)": system,
+        "coevofold default model alone (probe + MLP ensemble)": default,
+        "all-layer linear probe alone (baseline; the ensemble's member)": probe,
     }))
     _show_examples(model_dir)
     print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "

@@ -219,8 +219,17 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
     t, m = TrainConfig(), ModelConfig()
     g = parser.add_argument_group("model and optimisation")
-    g.add_argument("--model-type", choices=list(MODELS), default=m.name,
-                   help="fused: maps + embeddings; maps2d: maps only; deepsf1d: embeddings only; onehot1d: no pLM")
+    g.add_argument("--model-type", choices=["default", *MODELS], default="default",
+                   help="default: the ensemble quickstart trains (all-layer probe + MLP with superfamily/family "
+                        "heads; the options below apply to neither: its recipe is fixed, see README); probe: "
+                        "all-layer linear probe; layers: MLP on all-layer means; attention: + light attention; "
+                        "coevo: + maps CNN; topo: + contact topology; fused: maps + embeddings; maps2d: maps only; "
+                        "deepsf1d: embeddings only; onehot1d: no pLM")
+    g.add_argument("--levels", default=",".join(m.levels),
+                   help="SCOP levels with a head of their own, comma-separated, fold first (e.g. fold,superfamily,family)")
+    g.add_argument("--solver", choices=["adamw", "lbfgs"], default=t.solver,
+                   help="lbfgs: linear models fitted to convergence by scikit-learn")
+    g.add_argument("--C", type=float, default=t.C, help="inverse L2 strength for --solver lbfgs")
     g.add_argument("--seed", type=int, default=t.seed, help="seed for initialisation, shuffling and dropout")
     g.add_argument("--max-epochs", type=int, default=t.max_epochs, help="upper bound on epochs")
     g.add_argument("--patience", type=int, default=t.patience, help="early stopping: epochs without val_acc gain")
@@ -237,10 +246,15 @@ def _train_config(args: argparse.Namespace):
     from coevofold.models import ModelConfig
     from coevofold.training import TrainConfig
 
-    return TrainConfig(model=ModelConfig(name=args.model_type), seed=args.seed, max_epochs=args.max_epochs,
+    try:
+        model = ModelConfig(name=args.model_type, levels=tuple(args.levels.split(",")))
+    except ValueError as exc:
+        raise CoevofoldError(f"--levels: {exc}") from None
+    return TrainConfig(model=model, seed=args.seed, max_epochs=args.max_epochs,
                        patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                       class_weight_power=args.class_weight_power, threads=args.threads, progress=not args.quiet)
+                       class_weight_power=args.class_weight_power, threads=args.threads, progress=not args.quiet,
+                       solver=args.solver, C=args.C)
 
 
 def _fold_names(source: str) -> dict[str, str]:
@@ -256,6 +270,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from coevofold import training
 
     table = _load_split(args)
+    if args.model_type == "default":
+        run_dir = training.train_ensemble(args.store, table, args.out, training.default_members(not args.quiet),
+                                          fold_names=_fold_names(args.source))
+        print(f"model saved in {run_dir} (members in {run_dir / training.ENSEMBLE_MEMBERS})")
+        return 0
     run_dir = training.train(args.store, table, args.out, _train_config(args), fold_names=_fold_names(args.source))
     print(f"model saved in {run_dir} (learning curves: {run_dir / 'learning_curves.png'})")
     return 0

@@ -368,6 +368,41 @@ def train(
     return run_dir
 
 
+def default_members(progress: bool = True) -> dict[str, TrainConfig]:
+    """The default model's members: what ``quickstart`` trains and ``predict`` uses.
+
+    Chosen on the DeepSF ``valid`` split among the rows of ``benchmarks/fold_ablation.py``
+    (README, Results): a linear probe on every hidden layer's mean embedding fitted to
+    convergence, and an MLP on the same inputs with superfamily and family heads in its loss,
+    mixed with weights fitted on ``valid``.
+    """
+    return {
+        "probe": TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs", progress=progress),
+        "mlp": TrainConfig(model=ModelConfig(name="layers", levels=("fold", "superfamily", "family")),
+                           progress=progress),
+    }
+
+
+def trained_as(folder: str | os.PathLike, members: dict[str, TrainConfig], settings: dict) -> bool:
+    """Whether ``folder`` holds the ensemble of ``members`` trained on features of ``settings``.
+
+    Progress and thread settings do not change a model, so they are not compared.
+    """
+    path = Path(folder) / MODEL_META
+    if not path.is_file():
+        return False
+    meta = _read_meta(path)
+
+    def recipe(config: TrainConfig) -> dict:
+        described = json.loads(json.dumps(asdict(config)))
+        return {k: v for k, v in described.items() if k not in ("progress", "threads")}
+
+    stored = meta.get("ensemble", {}).get("members", {})
+    return meta.get("feature_settings") == settings and set(stored) == set(members) and all(
+        {k: v for k, v in stored[name].items() if k not in ("progress", "threads")} == recipe(config)
+        for name, config in members.items())
+
+
 def fit_ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 10) -> np.ndarray:
     """Mixture weights on a 1/``steps`` grid of the simplex with the best top-1 on ``targets``,
     ties broken by log-loss (then by the earlier grid point)."""

@@ -167,7 +167,7 @@ def main() -> None:
     if args.alignment:
         train = table[table["split"] == "train"]
         nn = baselines.AlignmentNearestNeighbour().fit(train["sequence"].tolist(), train["fold"].tolist())
-        aligned = {s: nn.predict_proba(table.loc[table["split"] == s, "sequence"].tolist()) for s in splits}
+        aligned = {s: nn.class_scores(table.loc[table["split"] == s, "sequence"].tolist()) for s in splits}
         for name in list(scores):
             threshold = baselines.choose_min_score(scores[name]["valid"], aligned["valid"], targets["valid"])
             hybrid = f"{name}, homology first (E <= 1e-{threshold:g})"

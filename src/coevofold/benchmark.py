@@ -21,7 +21,7 @@ from coevofold import data, evaluation, features, pretrained, store, training
 from coevofold.files import write_text
 from coevofold.prediction import default_model_dir
 from coevofold.models import MODELS, ModelConfig
-from coevofold.splits import TEST_SPLITS, make_splits
+from coevofold.splits import TEST_SPLITS, with_splits
 
 ALIGNMENT = "alignment nearest neighbour (Smith-Waterman, E-value)"
 
@@ -42,7 +42,8 @@ class BenchmarkPreset:
     alignment: bool = True
 
 
-PRESETS = {
+#: the accuracy benchmarks ``coevofold benchmark`` runs (data sets are :data:`coevofold.data.PRESETS`).
+BENCHMARKS = {
     p.name: p
     for p in [
         BenchmarkPreset("deepsf"),
@@ -58,10 +59,8 @@ PRESETS = {
 
 def benchmark_table(preset: BenchmarkPreset) -> pd.DataFrame:
     """The preset's table with splits, reduced as it says (deterministically)."""
-    table = data.load(preset.source)
-    if table["split"].isna().all():
-        table = make_splits(table)
-        table = table[table["split"] != "excluded"]
+    table = with_splits(data.load(preset.source))
+    table = table[table["split"] != "excluded"]  # features only for rows in a split
     if preset.folds:
         train = table[table["split"] == "train"]
         keep = train["fold"].value_counts().index[: preset.folds]
@@ -141,23 +140,15 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     for name, model in models.items():
         started = time.perf_counter()
         model.fit(train_rows.mean, train["fold"].to_numpy())
-        probs, targets = {}, {}
-        for level in TEST_SPLITS:
-            rows = table[table["split"] == level]
-            probs[level] = model.predict_proba(store.read_rows(store_path, rows["id"].tolist()).mean)
-            targets[level] = evaluation.encode_labels(rows["fold"], list(model.classes_))
-        out[name] = evaluation.evaluate_levels(probs, targets, ks=evaluation.topk_for(len(model.classes_)))
+        probs = {level: model.predict_proba(store.read_rows(store_path, table.loc[table["split"] == level, "id"].tolist()).mean)
+                 for level in TEST_SPLITS}
+        out[name] = evaluation.evaluate_table(probs, table, model.classes_)
         print(f"{name}: {time.perf_counter() - started:.0f} s")
     scores: dict[str, np.ndarray] = {}
     if alignment:
         started = time.perf_counter()
-        nn = baselines.AlignmentNearestNeighbour(progress=progress).fit(train["sequence"].tolist(), train["fold"].tolist())
-        for split in ("valid", *TEST_SPLITS):
-            scores[split] = nn.predict_proba(table.loc[table["split"] == split, "sequence"].tolist())
-        targets = {level: evaluation.encode_labels(table.loc[table["split"] == level, "fold"], list(nn.classes_))
-                   for level in TEST_SPLITS}
-        out[ALIGNMENT] = evaluation.evaluate_levels({s: scores[s] for s in TEST_SPLITS}, targets,
-                                                    ks=evaluation.topk_for(len(nn.classes_)))
+        nn, scores = baselines.alignment_scores(table, ("valid", *TEST_SPLITS), progress=progress)
+        out[ALIGNMENT] = evaluation.evaluate_table(scores, table, nn.classes_)
         print(f"alignment nearest neighbour: {time.perf_counter() - started:.0f} s")
     return out, scores
 
@@ -179,7 +170,7 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
 
     Baselines run first: they are quick, and their rows are what a model must beat.
     """
-    preset = PRESETS[preset_name]
+    preset = BENCHMARKS[preset_name]
     out = Path(out)
     plm = pretrained.load(None)
     table = benchmark_table(preset)

@@ -197,6 +197,16 @@ def evaluate_levels(
     }
 
 
+def evaluate_table(scores_by_split: Mapping[str, np.ndarray], table, classes: Sequence[str],
+                   n_boot: int = 1000) -> dict[str, dict]:
+    """:func:`evaluate_levels` of class scores on ``table``'s test levels (rows in table order),
+    targets from its ``fold`` column against ``classes``; top-5 only with more than 5 classes."""
+    levels = [level for level in TEST_SPLITS if level in scores_by_split]
+    targets = {level: encode_labels(table.loc[table["split"] == level, "fold"], list(classes)) for level in levels}
+    return evaluate_levels({level: scores_by_split[level] for level in levels}, targets,
+                           ks=topk_for(len(classes)), n_boot=n_boot)
+
+
 def write_results_json(results: Mapping, path: str | os.PathLike) -> None:
     """Write results as indented JSON, atomically (a crashed run leaves no half file)."""
     write_text(path, json.dumps(results, indent=2) + "\n")

@@ -35,6 +35,7 @@ from coevofold.checkpoint import (  # noqa: F401
 )
 from coevofold.errors import CoevofoldError
 from coevofold.files import writable_dir, write_text
+from coevofold.logs import quiet_lightning
 from coevofold.models import MODELS, Batch, FoldClassifier, ModelConfig
 
 @dataclass(frozen=True)
@@ -205,8 +206,6 @@ def train(
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
-
-    from coevofold.features import quiet_lightning
 
     config = config or TrainConfig()
     if config.model.name not in MODELS:

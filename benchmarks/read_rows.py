@@ -76,6 +76,7 @@ def main() -> None:
         parser.error("no feature store: pass its path, or extract DeepSF first (coevofold quickstart)")
     everything = store.read_rows(path)
     ids = [everything.ids[n] for n in np.random.default_rng(0).choice(len(everything), args.rows, replace=False)]
+    ids_all = list(everything.ids)
     with h5py.File(path, "r") as f:
         model, chunks = str(f.attrs.get("model", "")), f["maps"].chunks
     with tempfile.TemporaryDirectory(prefix="read-rows-", dir=path.parent) as tmp:
@@ -92,6 +93,10 @@ def main() -> None:
                 print(f"read_rows({args.rows} rows), {code:7s} code, {layout}: {cases[code, layout][0]:.2f} s")
         reference = cases["5215ece", "old layout"][1]
         assert all(_same(reference, rows) for _, rows in cases.values()), "implementations disagree"
+        del cases["5215ece", "new layout"], reference
+        many = ids_all[: 3 * len(ids_all) // 4]  # a training split's share: the whole-dataset path
+        for layout, file in (("old layout", path), ("new layout", rewritten)):
+            print(f"read_rows({len(many)} rows), now     code, {layout}: {_best(store.read_rows, file, many, 1)[0]:.2f} s")
     before, now = cases["5215ece", "old layout"][0], cases["now", "new layout"][0]
     print(f"identical rows from all four; load average {os.getloadavg()[0]:.2f}")
     print(f"ratio 5215ece (old layout) / now (new layout): {before / now:.1f}x "

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from coevofold import data, evaluation, features, pretrained, store, training
+from coevofold.checkpoint import PREDICTIONS, RESULTS_JSON, RESULTS_MD
 from coevofold.files import write_text
 from coevofold.prediction import default_model_dir
 from coevofold.models import MODELS, ModelConfig
@@ -107,7 +108,7 @@ def quickstart(progress: bool = True) -> dict:
 
 def _show_examples(model_dir: Path, n: int = 8) -> None:
     """A few test-set predictions, as a biologist would read them."""
-    predictions = pd.read_csv(model_dir / "predictions.tsv", sep="\t")
+    predictions = pd.read_csv(model_dir / PREDICTIONS, sep="\t")
     names = json.loads((model_dir / training.MODEL_META).read_text()).get("fold_names", {})
     per_split = max(1, n // len(TEST_SPLITS))
     sample = predictions.groupby("split", sort=False).sample(per_split, random_state=0, replace=False)
@@ -187,9 +188,9 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
                  "accuracy after one 11,466 s epoch.\n")
 
     def save() -> str:  # after every model, so an interrupted run keeps what it finished
-        evaluation.write_results_json(results, out / "results.json")
+        evaluation.write_results_json(results, out / RESULTS_JSON)
         markdown = evaluation.results_markdown(results, published=preset.source == "deepsf") + note
-        write_text(out / "results.md", markdown)
+        write_text(out / RESULTS_MD, markdown)
         return markdown
 
     save()

@@ -40,11 +40,8 @@ def main() -> None:
 
     bounds = np.cumsum([0, *(len(part) for part in tests.values())])
     rows = {level: slice(bounds[i], bounds[i + 1]) for i, level in enumerate(tests)}
-    results = evaluation.evaluate_levels(
-        {level: hits.scores[rows[level]] for level in tests},
-        {level: evaluation.encode_labels(part["fold"], model.classes_) for level, part in tests.items()},
-        n_boot=args.n_boot,
-    )
+    results = evaluation.evaluate_table({level: hits.scores[rows[level]] for level in tests}, table, model.classes_,
+                                        n_boot=args.n_boot)
     print()
     print(evaluation.results_markdown({MODEL_NAME: results}))
     for level, result in results.items():

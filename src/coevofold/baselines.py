@@ -4,9 +4,11 @@
 training proteins it aligns to best. It answers "is this just sequence similarity?". The
 embedding baselines answer "is this just the pLM's mean embedding?".
 
-All share the scikit-learn interface the evaluation expects: ``fit``, ``predict_proba``
-returning ``[N, len(classes_)]`` scores whose column order is ``classes_`` and whose argmax is
-``predict``, so top-k accuracy can be read from the same matrix.
+All share the scikit-learn interface: ``fit``, ``predict`` and ``predict_proba`` returning
+``[N, len(classes_)]`` probabilities (rows sum to 1) whose column order is ``classes_`` and whose
+argmax is ``predict``. The alignment baseline's evaluation reads its ranking from
+:meth:`AlignmentNearestNeighbour.class_scores` (-log10 E-values), whose lower ranks do not
+underflow as probabilities of far-apart E-values do.
 
 Design choices of the alignment baseline, measured on DeepSF (250 random proteins each of
 valid / test_fold / test_superfamily, every one aligned to all 12,312 training sequences):
@@ -123,8 +125,8 @@ class AlignmentNearestNeighbour:
     """Homology transfer by exhaustive Smith-Waterman search (BLOSUM62, BLAST's gaps 11/1).
 
     Each class scores -log10 of the best E-value among its training members, so ``predict``
-    is the fold of the single best hit and lower ranks follow the next-best folds. Scores are
-    not probabilities; only their order is meant. Queries are split in chunks of
+    is the fold of the single best hit and lower ranks follow the next-best folds
+    (:meth:`class_scores`); :meth:`predict_proba` turns them into probabilities. Queries are split in chunks of
     ``chunk_size`` over ``n_jobs`` processes (joblib's convention: -1 = all cores).
     """
 
@@ -170,14 +172,34 @@ class AlignmentNearestNeighbour:
             class_best=self._order[np.concatenate([p.class_best for p in parts])],
         )
 
-    def predict_proba(self, sequences: Sequence[str]) -> np.ndarray:
-        """``[N, len(classes_)]`` class scores (-log10 best E-value; higher is better)."""
+    def class_scores(self, sequences: Sequence[str]) -> np.ndarray:
+        """``[N, len(classes_)]`` class scores (-log10 best E-value; higher is better); rank by these."""
         return self.search(sequences).scores
+
+    def predict_proba(self, sequences: Sequence[str]) -> np.ndarray:
+        """``[N, len(classes_)]`` probabilities: each class's 1 / best E-value, normalised per query.
+
+        The order of :meth:`class_scores`, but classes far below the best hit underflow to 0:
+        rank (top-k) by :meth:`class_scores`.
+        """
+        scores = self.class_scores(sequences) * np.log(10.0)
+        weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+        return weights / weights.sum(axis=1, keepdims=True)
 
     def predict(self, sequences: Sequence[str]) -> np.ndarray:
         """The class of each query's best hit."""
-        scores = self.predict_proba(sequences)
+        scores = self.class_scores(sequences)
         return self.classes_[scores.argmax(axis=1)]
+
+
+def alignment_scores(table, splits: Sequence[str], n_jobs: int = -1,
+                     progress: bool = True) -> tuple[AlignmentNearestNeighbour, dict[str, np.ndarray]]:
+    """Homology transfer from ``table``'s train rows: the fitted search and, for each of
+    ``splits``, its :meth:`~AlignmentNearestNeighbour.class_scores` (rows in table order)."""
+    train = table[table["split"] == "train"]
+    search = AlignmentNearestNeighbour(n_jobs=n_jobs, progress=progress).fit(train["sequence"].tolist(),
+                                                                            train["fold"].tolist())
+    return search, {s: search.class_scores(table.loc[table["split"] == s, "sequence"].tolist()) for s in splits}
 
 
 def embedding_logistic_regression(C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> Pipeline:

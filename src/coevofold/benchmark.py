@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from coevofold import data, evaluation, features, pretrained, store, training
+from coevofold.checkpoint import PREDICTIONS, RESULTS_JSON, RESULTS_MD
 from coevofold.files import write_text
 from coevofold.prediction import default_model_dir
 from coevofold.models import MODELS, ModelConfig
-from coevofold.splits import TEST_SPLITS, make_splits
+from coevofold.splits import TEST_SPLITS, with_splits
 
 ALIGNMENT = "alignment nearest neighbour (Smith-Waterman, E-value)"
 
@@ -44,7 +45,8 @@ class BenchmarkPreset:
     alignment: bool = True
 
 
-PRESETS = {
+#: the accuracy benchmarks ``coevofold benchmark`` runs (data sets are :data:`coevofold.data.PRESETS`).
+BENCHMARKS = {
     p.name: p
     for p in [
         BenchmarkPreset("deepsf"),
@@ -60,10 +62,8 @@ PRESETS = {
 
 def benchmark_table(preset: BenchmarkPreset) -> pd.DataFrame:
     """The preset's table with splits, reduced as it says (deterministically)."""
-    table = data.load(preset.source)
-    if table["split"].isna().all():
-        table = make_splits(table)
-        table = table[table["split"] != "excluded"]
+    table = with_splits(data.load(preset.source))
+    table = table[table["split"] != "excluded"]  # features only for rows in a split
     if preset.folds:
         train = table[table["split"] == "train"]
         keep = train["fold"].value_counts().index[: preset.folds]
@@ -100,8 +100,7 @@ def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True) -> d
         with np.load(path) as stored:
             return {split: stored[split] for split in splits}
     started = time.perf_counter()
-    search = baselines.AlignmentNearestNeighbour(progress=progress).fit(train["sequence"].tolist(), train["fold"].tolist())
-    scores = {split: search.predict_proba(table.loc[table["split"] == split, "sequence"].tolist()) for split in splits}
+    _, scores = baselines.alignment_scores(table, splits, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, **scores)
@@ -155,7 +154,7 @@ def quickstart(progress: bool = True) -> dict:
 
 def _show_examples(model_dir: Path, n: int = 8) -> None:
     """A few test-set predictions, as a biologist would read them."""
-    predictions = pd.read_csv(model_dir / "predictions.tsv", sep="\t")
+    predictions = pd.read_csv(model_dir / PREDICTIONS, sep="\t")
     names = json.loads((model_dir / training.MODEL_META).read_text()).get("fold_names", {})
     per_split = max(1, n // len(TEST_SPLITS))
     sample = predictions.groupby("split", sort=False).sample(per_split, random_state=0, replace=False)
@@ -188,22 +187,15 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     for name, model in models.items():
         started = time.perf_counter()
         model.fit(train_rows.mean, train["fold"].to_numpy())
-        probs, targets = {}, {}
-        for level in TEST_SPLITS:
-            rows = table[table["split"] == level]
-            probs[level] = model.predict_proba(store.read_rows(store_path, rows["id"].tolist()).mean)
-            targets[level] = evaluation.encode_labels(rows["fold"], list(model.classes_))
-        out[name] = evaluation.evaluate_levels(probs, targets, ks=evaluation.topk_for(len(model.classes_)))
+        probs = {level: model.predict_proba(store.read_rows(store_path, table.loc[table["split"] == level, "id"].tolist()).mean)
+                 for level in TEST_SPLITS}
+        out[name] = evaluation.evaluate_table(probs, table, model.classes_)
         print(f"{name}: {time.perf_counter() - started:.0f} s")
     scores: dict[str, np.ndarray] = {}
     if alignment:
         started = time.perf_counter()
         scores = cached_alignment("benchmark", table, progress)
-        classes = sorted(train["fold"].unique())  # the search's classes_, as for every model
-        targets = {level: evaluation.encode_labels(table.loc[table["split"] == level, "fold"], classes)
-                   for level in TEST_SPLITS}
-        out[ALIGNMENT] = evaluation.evaluate_levels({s: scores[s] for s in TEST_SPLITS}, targets,
-                                                    ks=evaluation.topk_for(len(classes)))
+        out[ALIGNMENT] = evaluation.evaluate_table(scores, table, sorted(train["fold"].unique()))
         print(f"alignment nearest neighbour: {time.perf_counter() - started:.0f} s")
     return out, scores
 
@@ -225,7 +217,7 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
 
     Baselines run first: they are quick, and their rows are what a model must beat.
     """
-    preset = PRESETS[preset_name]
+    preset = BENCHMARKS[preset_name]
     out = Path(out)
     plm = pretrained.load(None)
     table = benchmark_table(preset)
@@ -242,9 +234,9 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
                  "accuracy after one 11,466 s epoch.\n")
 
     def save() -> str:  # after every model, so an interrupted run keeps what it finished
-        evaluation.write_results_json(results, out / "results.json")
+        evaluation.write_results_json(results, out / RESULTS_JSON)
         markdown = evaluation.results_markdown(results, published=preset.source == "deepsf") + note
-        write_text(out / "results.md", markdown)
+        write_text(out / RESULTS_MD, markdown)
         return markdown
 
     save()

@@ -63,12 +63,7 @@ def _load_split(args: argparse.Namespace):
     """Load a source and give it splits: published ones if present, else the split maker's."""
     from coevofold import data, splits
 
-    table = data.load(args.source)
-    if table["split"].isna().all() and table["fold"].notna().any():
-        table = splits.make_splits(table, _split_config(args))
-    elif table["split"].notna().any():
-        splits.check_no_leakage(table)
-    return table
+    return splits.with_splits(data.load(args.source), _split_config(args))
 
 
 # ----------------------------------------------------------------------------------- data
@@ -306,7 +301,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    from coevofold.benchmark import PRESETS
+    from coevofold.benchmark import BENCHMARKS
     from coevofold.models import MODELS
 
     p = _add(sub, "train", cmd_train,
@@ -337,7 +332,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 
     p = _add(sub, "benchmark", cmd_benchmark,
              "Train and evaluate every model and baseline on a benchmark and print one table with published anchors.")
-    p.add_argument("preset", choices=list(PRESETS),
+    p.add_argument("preset", choices=list(BENCHMARKS),
                    help="deepsf: the published DeepSF/TAPE benchmark; deepsf-ci: a minutes-long subset; scop2: the "
                    "original study's many-fold SCOP2 task; binary: its 2-fold task (both with the split maker's splits)")
     p.add_argument("--out", default="runs/benchmark", help="folder for per-model runs and the results table")

@@ -30,6 +30,7 @@ import pandas as pd
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from coevofold.errors import CoevofoldError
+from coevofold.files import data_root  # noqa: F401  (where the shared data lives; re-exported)
 
 COLUMNS = ["id", "sequence", "class", "fold", "superfamily", "family", "length", "split"]
 STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
@@ -324,27 +325,6 @@ def read_scop2_tsv(path: str | os.PathLike) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- data root & presets
-
-
-def data_root() -> Path:
-    """Where the shared data lives: ``$COEVOFOLD_DATA``, else a ``shared/data`` found upwards.
-
-    The search starts at the working directory and at this package's source, so the README's
-    commands work from a clone that sits beside ``shared/`` as on the project's machines.
-    """
-    env = os.environ.get("COEVOFOLD_DATA")
-    if env:
-        return Path(env)
-    starts = [Path.cwd(), Path(__file__).resolve()]
-    for start in starts:
-        for folder in [start, *start.parents]:
-            candidate = folder / "shared" / "data"
-            if candidate.is_dir():
-                return candidate
-    raise CoevofoldError(
-        "cannot find the shared data folder: set COEVOFOLD_DATA to the folder holding "
-        "deepsf_tape_remote_homology/, scop2_represeq_clusters/, ..."
-    )
 
 
 @dataclass(frozen=True)

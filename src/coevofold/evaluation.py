@@ -197,6 +197,16 @@ def evaluate_levels(
     }
 
 
+def evaluate_table(scores_by_split: Mapping[str, np.ndarray], table, classes: Sequence[str],
+                   n_boot: int = 1000) -> dict[str, dict]:
+    """:func:`evaluate_levels` of class scores on ``table``'s test levels (rows in table order),
+    targets from its ``fold`` column against ``classes``; top-5 only with more than 5 classes."""
+    levels = [level for level in TEST_SPLITS if level in scores_by_split]
+    targets = {level: encode_labels(table.loc[table["split"] == level, "fold"], list(classes)) for level in levels}
+    return evaluate_levels({level: scores_by_split[level] for level in levels}, targets,
+                           ks=topk_for(len(classes)), n_boot=n_boot)
+
+
 def write_results_json(results: Mapping, path: str | os.PathLike) -> None:
     """Write results as indented JSON, atomically (a crashed run leaves no half file)."""
     write_text(path, json.dumps(results, indent=2) + "\n")
@@ -244,15 +254,15 @@ def model_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, ta
     Returns the model's ``model.json`` description, probabilities and targets by split; the
     targets are encoded against the model's own classes, which keeps the two aligned.
     """
-    from coevofold import training
+    from coevofold import checkpoint
 
-    classifier, meta = training.load_model(model_dir)
+    classifier, meta = checkpoint.load_model(model_dir)
     probs, targets = {}, {}
     for split in splits:
         rows = table[table["split"] == split]
         if rows.empty:
             continue
-        probs[split] = training.predict_proba(classifier, training.load_split(store_path, rows, meta["classes"]))
+        probs[split] = checkpoint.predict_proba(classifier, checkpoint.load_split(store_path, rows, meta["classes"]))
         targets[split] = encode_labels(rows["fold"], meta["classes"])
     return meta, probs, targets
 
@@ -264,6 +274,8 @@ def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, 
     probability, correct) into ``model_dir``, which the report reads.
     """
     import pandas as pd
+
+    from coevofold.checkpoint import PREDICTIONS, RESULTS_JSON, RESULTS_MD
 
     meta, probs, targets = model_scores(model_dir, store_path, table, TEST_SPLITS)
     if not probs:
@@ -280,7 +292,7 @@ def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, 
     predictions = pd.concat(frames, ignore_index=True)
     predictions["correct"] = predictions["fold"] == predictions["predicted"]
     model_dir = os.fspath(model_dir)
-    write_results_json({"model": meta["model"]["name"], "levels": results}, os.path.join(model_dir, "results.json"))
-    write_text(os.path.join(model_dir, "results.md"), results_markdown({meta["model"]["name"]: results}))
-    write_text(os.path.join(model_dir, "predictions.tsv"), predictions.to_csv(sep="\t", index=False))
+    write_results_json({"model": meta["model"]["name"], "levels": results}, os.path.join(model_dir, RESULTS_JSON))
+    write_text(os.path.join(model_dir, RESULTS_MD), results_markdown({meta["model"]["name"]: results}))
+    write_text(os.path.join(model_dir, PREDICTIONS), predictions.to_csv(sep="\t", index=False))
     return results

@@ -11,10 +11,8 @@ Default settings and the measurements behind them are documented on :class:`Feat
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from coevofold import data, pretrained, store
 from coevofold.coevolution import Stitcher, coevolution_maps, pool_grid, pool_positions, window_starts
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, writable_dir
+from coevofold.logs import quiet_lightning
 
 
 @dataclass(frozen=True)
@@ -227,16 +226,6 @@ def make_batches(lengths: list[int], window: int, stride: int, max_tokens: int, 
 
 
 # ----------------------------------------------------------------------------------- extract
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's start-up banners and a warning our batch-list loader triggers."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                 "lightning.fabric.utilities.rank_zero", "lightning_utilities.core.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*Couldn't infer the batch indices.*")
-    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def _identity(batch):

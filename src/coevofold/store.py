@@ -37,6 +37,12 @@ from coevofold.files import atomic_path
 STORE_FORMAT = 2
 _ROW_ARRAYS = ("maps", "embedding", "mean", "layers")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+#: rows per compressed chunk of the row arrays: two, so reading a few rows decompresses little
+#: more than those (1: faster still, but whole reads slow down; stores written with 64-row
+#: chunks stay readable, at about the old speed for a few rows).
+_CHUNK_ROWS = 2
+#: bytes per compressed chunk of the flat contact array (a protein's triangle is ~20 kB).
+_CONTACT_CHUNK = 1 << 14
 
 
 @dataclass
@@ -92,12 +98,12 @@ def _write(path: Path, rows: FeatureRows, settings: dict, model: str) -> None:
         f.create_dataset("length", data=np.array([len(s) for s in rows.sequences], dtype=np.int32))
         for name in _ROW_ARRAYS:
             array = getattr(rows, name)
-            chunks = (max(1, min(len(rows), 64)), *array.shape[1:]) if len(rows) else None
+            chunks = (min(len(rows), _CHUNK_ROWS), *array.shape[1:]) if len(rows) else None
             f.create_dataset(name, data=array, chunks=chunks, **(_COMPRESSION if len(rows) else {}))
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([c.size for c in rows.contacts])
         flat = np.concatenate(rows.contacts) if rows.contacts else np.zeros(0, np.uint8)
-        f.create_dataset("contact", data=flat, chunks=(min(max(flat.size, 1), 1 << 16),), **_COMPRESSION)
+        f.create_dataset("contact", data=flat, chunks=(min(max(flat.size, 1), _CONTACT_CHUNK),), **_COMPRESSION)
         f.create_dataset("contact_offset", data=offsets)
 
 
@@ -162,24 +168,36 @@ def read_rows(path: str | os.PathLike, ids: list[str] | None = None) -> FeatureR
                 order = np.array([index[i] for i in ids], dtype=np.int64)
             sequences = f["sequence"].asstr()[()]
             offsets = f["contact_offset"][()]
-            if 2 * len(order) < len(stored):  # a few rows: decompress only the chunks they lie in
+            few = 2 * len(order) < len(stored)  # a few rows: decompress only the chunks they lie in
+            if few:
                 contact = f["contact"]
                 contacts = [contact[offsets[n]:offsets[n + 1]] for n in order]
             else:
                 flat = f["contact"][()]
                 contacts = [flat[offsets[n]:offsets[n + 1]] for n in order]
+            arrays = {name: _take(f[name], order) if few else f[name][()][order] for name in _ROW_ARRAYS}
             rows = FeatureRows(
                 ids=[stored[n] for n in order],
                 sequences=[sequences[n] for n in order],
-                maps=f["maps"][()][order],
-                embedding=f["embedding"][()][order],
-                mean=f["mean"][()][order],
                 contacts=contacts,
-                layers=f["layers"][()][order],
+                **arrays,
             )
         except (KeyError, OSError, ValueError) as exc:
             raise CoevofoldError(f"{path}: damaged feature store ({exc}); delete it and extract again") from None
     return rows
+
+
+def _take(dataset: h5py.Dataset, order: np.ndarray) -> np.ndarray:
+    """``dataset[()][order]``, reading only the chunks that hold rows of ``order``."""
+    unique, inverse = np.unique(order, return_inverse=True)
+    step = dataset.chunks[0] if dataset.chunks else len(dataset)
+    out = np.empty((len(unique), *dataset.shape[1:]), dtype=dataset.dtype)
+    blocks = unique // max(step, 1)
+    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]]) if len(unique) else np.zeros(0, np.int64)
+    for a, b in zip(starts, [*starts[1:], len(unique)]):
+        first = int(blocks[a]) * step
+        out[a:b] = dataset[first:first + step][unique[a:b] - first]
+    return out[inverse.reshape(-1)]
 
 
 def triangle_to_map(triangle: np.ndarray, length: int) -> np.ndarray:

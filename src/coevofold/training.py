@@ -6,7 +6,7 @@ the 12,312 DeepSF training domains is a pass over in-memory arrays, not a pLM ru
 Reproducibility: every epoch reseeds the shuffling and dropout generators from (seed, epoch), so
 a run killed and resumed from its last checkpoint repeats the uninterrupted run exactly.
 Checkpoints for resuming are loaded with ``weights_only=True``; the finished model is saved as
-safetensors plus a JSON description (:func:`save_model` / :func:`load_model`), never a pickle.
+safetensors plus a JSON description (:mod:`coevofold.checkpoint`), never a pickle.
 """
 
 from __future__ import annotations
@@ -21,20 +21,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from coevofold import store
-from coevofold.coevolution import contact_topology
+# the model folder and split data live in coevofold.checkpoint; re-exported for existing callers
+from coevofold.checkpoint import (  # noqa: F401  (re-exported: training.load_model etc. keep working)
+    ENSEMBLE_MEMBERS,
+    METRICS,
+    MODEL_META,
+    MODEL_WEIGHTS,
+    SplitData,
+    encode,
+    load_model,
+    load_split,
+    predict_proba,
+    read_meta,
+    save_model,
+)
 from coevofold.errors import CoevofoldError
-from coevofold.files import atomic_path, writable_dir, write_text
-from coevofold.models import LINEAR, MODELS, Batch, Ensemble, FoldClassifier, ModelConfig, onehot
-
-MODEL_WEIGHTS = "model.safetensors"
-MODEL_META = "model.json"
-#: an ensemble's folder keeps each member's model folder under this subfolder.
-ENSEMBLE_MEMBERS = "members"
-
+from coevofold.files import writable_dir, write_text
+from coevofold.logs import quiet_lightning
+from coevofold.models import LINEAR, MODELS, Batch, FoldClassifier, ModelConfig
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -65,79 +71,6 @@ class TrainConfig:
     class_weight_power: float = 0.5
     threads: int | None = None
     progress: bool = True
-
-
-@dataclass
-class SplitData:
-    """One split's inputs in memory, row-aligned with its labels (-1: fold unseen in training)."""
-
-    ids: list[str]
-    sequences: list[str]
-    maps: torch.Tensor
-    embedding: torch.Tensor
-    mean: torch.Tensor
-    layers: torch.Tensor
-    topology: torch.Tensor
-    labels: torch.Tensor
-    #: labels of the auxiliary levels (superfamily, family), -1 where unseen in training.
-    level_labels: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @classmethod
-    def from_rows(cls, rows: store.FeatureRows, labels: torch.Tensor | None = None,
-                  level_labels: dict[str, torch.Tensor] | None = None) -> SplitData:
-        """Split data from store rows; no labels: all -1 (proteins to predict)."""
-        if labels is None:
-            labels = torch.full((len(rows),), -1, dtype=torch.long)
-        topology = torch.from_numpy(np.stack([contact_topology(store.triangle_to_map(c, len(s)))
-                                              for c, s in zip(rows.contacts, rows.sequences)])) if len(rows) else torch.zeros(0, 0)
-        return cls(rows.ids, rows.sequences, torch.from_numpy(rows.maps), torch.from_numpy(rows.embedding),
-                   torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), topology, labels, level_labels or {})
-
-    def batch(self, index: list[int] | torch.Tensor, uses: tuple[str, ...]) -> Batch:
-        index = torch.as_tensor(index)
-        batch = Batch()
-        if "maps" in uses:
-            batch.maps = self.maps[index].float()
-        if "embedding" in uses or "segments" in uses:
-            batch.embedding = self.embedding[index].float()
-        if "mean" in uses:
-            batch.mean = self.mean[index]
-        if "layers" in uses:
-            batch.layers = self.layers[index].float()
-        if "topology" in uses:
-            batch.topology = self.topology[index]
-        if "onehot" in uses:
-            batch.onehot, batch.onehot_mask = onehot([self.sequences[i] for i in index.tolist()])
-        return batch
-
-
-def encode(values: pd.Series, classes: list[str]) -> torch.Tensor:
-    """Class indices of ``values`` in ``classes``; -1 for values not among them."""
-    index = {c: i for i, c in enumerate(classes)}
-    return torch.tensor([index.get(v, -1) for v in values], dtype=torch.long)
-
-
-def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list[str],
-               level_classes: dict[str, list[str]] | None = None) -> SplitData:
-    """Features of ``table``'s proteins from the store, with fold labels indexed by ``classes``
-    (and auxiliary levels' labels by ``level_classes``).
-
-    Non-finite features are refused: in training they end in a NaN loss, but in validation or
-    test they would silently score as predictions.
-    """
-    rows = store.read_rows(store_path, table["id"].tolist())
-    finite = (np.isfinite(rows.maps).all(axis=(1, 2, 3)) & np.isfinite(rows.embedding).all(axis=(1, 2))
-              & np.isfinite(rows.mean).all(axis=1) & np.isfinite(rows.layers).all(axis=(1, 2)))
-    if not finite.all():
-        raise CoevofoldError(
-            f"{store_path}: features of '{rows.ids[int(np.argmin(finite))]}' are NaN or infinite "
-            f"({int((~finite).sum())} of {len(finite)} proteins); delete the store and extract again"
-        )
-    levels = {level: encode(table[level], names) for level, names in (level_classes or {}).items()}
-    return SplitData.from_rows(rows, encode(table["fold"], classes), levels)
 
 
 def class_weights(labels: torch.Tensor, n_classes: int, power: float) -> torch.Tensor:
@@ -284,8 +217,6 @@ def train(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from coevofold.features import quiet_lightning
-
     config = config or TrainConfig()
     if config.model.name not in MODELS:
         raise CoevofoldError(f"unknown model '{config.model.name}' (known: {', '.join(MODELS)})")
@@ -345,7 +276,7 @@ def train(
     last = checkpoints / "last.ckpt"
     resume = last if last.exists() else None
     shuffle = _EpochShuffle(len(train_data), config.seed, _epochs_trained(resume) if resume is not None else 0)
-    metrics = run_dir / "metrics.csv"
+    metrics = run_dir / METRICS
     # Lightning's CSV logger starts metrics.csv afresh; keep the epochs logged before a kill.
     before = pd.read_csv(metrics) if resume is not None and metrics.exists() else None
     trainer.fit(
@@ -391,7 +322,7 @@ def trained_as(folder: str | os.PathLike, members: dict[str, TrainConfig], setti
     path = Path(folder) / MODEL_META
     if not path.is_file():
         return False
-    meta = _read_meta(path)
+    meta = read_meta(path)
 
     def recipe(config: TrainConfig) -> dict:
         described = json.loads(json.dumps(asdict(config)))
@@ -505,57 +436,6 @@ def _epochs_trained(path: Path) -> int:
 def _plot_curves(run_dir: Path) -> None:
     from coevofold import plots
 
-    plots.learning_curves(pd.read_csv(run_dir / "metrics.csv"), run_dir / "learning_curves.png")
+    plots.learning_curves(pd.read_csv(run_dir / METRICS), run_dir / "learning_curves.png")
 
 
-# ------------------------------------------------------------------------- saving & loading
-
-
-def save_model(folder: str | os.PathLike, classifier: FoldClassifier, meta: dict) -> None:
-    """Weights as safetensors and everything else as JSON: loading never runs pickled code."""
-    folder = Path(folder)
-    with atomic_path(folder / MODEL_WEIGHTS) as tmp:
-        save_file({k: v.contiguous() for k, v in classifier.state_dict().items()}, str(tmp))
-    write_text(folder / MODEL_META, json.dumps(meta, indent=1))
-
-
-def _read_meta(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CoevofoldError(f"{path}: unreadable model description ({exc})") from None
-
-
-def load_model(folder: str | os.PathLike) -> tuple[FoldClassifier | Ensemble, dict]:
-    """Rebuild a saved classifier from its JSON description and safetensors weights."""
-    folder = Path(folder)
-    weights, meta_path = folder / MODEL_WEIGHTS, folder / MODEL_META
-    if meta_path.is_file() and not weights.is_file():
-        meta = _read_meta(meta_path)
-        if "ensemble" in meta:
-            members = {name: load_model(folder / ENSEMBLE_MEMBERS / name)[0] for name in meta["ensemble"]["weights"]}
-            return Ensemble(members, meta["ensemble"]["weights"]).eval(), meta
-    if not weights.is_file() or not meta_path.is_file():
-        raise CoevofoldError(f"{folder}: not a trained coevofold model (needs {MODEL_WEIGHTS} and {MODEL_META})")
-    try:
-        meta = json.loads(meta_path.read_text())
-        state = load_file(str(weights))
-        channels, grid, _ = meta["shapes"]["maps"]
-        bins, dim = meta["shapes"]["embedding"]
-        sizes = {"fold": len(meta["classes"]), **{k: len(v) for k, v in meta.get("level_classes", {}).items()}}
-        classifier = FoldClassifier(ModelConfig(**meta["model"]), sizes, channels, grid, bins, dim,
-                                    n_layers=meta["shapes"]["layers"][0])
-        classifier.load_state_dict(state)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
-        raise CoevofoldError(f"{folder}: damaged model files ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-    return classifier.eval(), meta
-
-
-@torch.inference_mode()
-def predict_proba(classifier: FoldClassifier | Ensemble, split: SplitData, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities [N, n_classes] for every protein of ``split``."""
-    uses = classifier.uses
-    classifier.eval()
-    out = [torch.softmax(classifier(split.batch(list(range(i, min(i + batch_size, len(split)))), uses)), -1)
-           for i in range(0, len(split), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, classifier.n_classes), np.float32)

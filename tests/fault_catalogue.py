@@ -1,10 +1,11 @@
-"""Reliability self-check: a catalogue of faults and bad inputs, tried against the real code.
+"""The fault catalogue: faults and bad inputs, tried against the real code (test helpers).
 
-``python -m coevofold.selfcheck`` stages every fault in a temporary folder of its own (bad FASTA,
-broken or untrusted model files, a store killed mid-write, a full disk, a diverging or killed
-training run, pickles that would run code) and runs the real ``coevofold`` command on it with the
-real small pLM. It prints one line per fault (family, fault, outcome, what users saw), then
-``N faults tried, N survived, N lost``; the exit status is 0 only when nothing was lost.
+``tests/test_faults.py`` runs every :data:`CATALOGUE` entry as a pytest case (marker
+``faults``): each stages its fault in a temporary folder of its own (bad FASTA, broken or
+untrusted model files, a store killed mid-write, a full disk, a diverging or killed training
+run, pickles that would run code) and runs the real ``coevofold`` command on it with the real
+small pLM. ``python -m pytest -m faults`` runs them all and ends with one line per fault (family,
+fault, outcome, what users saw) and ``N faults tried, N survived, N lost`` (tests/conftest.py).
 
 A fault is *survived* when users get what the CLI promises: good input accepted and read right;
 bad input refused with one ``coevofold: error:`` line and exit status 1; an interrupted job
@@ -18,7 +19,6 @@ the catalogue fast; kills, the offline hub and memory use need processes of thei
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import gzip
@@ -228,7 +228,7 @@ class Fault:
     family: str
     name: str
     check: Callable[[Context, Path], str]
-    #: skipped by ``--quick``.
+    #: marked ``slow`` too: outside the default suite, run by ``-m faults``.
     slow: bool = False
 
 
@@ -284,16 +284,15 @@ def run_fault(fault: Fault, ctx: Context, folder: Path, timeout: float) -> Outco
     return Outcome(fault.family, fault.name, True, message)
 
 
-def run_catalogue(faults: list[Fault], ctx: Context, timeout: float,
-                  report: Callable[[str], None] = print) -> list[Outcome]:
-    """Run ``faults`` in order, reporting each outcome's line as it comes."""
-    outcomes = []
-    for number, fault in enumerate(faults, start=1):
-        slug = "".join(c if c.isalnum() else "-" for c in fault.name.lower())[:40]
-        outcome = run_fault(fault, ctx, ctx.work / "faults" / f"{number:02d}-{fault.family}-{slug}", timeout)
-        report(outcome.line())
-        outcomes.append(outcome)
-    return outcomes
+def folder_name(number: int, fault: Fault) -> str:
+    """The work folder of the ``number``-th fault: readable when a run is kept for inspection."""
+    slug = "".join(c if c.isalnum() else "-" for c in fault.name.lower())[:40]
+    return f"{number:02d}-{fault.family}-{slug}"
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    lost = sum(not outcome.survived for outcome in outcomes)
+    return f"{len(outcomes)} faults tried, {len(outcomes) - lost} survived, {lost} lost"
 
 
 # ------------------------------------------------------------------------------- bad FASTA
@@ -864,50 +863,3 @@ CATALOGUE: list[Fault] = [
     Fault("predict", "disk full while writing predictions", _disk_full_predictions),
 ]
 FAMILIES = tuple(dict.fromkeys(fault.family for fault in CATALOGUE))
-
-
-# ------------------------------------------------------------------------------------- CLI
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m coevofold.selfcheck",
-        description="Try a catalogue of faults and bad inputs against the real code and the real small pLM,\n"
-        "each in a temporary folder; print one line per fault, then 'N faults tried, N survived, N lost'.\n\n"
-        "Lost: crashed with a traceback, hung, exited 0 on bad input, printed more than one error line\n"
-        "or left half-written output. The exit status is 0 only when nothing was lost.",
-        formatter_class=cli._Formatter,  # the coevofold command's: defaults shown, line breaks kept
-    )
-    parser.add_argument("--quick", action="store_true",
-                        help="CI-sized: one kill instead of --kills, and skip the faults marked slow "
-                        "(a killed training run)")
-    parser.add_argument("--kills", type=int, default=10, help="SIGKILLs at random points of a real extraction")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill points and of the generated sequences")
-    parser.add_argument("--model", default=None, help="pLM to use (default: $COEVOFOLD_MODEL, else "
-                        "facebook/esm2_t6_8M_UR50D or its offline copy)")
-    parser.add_argument("--family", nargs="+", choices=FAMILIES, default=list(FAMILIES), help="fault families to try")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds before a fault counts as hung")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary work folder and print where it is")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    faults = [fault for fault in CATALOGUE if fault.family in args.family and not (args.quick and fault.slow)]
-    work = Path(tempfile.mkdtemp(prefix="coevofold-selfcheck-"))
-    try:
-        ctx = Context(model=pretrained.resolve_model_name(args.model), kills=1 if args.quick else args.kills,
-                      seed=args.seed, work=work)
-        outcomes = run_catalogue(faults, ctx, args.timeout, report=lambda line: print(line, flush=True))
-    finally:
-        if args.keep:
-            print(f"work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    lost = sum(not outcome.survived for outcome in outcomes)
-    print(f"{len(outcomes)} faults tried, {len(outcomes) - lost} survived, {lost} lost")
-    return 0 if lost == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -42,6 +42,8 @@ VARIANTS: dict[str, training.TrainConfig] = {
         model=ModelConfig(name="layers", levels=HIERARCHY, hidden=1024, dropout=0.5)),
     "layers MLP + hierarchy unweighted": training.TrainConfig(
         model=ModelConfig(name="layers", levels=HIERARCHY), class_weight_power=0.0),
+    "coevo (maps + layers) + hierarchy unweighted": training.TrainConfig(
+        model=ModelConfig(name="coevo", levels=HIERARCHY, channels_2d=32), class_weight_power=0.0),
     "probe, lbfgs (scikit-learn, C=1)": training.TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs"),
     "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
     "coevo (maps + layers) + hierarchy": training.TrainConfig(

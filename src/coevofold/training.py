@@ -310,7 +310,7 @@ def default_members(progress: bool = True) -> dict[str, TrainConfig]:
     return {
         "probe": TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs", progress=progress),
         "mlp": TrainConfig(model=ModelConfig(name="layers", levels=("fold", "superfamily", "family")),
-                           progress=progress),
+                           class_weight_power=0.0, progress=progress),
     }
 
 

@@ -7,8 +7,11 @@ test levels are only scored. Prints one Markdown table: top-1/top-5 with bootstr
 intervals, training time, weight bytes and feature bytes per protein; then the paired
 difference with and without the co-evolution map branch.
 
-``--variants "a|b"`` trains a subset; ``--alignment`` adds homology-first rows (Smith-Waterman of
-valid and test against training, ~4 min on 2 cores).
+``--variants "a|b"`` trains a subset; ``--ensemble LABEL=a|b`` adds an ensemble row (weights on
+valid); ``--alignment "a|LABEL"`` adds homology-first rows (Smith-Waterman of valid and test
+against training, cached; ~8 min on 2 cores the first time); ``--compare "x|y"`` prints the
+paired bootstrap difference of two rows. The README's table is printed by the command given
+there.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ VARIANTS: dict[str, training.TrainConfig] = {
         model=ModelConfig(name="layers", levels=HIERARCHY), class_weight_power=0.0),
     "coevo (maps + layers) + hierarchy unweighted": training.TrainConfig(
         model=ModelConfig(name="coevo", levels=HIERARCHY, channels_2d=32), class_weight_power=0.0),
+    "layers MLP + hierarchy unweighted seed 1": training.TrainConfig(
+        model=ModelConfig(name="layers", levels=HIERARCHY), class_weight_power=0.0, seed=1),
+    "layers MLP + hierarchy unweighted seed 2": training.TrainConfig(
+        model=ModelConfig(name="layers", levels=HIERARCHY), class_weight_power=0.0, seed=2),
+    "probe, lbfgs (scikit-learn, C=0.3)": training.TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs", C=0.3),
+    "attention + hierarchy unweighted": training.TrainConfig(
+        model=ModelConfig(name="attention", levels=HIERARCHY), class_weight_power=0.0),
     "probe, lbfgs (scikit-learn, C=1)": training.TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs"),
     "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
     "coevo (maps + layers) + hierarchy": training.TrainConfig(
@@ -107,9 +117,13 @@ def main() -> None:
     parser.add_argument("--variants", default="", help="'|'-separated subset of variant names (default: all)")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--store", default=None, help="feature store (default: the cached DeepSF store)")
-    parser.add_argument("--alignment", action="store_true", help="add homology-first rows")
+    parser.add_argument("--alignment", default="", metavar="X|Y",
+                        help="'|'-separated rows (labels or variants) to add homology-first rows for")
     parser.add_argument("--neighbours", default="", help="'|'-separated variants to add nearest-neighbour rows for")
-    parser.add_argument("--ensemble", default="", help="'|'-separated variant names to ensemble (weights on valid)")
+    parser.add_argument("--ensemble", action="append", default=[], metavar="LABEL=A|B",
+                        help="ensemble of '|'-separated variants (weights on valid), shown as LABEL; repeatable")
+    parser.add_argument("--compare", action="append", default=[], metavar="X|Y",
+                        help="paired bootstrap top-1 difference X - Y of two rows (labels or variants); repeatable")
     args = parser.parse_args()
     out = Path(args.out)
     table = data.load("deepsf")
@@ -145,28 +159,34 @@ def main() -> None:
         scores[mixed_row] = {s: w[0] * scores[name][s] + w[1] * knn[s] for s in splits}
         results[mixed_row] = {s: evaluation.score(scores[mixed_row][s], targets[s]) for s in splits}
         costs[mixed_row] = costs[row]
-    if args.ensemble:
-        members = args.ensemble.split("|")
+    for spec in args.ensemble:
+        label, members = spec.split("=", 1)
+        members = members.split("|")
         weights = training.fit_ensemble_weights([scores[m]["valid"] for m in members], targets["valid"])
-        name = "ensemble: " + " + ".join(f"{w:.1f} {m}" for w, m in zip(weights, members))
-        scores[name] = {s: sum(w * scores[m][s] for w, m in zip(weights, members)) for s in splits}
-        results[name] = {s: evaluation.score(scores[name][s], targets[s]) for s in splits}
+        name = f"{label} (" + " + ".join(f"{w:.1f} {m}" for w, m in zip(weights, members)) + ")"
+        scores[label] = {s: sum(w * scores[m][s] for w, m in zip(weights, members)) for s in splits}
+        results[name] = {s: evaluation.score(scores[label][s], targets[s]) for s in splits}
         costs[name] = {k: sum(costs[m][k] for m in members) for k in ("train_s", "weight_bytes", "feature_bytes")}
+        costs[label] = costs[name]
     if args.alignment:
         aligned = benchmark.cached_alignment("deepsf", table)
-        for name in list(scores):
+        aligned_top1 = {s: evaluation.score(aligned[s], targets[s]) for s in splits}
+        results["Smith-Waterman nearest neighbour (E-value)"] = aligned_top1
+        costs["Smith-Waterman nearest neighbour (E-value)"] = {"train_s": 0, "weight_bytes": 0, "feature_bytes": 0}
+        for name in args.alignment.split("|"):
             threshold = baselines.choose_min_score(scores[name]["valid"], aligned["valid"], targets["valid"])
-            hybrid = f"{name}, homology first (E <= 1e-{threshold:g})"
-            combined = {s: baselines.homology_first(scores[name][s], aligned[s], threshold) for s in splits}
-            results[hybrid] = {s: evaluation.score(combined[s], targets[s]) for s in splits}
+            hybrid = f"{name} + homology first (E <= 1e-{threshold:g})"
+            scores[f"{name} + homology"] = {s: baselines.homology_first(scores[name][s], aligned[s], threshold)
+                                            for s in splits}
+            results[hybrid] = {s: evaluation.score(scores[f"{name} + homology"][s], targets[s]) for s in splits}
             costs[hybrid] = costs[name]
     print()
     print(markdown(results, costs))
-    if "coevo (maps + layers) + hierarchy" in scores and "layers MLP + hierarchy" in scores:
-        print("maps branch, paired top-1 difference (coevo - layers MLP, both + hierarchy):")
+    for pair in args.compare:
+        x, y = pair.split("|")
+        print(f"paired top-1 difference, {x} minus {y}, in points [bootstrap 95 % interval]:")
         for split in splits:
-            diff = evaluation.paired_difference(scores["coevo (maps + layers) + hierarchy"][split],
-                                                scores["layers MLP + hierarchy"][split], targets[split])
+            diff = evaluation.paired_difference(scores[x][split], scores[y][split], targets[split])
             print(f"  {split}: {100 * diff['difference']:+.1f} [{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}]")
     write_text(out / "ablation.json", json.dumps({"results": results, "costs": costs}, indent=1))
 

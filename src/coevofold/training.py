@@ -15,7 +15,7 @@ import json
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -304,13 +304,17 @@ def default_members(progress: bool = True) -> dict[str, TrainConfig]:
 
     Chosen on the DeepSF ``valid`` split among the rows of ``benchmarks/fold_ablation.py``
     (README, Results): a linear probe on every hidden layer's mean embedding fitted to
-    convergence, and an MLP on the same inputs with superfamily and family heads in its loss,
-    mixed with weights fitted on ``valid``.
+    convergence, and three seeds of an MLP on the same inputs with superfamily and family heads
+    in its loss and no class weights, mixed with weights fitted on ``valid`` (40.5 % valid top-1
+    against 38.2 % for the probe alone and 39.1 % with one MLP).
     """
+    mlp = TrainConfig(model=ModelConfig(name="layers", levels=("fold", "superfamily", "family")),
+                      class_weight_power=0.0, progress=progress)
     return {
         "probe": TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs", progress=progress),
-        "mlp": TrainConfig(model=ModelConfig(name="layers", levels=("fold", "superfamily", "family")),
-                           class_weight_power=0.0, progress=progress),
+        "mlp": mlp,
+        "mlp_seed1": replace(mlp, seed=1),
+        "mlp_seed2": replace(mlp, seed=2),
     }
 
 
@@ -374,6 +378,8 @@ def train_ensemble(store_path: str | os.PathLike, table: pd.DataFrame, run_dir: 
     weights = fit_ensemble_weights(probs, valid.labels.numpy())
     mixed = sum(w * p for w, p in zip(weights, probs))
     meta = {key: metas[0][key] for key in ("classes", "shapes", "fold_names", "train_counts", "feature_settings")}
+    if fold_names:
+        meta["fold_names"] = {c: fold_names.get(c, "") for c in meta["classes"]}
     meta.update(
         model={"name": "ensemble"},
         level_classes={},

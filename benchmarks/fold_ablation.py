@@ -34,15 +34,15 @@ HIERARCHY = ("fold", "superfamily", "family")
 INPUT_BYTES = {"maps": 7 * 32 * 32 * 2, "embedding": 32 * 320 * 2, "segments": 32 * 320 * 2,
                "mean": 320 * 4, "layers": 7 * 320 * 2, "onehot": 0, "topology": 0}
 
+#: the recipe before this ablation: count^-0.5 class weights (the "unweighted" rows drop them).
+WEIGHTED = {"class_weight_power": 0.5}
+
 VARIANTS: dict[str, training.TrainConfig] = {
-    "probe (all-layer means, linear)": training.TrainConfig(model=ModelConfig(name="probe")),
-    "linear (last-layer mean)": training.TrainConfig(model=ModelConfig(name="linear")),
-    "layers MLP": training.TrainConfig(model=ModelConfig(name="layers")),
-    "layers MLP + hierarchy": training.TrainConfig(model=ModelConfig(name="layers", levels=HIERARCHY)),
+    "probe (all-layer means, linear)": training.TrainConfig(model=ModelConfig(name="probe"), **WEIGHTED),
+    "layers MLP": training.TrainConfig(model=ModelConfig(name="layers"), **WEIGHTED),
+    "layers MLP + hierarchy": training.TrainConfig(model=ModelConfig(name="layers", levels=HIERARCHY), **WEIGHTED),
     "layers MLP + hierarchy + class smoothing": training.TrainConfig(
-        model=ModelConfig(name="layers", levels=HIERARCHY), smoothing_target="class"),
-    "layers MLP + hierarchy wide (1024; dropout 0.5)": training.TrainConfig(
-        model=ModelConfig(name="layers", levels=HIERARCHY, hidden=1024, dropout=0.5)),
+        model=ModelConfig(name="layers", levels=HIERARCHY), smoothing_target="class", **WEIGHTED),
     "layers MLP + hierarchy unweighted": training.TrainConfig(
         model=ModelConfig(name="layers", levels=HIERARCHY), class_weight_power=0.0),
     "coevo (maps + layers) + hierarchy unweighted": training.TrainConfig(
@@ -55,12 +55,10 @@ VARIANTS: dict[str, training.TrainConfig] = {
     "attention + hierarchy unweighted": training.TrainConfig(
         model=ModelConfig(name="attention", levels=HIERARCHY), class_weight_power=0.0),
     "probe, lbfgs (scikit-learn, C=1)": training.TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs"),
-    "attention + hierarchy": training.TrainConfig(model=ModelConfig(name="attention", levels=HIERARCHY)),
     "coevo (maps + layers) + hierarchy": training.TrainConfig(
-        model=ModelConfig(name="coevo", levels=HIERARCHY, channels_2d=32)),
-    "topo (contact topology + layers) + hierarchy": training.TrainConfig(model=ModelConfig(name="topo", levels=HIERARCHY)),
-    "coevotopo (maps + topology + layers) + hierarchy": training.TrainConfig(
-        model=ModelConfig(name="coevotopo", levels=HIERARCHY, channels_2d=32)),
+        model=ModelConfig(name="coevo", levels=HIERARCHY, channels_2d=32), **WEIGHTED),
+    "topo (contact topology + layers) + hierarchy": training.TrainConfig(
+        model=ModelConfig(name="topo", levels=HIERARCHY), **WEIGHTED),
 }
 
 

@@ -214,9 +214,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
     t, m = TrainConfig(), ModelConfig()
     g = parser.add_argument_group("model and optimisation")
-    g.add_argument("--model-type", choices=["default", *MODELS], default="default",
-                   help="default: the ensemble quickstart trains (all-layer probe + MLP with superfamily/family "
-                        "heads; the options below apply to neither: its recipe is fixed, see README); probe: "
+    g.add_argument("--model-type", choices=["default", *MODELS], default="layers",
+                   help="default: the ensemble quickstart trains (all-layer probe + three MLPs with "
+                        "superfamily/family heads; the options below do not apply: its recipe is fixed, see "
+                        "README); probe: "
                         "all-layer linear probe; layers: MLP on all-layer means; attention: + light attention; "
                         "coevo: + maps CNN; topo: + contact topology; fused: maps + embeddings; maps2d: maps only; "
                         "deepsf1d: embeddings only; onehot1d: no pLM")

@@ -67,8 +67,9 @@ class TrainConfig:
     solver: str = "adamw"
     C: float = 1.0
     #: class weights are count^-power: 0 ignores imbalance, 1 fully rebalances 1,195 folds
-    #: whose sizes range from 1 to ~400; 0.5 is the usual compromise.
-    class_weight_power: float = 0.5
+    #: whose sizes range from 1 to ~400. 0 measured best on DeepSF: the layers MLP reached
+    #: 38.0 % valid top-1 without weights and 35.2 % with count^-0.5 (README, ablation).
+    class_weight_power: float = 0.0
     threads: int | None = None
     progress: bool = True
 

@@ -5,16 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 P="probe, lbfgs (scikit-learn, C=1)"
 M="layers MLP + hierarchy unweighted"
+A="attention + hierarchy unweighted"
+C="coevo (maps + layers) + hierarchy unweighted"
 python benchmarks/fold_ablation.py \
  --variants "probe (all-layer means, linear)|$P|probe, lbfgs (scikit-learn, C=0.3)|layers MLP|layers MLP + hierarchy|layers MLP + hierarchy + class smoothing|topo (contact topology + layers) + hierarchy|coevo (maps + layers) + hierarchy|$M|$M seed 1|$M seed 2|attention + hierarchy unweighted|coevo (maps + layers) + hierarchy unweighted" \
  --neighbours "$M" \
  --ensemble "ensemble probe + MLP=$P|$M" \
  --ensemble "ensemble probe + 3 MLP seeds=$P|$M|$M seed 1|$M seed 2" \
- --ensemble "ensemble probe + maps MLP=$P|coevo (maps + layers) + hierarchy unweighted" \
- --ensemble "ensemble probe + MLP + maps MLP=$P|$M|coevo (maps + layers) + hierarchy unweighted" \
- --alignment "$P|ensemble probe + MLP|ensemble probe + 3 MLP seeds|ensemble probe + maps MLP|ensemble probe + MLP + maps MLP" \
+ --ensemble "default: probe + 3 MLP seeds + attention=$P|$M|$M seed 1|$M seed 2|$A" \
+ --ensemble "default + maps MLP offered=$P|$M|$M seed 1|$M seed 2|$A|$C" \
+ --ensemble "ensemble probe + maps MLP=$P|$C" \
+ --alignment "$P|ensemble probe + MLP|ensemble probe + 3 MLP seeds|default: probe + 3 MLP seeds + attention|ensemble probe + maps MLP" \
  --compare "ensemble probe + maps MLP|ensemble probe + MLP" \
- --compare "ensemble probe + MLP + maps MLP|ensemble probe + MLP" \
  --compare "ensemble probe + maps MLP + homology|ensemble probe + MLP + homology" \
- --compare "ensemble probe + MLP|$P" \
- --compare "ensemble probe + 3 MLP seeds|$P"
+ --compare "default + maps MLP offered|default: probe + 3 MLP seeds + attention" \
+ --compare "default: probe + 3 MLP seeds + attention|$P" \
+ --compare "default: probe + 3 MLP seeds + attention + homology|$P"

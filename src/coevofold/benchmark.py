@@ -143,7 +143,7 @@ def quickstart(progress: bool = True) -> dict:
     print()
     print(evaluation.results_markdown({
         f"coevofold default system (model + homology transfer where E <= 1e-{threshold:g}; what predict answers)": system,
-        "coevofold default model alone (probe + MLP ensemble)": default,
+        f"coevofold default model alone (ensemble: {', '.join(members)})": default,
         "all-layer linear probe alone (baseline; the ensemble's member)": probe,
     }))
     _show_examples(model_dir)

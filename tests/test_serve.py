@@ -146,7 +146,7 @@ def browser(tmp_path_factory):
 
 
 def test_browser_paste_submit_see_results_and_errors(server: str, browser, domains: pd.DataFrame, small_run,
-                                                     write_fasta):
+                                                     write_fasta, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
@@ -174,10 +174,12 @@ def test_browser_paste_submit_see_results_and_errors(server: str, browser, domai
     assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 100", i)
                for i in images)
     assert browser.find_element(By.ID, "download-tsv").get_attribute("download") == "coevofold_predictions.tsv"
-    SCREENSHOT.parent.mkdir(exist_ok=True)
+    # the README's screenshot is refreshed on request only: a test run must not rewrite tracked files
+    target = SCREENSHOT if os.environ.get("COEVOFOLD_UPDATE_SCREENSHOT") else tmp_path / "serve.png"
     height = browser.execute_script("return document.body.scrollHeight")
     browser.set_window_size(1280, min(max(height + 40, 800), 2400))
-    browser.save_screenshot(str(SCREENSHOT))
+    browser.save_screenshot(str(target))
+    assert target.read_bytes()[:4] == b"\x89PNG"
     browser.set_window_size(1280, 1000)
 
     # bad input: the same one-line error the command line prints, in the page

@@ -133,3 +133,18 @@ def test_report_renders_in_headless_chromium(run, tmp_path: Path):
     pixels = matplotlib.image.imread(png)
     assert pixels.shape[:2] == (2400, 1280)
     assert pixels[..., :3].reshape(-1, 3).std(axis=0).max() > 0.05  # not a blank page
+
+
+def test_ensemble_report_points_at_members_curves(tmp_path: Path):
+    run_dir = tmp_path / "ensemble"
+    _fake_run(run_dir)
+    (run_dir / "metrics.csv").unlink()  # an ensemble trains its members, not itself
+    meta = json.loads((run_dir / "model.json").read_text())
+    meta.update(model={"name": "ensemble"}, ensemble={"weights": {"probe": 0.3, "mlp": 0.7}})
+    (run_dir / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CoevofoldError, match="metrics.csv"):  # without members/ it is not an ensemble folder
+        report.write_report(run_dir)
+    (run_dir / "members").mkdir()
+    page = report.write_report(run_dir).read_text()
+    assert "members/NAME/learning_curves.png" in page and "probe 0.3" in page
+    assert not (run_dir / "report" / "learning_curves.png").exists()

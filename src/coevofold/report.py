@@ -25,7 +25,7 @@ import pandas as pd
 from coevofold import __version__, plots, store
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
-from coevofold.checkpoint import METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON
+from coevofold.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON
 from coevofold.evaluation import LEVEL_NAMES, results_markdown
 from coevofold.files import write_text
 
@@ -67,15 +67,16 @@ footer { margin-top: 40px; font-size: 12px; color: #777; }
 """
 
 
-def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, dict, str, pd.DataFrame]:
+def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None, dict, str, pd.DataFrame]:
     """model.json, metrics.csv, results.json (and its table as Markdown) and predictions.tsv of a model folder."""
+    ensemble = (run_dir / ENSEMBLE_MEMBERS).is_dir()  # members keep their own learning curves
     for name, step in RUN_FILES.items():
-        if not (run_dir / name).is_file():
+        if not (run_dir / name).is_file() and not (ensemble and name == METRICS):
             raise CoevofoldError(f"{run_dir}: no {name}; a report needs a model folder after {step}")
     try:
         meta = json.loads((run_dir / MODEL_META).read_text())
         results = json.loads((run_dir / RESULTS_JSON).read_text())
-        metrics = pd.read_csv(run_dir / METRICS)
+        metrics = pd.read_csv(run_dir / METRICS) if (run_dir / METRICS).is_file() else None
         predictions = pd.read_csv(run_dir / PREDICTIONS, sep="\t", dtype={"id": str, "fold": str, "predicted": str})
     except (ValueError, pd.errors.ParserError) as exc:
         raise CoevofoldError(f"{run_dir}: unreadable run file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
@@ -204,7 +205,13 @@ def write_report(
         raise CoevofoldError(f"{run_dir / RESULTS_JSON}: no test levels")
 
     plots.accuracy_by_level(levels, out / "accuracy.png", labels=LEVEL_NAMES)
-    plots.learning_curves(metrics, out / "learning_curves.png")
+    if metrics is not None:
+        plots.learning_curves(metrics, out / "learning_curves.png")
+        curves = _figure("learning_curves.png", "Training and validation loss, validation top-1 accuracy per epoch (metrics.csv).")
+    else:
+        weights = ", ".join(f"{html.escape(k)} {v:.1f}" for k, v in meta.get("ensemble", {}).get("weights", {}).items())
+        curves = (f"<p>An ensemble (weights fitted on valid: {weights}); each trained member's learning curves "
+                  f"are in <code>{ENSEMBLE_MEMBERS}/NAME/learning_curves.png</code>.</p>")
     plots.confusion_matrix(predictions["fold"], predictions["predicted"], out / "confusion.png")
     plots.accuracy_vs_train_size(predictions, dict(zip(meta["classes"], meta["train_counts"])),
                                  out / "accuracy_vs_train_size.png")
@@ -226,7 +233,7 @@ def write_report(
         _markdown_table(markdown),
         _figure("accuracy.png", "Top-1 and top-5 accuracy per test level; error bars: bootstrap 95 % intervals over proteins."),
         "<h2>Learning curves</h2>",
-        _figure("learning_curves.png", "Training and validation loss, validation top-1 accuracy per epoch (metrics.csv)."),
+        curves,
         "<h2>Confusion matrix</h2>",
         _figure("confusion.png", "Rows: the most frequent true folds among all test proteins, normalised to 100 %; "
                 "predictions outside the shown folds are pooled as 'other'."),

@@ -97,7 +97,7 @@ class EpochRunner:
         self.split, self.config, self.weights = split, config, weights
         self.uses = MODELS[config.model.name]
         self.model: FoldClassifier = training.build_classifier(config.model, n_classes, split)
-        self.model.fit_normalization(split.maps, split.embedding.float(), split.mean, split.layers.float(), split.topology)
+        self.model.fit_normalization(split)
         self.model.train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator()

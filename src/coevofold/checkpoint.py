@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from coevofold import store
-from coevofold.coevolution import contact_topology
+from coevofold.coevolution import TOPOLOGY_FEATURES, contact_topology
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, write_text
 from coevofold.models import Batch, Ensemble, FoldClassifier, ModelConfig, onehot
@@ -69,13 +69,25 @@ class SplitData:
     embedding: torch.Tensor
     mean: torch.Tensor
     layers: torch.Tensor
-    topology: torch.Tensor
+    #: full-resolution contact maps, uint8 upper triangles (what :attr:`topology` is made from).
+    contacts: list[np.ndarray]
     labels: torch.Tensor
     #: labels of the auxiliary levels (superfamily, family), -1 where unseen in training.
     level_labels: dict[str, torch.Tensor] = field(default_factory=dict)
+    _topology: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def topology(self) -> torch.Tensor:
+        """[N, T] contact-map topology descriptors, computed on first use: ~1 ms a protein, which
+        only the models that read them should pay on every load."""
+        if self._topology is None:
+            self._topology = torch.from_numpy(np.stack([
+                contact_topology(store.triangle_to_map(c, len(s))) for c, s in zip(self.contacts, self.sequences)
+            ])) if len(self) else torch.zeros(0, len(TOPOLOGY_FEATURES))
+        return self._topology
 
     @classmethod
     def from_rows(cls, rows: store.FeatureRows, labels: torch.Tensor | None = None,
@@ -83,10 +95,8 @@ class SplitData:
         """Split data from store rows; no labels: all -1 (proteins to predict)."""
         if labels is None:
             labels = torch.full((len(rows),), -1, dtype=torch.long)
-        topology = torch.from_numpy(np.stack([contact_topology(store.triangle_to_map(c, len(s)))
-                                              for c, s in zip(rows.contacts, rows.sequences)])) if len(rows) else torch.zeros(0, 0)
         return cls(rows.ids, rows.sequences, torch.from_numpy(rows.maps), torch.from_numpy(rows.embedding),
-                   torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), topology, labels, level_labels or {})
+                   torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), rows.contacts, labels, level_labels or {})
 
     def batch(self, index: list[int] | torch.Tensor, uses: tuple[str, ...]) -> Batch:
         index = torch.as_tensor(index)

@@ -225,19 +225,23 @@ class FoldClassifier(nn.Module):
     def n_classes(self) -> int:
         return self.heads["fold"].out_features
 
-    def fit_normalization(self, maps: torch.Tensor, embedding: torch.Tensor, mean: torch.Tensor,
-                          layers: torch.Tensor, topology: torch.Tensor) -> None:
-        """Fit the input standardizers on training-set features (before training)."""
+    def fit_normalization(self, features) -> None:
+        """Fit the input standardizers on training-set features (before training).
+
+        ``features`` has the arrays of :class:`coevofold.checkpoint.SplitData` as attributes;
+        only those of the inputs this model reads are touched, so derived ones that cost time
+        to compute (the contact topology) stay uncomputed for the other models.
+        """
         if "maps" in self.uses:
-            self.maps_norm.fit(maps, (0, 2, 3))
+            self.maps_norm.fit(features.maps, (0, 2, 3))
         if "embedding" in self.uses or "segments" in self.uses:
-            self.emb_norm.fit(embedding, (0, 1))
+            self.emb_norm.fit(features.embedding, (0, 1))
         if "mean" in self.uses:
-            self.mean_norm.fit(mean, (0,))
+            self.mean_norm.fit(features.mean, (0,))
         if "layers" in self.uses:
-            self.layers_norm.fit(layers, (0,))
+            self.layers_norm.fit(features.layers, (0,))
         if "topology" in self.uses:
-            self.topology_norm.fit(topology, (0,))
+            self.topology_norm.fit(features.topology, (0,))
 
     def represent(self, batch: Batch) -> torch.Tensor:
         """The trunk's output: what every level's head reads."""

@@ -240,8 +240,7 @@ def train(
     valid_data = load_split(store_path, valid_rows, classes)
     sizes = {"fold": len(classes), **{level: len(names) for level, names in level_classes.items()}}
     classifier = build_classifier(config.model, sizes, train_data)
-    classifier.fit_normalization(train_data.maps, train_data.embedding.float(), train_data.mean, train_data.layers.float(),
-                                  train_data.topology)
+    classifier.fit_normalization(train_data)
     meta = {
         "model": asdict(config.model),
         "classes": classes,
@@ -331,14 +330,12 @@ def trained_as(folder: str | os.PathLike, members: dict[str, TrainConfig], setti
         return False
     meta = read_meta(path)
 
-    def recipe(config: TrainConfig) -> dict:
-        described = json.loads(json.dumps(asdict(config)))
+    def recipe(described: dict) -> dict:
         return {k: v for k, v in described.items() if k not in ("progress", "threads")}
 
     stored = meta.get("ensemble", {}).get("members", {})
     return meta.get("feature_settings") == settings and set(stored) == set(members) and all(
-        {k: v for k, v in stored[name].items() if k not in ("progress", "threads")} == recipe(config)
-        for name, config in members.items())
+        recipe(stored[name]) == recipe(json.loads(json.dumps(asdict(config)))) for name, config in members.items())
 
 
 def fit_ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 10) -> np.ndarray:

@@ -41,13 +41,18 @@ METRICS = "metrics.csv"
 ENSEMBLE_MEMBERS = "members"
 
 
+def is_ensemble(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is an ensemble's: its members' model folders live in :data:`ENSEMBLE_MEMBERS`."""
+    return (Path(folder) / ENSEMBLE_MEMBERS).is_dir()
+
+
 def has_model(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a saved model: :data:`MODEL_META` with :data:`MODEL_WEIGHTS`, or
-    an ensemble's :data:`MODEL_META` (its members' weights live in :data:`ENSEMBLE_MEMBERS`)."""
+    an ensemble's :data:`MODEL_META` (see :func:`is_ensemble`)."""
     folder = Path(folder)
     if not (folder / MODEL_META).is_file():
         return False
-    return (folder / MODEL_WEIGHTS).is_file() or (folder / ENSEMBLE_MEMBERS).is_dir()
+    return (folder / MODEL_WEIGHTS).is_file() or is_ensemble(folder)
 
 
 def read_meta(path: Path) -> dict:
@@ -159,7 +164,7 @@ def load_model(folder: str | os.PathLike) -> tuple[FoldClassifier | Ensemble, di
     weights, meta_path = folder / MODEL_WEIGHTS, folder / MODEL_META
     if not has_model(folder):
         raise CoevofoldError(f"{folder}: not a trained coevofold model (needs {MODEL_WEIGHTS} and {MODEL_META})")
-    if not weights.is_file():
+    if not weights.is_file():  # has_model: then it is an ensemble
         meta = read_meta(meta_path)
         try:
             names = list(meta["ensemble"]["weights"])

@@ -25,7 +25,7 @@ import pandas as pd
 from coevofold import __version__, plots, store
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
-from coevofold.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON
+from coevofold.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON, is_ensemble
 from coevofold.evaluation import LEVEL_NAMES, results_markdown
 from coevofold.files import write_text
 
@@ -69,7 +69,7 @@ footer { margin-top: 40px; font-size: 12px; color: #777; }
 
 def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame | None, dict, str, pd.DataFrame]:
     """model.json, metrics.csv, results.json (and its table as Markdown) and predictions.tsv of a model folder."""
-    ensemble = (run_dir / ENSEMBLE_MEMBERS).is_dir()  # members keep their own learning curves
+    ensemble = is_ensemble(run_dir)  # members keep their own learning curves
     for name, step in RUN_FILES.items():
         if not (run_dir / name).is_file() and not (ensemble and name == METRICS):
             raise CoevofoldError(f"{run_dir}: no {name}; a report needs a model folder after {step}")

@@ -42,7 +42,8 @@ def predicted(trained: Path, queries: Path, plm: pretrained.ProteinLM) -> pd.Dat
 def test_ranked_top_k_per_sequence(predicted: pd.DataFrame, trained: Path):
     meta = json.loads((trained / "model.json").read_text())
     assert list(predicted.columns) == PREDICTION_COLUMNS
-    assert PREDICTION_COLUMNS[:5] == ["id", "rank", "fold", "probability", "name"]
+    assert PREDICTION_COLUMNS[:6] == ["id", "rank", "fold", "probability", "confidence", "name"]
+    assert (predicted["confidence"] == "").all()  # no calibration in this folder: no band claimed
     assert "no homology files" in predicted.attrs["note"]  # model-only, and it says so
     assert (predicted["source"] == "model").all() and (predicted["hit"] == "").all()
     assert predicted["id"].drop_duplicates().tolist()[-1] == LONG_ID  # input order kept, long chain included
@@ -153,7 +154,7 @@ def test_homology_first_rows_and_evidence(prepared: Path, small_run, plm: pretra
     off = predict(query, prepared, top_k=3, model=plm, progress=False, use_homology=False)
     assert (off["source"] == "model").all() and "--no-homology" in off.attrs["note"]
     tsv = predictions_text(frame, "tsv").splitlines()
-    assert tsv[0].split("\t") == PREDICTION_COLUMNS and tsv[1].split("\t")[5:8] == ["alignment", train["id"].iat[0], "1.000"]
+    assert tsv[0].split("\t") == PREDICTION_COLUMNS and tsv[1].split("\t")[6:9] == ["alignment", train["id"].iat[0], "1.000"]
 
 
 def test_hybrid_top1_equals_benchmark_row(prepared: Path, small_run, plm: pretrained.ProteinLM, tmp_path: Path):

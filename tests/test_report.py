@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import evaluation, report, store
+from coevofold import evaluation, plots, report, store
 from coevofold.errors import CoevofoldError
 from coevofold.names import fold_name
 from coevofold.splits import TEST_SPLITS
@@ -148,3 +148,21 @@ def test_ensemble_report_points_at_members_curves(tmp_path: Path):
     page = report.write_report(run_dir).read_text()
     assert "members/NAME/learning_curves.png" in page and "probe 0.3" in page
     assert not (run_dir / "report" / "learning_curves.png").exists()
+
+
+def test_calibration_section_when_evaluated(run):
+    """A folder whose evaluation measured calibration shows the table and the reliability diagram."""
+    run_dir, _, predictions = run
+    rng = np.random.default_rng(0)
+    stated = {level: {when: (rng.random(50), rng.random(50) < 0.5) for when in ("before", "after")}
+              for level in ("Fold", "pooled")}
+    plots.reliability_diagram(stated, run_dir / evaluation.RELIABILITY_PNG)
+    levels = {"test_fold": rng.random(50)}
+    right = {"test_fold": rng.random(50) < 0.5}
+    result = {"system": True, "before": evaluation.calibration_levels(levels, right),
+              "after": evaluation.calibration_levels({"test_fold": levels["test_fold"] / 2}, right)}
+    stored = json.loads((run_dir / "results.json").read_text())
+    evaluation.write_results_json({**stored, "calibration": result}, run_dir / "results.json")
+    index = report.write_report(run_dir)
+    assert evaluation.RELIABILITY_PNG in _images(index)
+    assert "<h2>Calibration</h2>" in index.read_text() and "ECE after" in index.read_text()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coevofold import data, evaluation, features, pretrained, store, training
+from coevofold import data, evaluation, features, pretrained, splits, store, training
 from coevofold.checkpoint import PREDICTIONS, RESULTS_JSON, RESULTS_MD
 from coevofold.files import write_text
 from coevofold.prediction import default_model_dir
@@ -82,16 +82,18 @@ def cached_features(name: str, table: pd.DataFrame, plm: pretrained.ProteinLM, c
     return features.extract(table, path, config, features.RunConfig(progress=progress), plm=plm)
 
 
-def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True) -> dict[str, np.ndarray]:
-    """Smith-Waterman class scores of valid and test proteins against the training set, cached.
+def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True,
+                     splits: tuple[str, ...] = ("valid", *TEST_SPLITS)) -> dict[str, np.ndarray]:
+    """Smith-Waterman class scores of ``splits``' proteins against the training set, cached.
 
     They depend only on the sequences and training folds (not on any model), take ~10 min on 2
-    cores for DeepSF, and are what the homology-first rows and ``fit_homology`` need.
+    cores for DeepSF's valid and test splits, and are what the homology-first rows,
+    ``fit_homology`` and (on the calibration splits) ``fit_calibration`` need.
     """
     from coevofold import baselines
     from coevofold.files import atomic_path, cache_dir
 
-    splits = [s for s in ("valid", *TEST_SPLITS) if (table["split"] == s).any()]
+    splits = [s for s in splits if (table["split"] == s).any()]
     train = table[table["split"] == "train"]
     key = hashlib.sha1("\n".join(f"{i}\t{q}\t{f}\t{s}" for i, q, f, s in
                                  zip(table["id"], table["sequence"], table["fold"], table["split"])).encode()).hexdigest()[:10]
@@ -116,7 +118,7 @@ def quickstart(progress: bool = True) -> dict:
     Prints the default system (the default model behind homology transfer, as ``predict``
     answers), the model alone, and the all-layer linear probe it must beat, per test level.
     """
-    from coevofold import homology
+    from coevofold import calibration, homology
 
     started = time.perf_counter()
     plm = pretrained.load(None)
@@ -137,6 +139,11 @@ def quickstart(progress: bool = True) -> dict:
     alignment = cached_alignment("deepsf", table, progress)
     if not homology.has_homology(model_dir):
         homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment["valid"], progress=progress)
+    if not calibration.has_calibration(model_dir):
+        print("calibrating probabilities: a proxy of the model trained without held-out superfamilies, families "
+              "and members (coevofold.calibration)")
+        held_out = cached_alignment("deepsf", splits.calibration_split(table), progress, splits.CALIBRATION_SPLITS)
+        calibration.fit_calibration(model_dir, store_path, table, members, held_out, progress)
     default = evaluation.evaluate_model(model_dir, store_path, table)
     threshold, system = homology_first_results(model_dir, store_path, table, alignment)
     probe = evaluation.evaluate_model(model_dir / training.ENSEMBLE_MEMBERS / "probe", store_path, table)
@@ -146,6 +153,8 @@ def quickstart(progress: bool = True) -> dict:
         f"coevofold default model alone (ensemble: {', '.join(members)})": default,
         "all-layer linear probe alone (baseline; the ensemble's member)": probe,
     }))
+    calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment)
+    print(evaluation.calibration_markdown(calibrated))
     _show_examples(model_dir)
     print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")

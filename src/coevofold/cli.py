@@ -279,10 +279,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from coevofold import evaluation, training
 
+    from coevofold import benchmark, homology
+    from coevofold.splits import TEST_SPLITS
+
     _, meta = training.load_model(args.model_dir)
-    results = evaluation.evaluate_model(args.model_dir, args.store, _load_split(args), n_boot=args.bootstrap)
+    table = _load_split(args)
+    results = evaluation.evaluate_model(args.model_dir, args.store, table, n_boot=args.bootstrap)
     print(evaluation.results_markdown({meta["model"]["name"]: results}))
-    print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv")
+    alignment = None
+    if homology.has_homology(args.model_dir) and not args.no_homology:
+        alignment = benchmark.cached_alignment(Path(args.store).stem, table, not args.quiet, TEST_SPLITS)
+    print(evaluation.calibration_markdown(evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment)))
+    print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv, {evaluation.RELIABILITY_PNG}")
     return 0
 
 
@@ -317,11 +325,17 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     _add_split_options(p)
 
     p = _add(sub, "evaluate", cmd_evaluate,
-             "Score a trained model on the test levels: top-1/top-5/macro accuracy with bootstrap 95 % intervals.")
+             "Score a trained model on the test levels: top-1/top-5/macro accuracy with bootstrap 95 %% intervals, "
+             "and how well its stated top-1 probability matches how often it is right (expected calibration error "
+             "over 10 bins per level and pooled, before and after the folder's calibration; reliability.png). "
+             "With homology files in MODEL_DIR the calibration is measured on the system predict runs "
+             "(alignments of the test proteins are computed once and cached).")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="run folder written by 'coevofold train'")
     p.add_argument("source", metavar="SOURCE", help="labelled data file or preset with test splits")
     p.add_argument("--store", required=True, help="feature store holding SOURCE's test proteins")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--no-homology", action="store_true",
+                   help="measure calibration on the model alone even when MODEL_DIR has homology files")
     _add_split_options(p)
 
     p = _add(sub, "quickstart", cmd_quickstart,

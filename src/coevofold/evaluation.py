@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -296,3 +297,74 @@ def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, 
     write_text(os.path.join(model_dir, RESULTS_MD), results_markdown({meta["model"]["name"]: results}))
     write_text(os.path.join(model_dir, PREDICTIONS), predictions.to_csv(sep="\t", index=False))
     return results
+
+
+#: What :func:`evaluate_calibration` writes beside the model: the reliability diagram.
+RELIABILITY_PNG = "reliability.png"
+
+
+def calibration_levels(probability: Mapping[str, np.ndarray], correct: Mapping[str, np.ndarray]) -> dict[str, dict]:
+    """Top-1 ECE, mean stated probability, accuracy and proteins per level, and all levels pooled."""
+    from coevofold.calibration import expected_calibration_error
+
+    levels = {**{level: (probability[level], correct[level]) for level in probability},
+              "pooled": (np.concatenate(list(probability.values())), np.concatenate(list(correct.values())))}
+    return {level: {"ece": expected_calibration_error(p, c), "confidence": float(np.nanmean(p)),
+                    "accuracy": float(np.mean(c)), "proteins": int(len(c))}
+            for level, (p, c) in levels.items()}
+
+
+def evaluate_calibration(model_dir: str | os.PathLike, store_path: str | os.PathLike, table,
+                         alignment: Mapping[str, np.ndarray] | None = None) -> dict[str, dict]:
+    """How well the top-1 probability ``predict`` states matches how often it is right, per test level.
+
+    ``alignment``: the test levels' alignment class scores against the model's training set;
+    given, and with the folder's homology files, this measures the system (homology transfer
+    first) as ``predict`` answers, else the model alone. ``before`` is the raw statement (model
+    probability, validation hit rate on alignment rows), ``after`` the folder's calibration
+    where it has one. Adds ``calibration`` to ``results.json`` and draws :data:`RELIABILITY_PNG`.
+    """
+    from coevofold import calibration, homology, plots
+    from coevofold.checkpoint import RESULTS_JSON
+
+    model_dir = Path(model_dir)
+    _, probs, targets = model_scores(model_dir, store_path, table, TEST_SPLITS)
+    settings = homology.read_settings(model_dir) if alignment is not None and homology.has_homology(model_dir) else None
+    fitted = calibration.load_calibration(model_dir) if calibration.has_calibration(model_dir) else None
+    stated: dict[str, dict[str, np.ndarray]] = {"before": {}, "after": {}}
+    correct: dict[str, np.ndarray] = {}
+    for level, level_probs in probs.items():
+        scores = alignment[level] if settings is not None else None
+        args = (level_probs, scores, settings.min_score if settings else None,
+                settings.rank_probability if settings else [])
+        order, before, _ = calibration.stated(*args, None, 1)
+        correct[level] = order[:, 0] == targets[level]
+        stated["before"][level] = before[:, 0]
+        if fitted is not None:
+            stated["after"][level] = calibration.stated(*args, fitted, 1)[1][:, 0]
+    result = {"system": settings is not None,
+              **{when: calibration_levels(values, correct) for when, values in stated.items() if values}}
+    path = model_dir / RESULTS_JSON
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    write_results_json({**stored, "calibration": result}, path)
+    panels = {LEVEL_NAMES[level]: level for level in correct}
+    curves = {title: {when: (values[level], correct[level]) for when, values in stated.items() if values}
+              for title, level in panels.items()}
+    curves["pooled"] = {when: (np.concatenate(list(values.values())), np.concatenate(list(correct.values())))
+                        for when, values in stated.items() if values}
+    plots.reliability_diagram(curves, model_dir / RELIABILITY_PNG)
+    return result
+
+
+def calibration_markdown(result: Mapping[str, dict]) -> str:
+    """:func:`evaluate_calibration`'s result as a Markdown table (mean stated probability and ECE)."""
+    whens = [when for when in ("before", "after") if when in result]
+    header = ["Level", "proteins", "top-1 right", *(f"{col} {when}" for when in whens for col in ("stated p", "ECE"))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for level, first in result[whens[0]].items():
+        cells = [LEVEL_NAMES.get(level, level), str(first["proteins"]), f"{first['accuracy']:.3f}"]
+        for when in whens:
+            cells += [f"{result[when][level]['confidence']:.3f}", f"{result[when][level]['ece']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    what = "system (homology transfer first, as predict answers)" if result.get("system") else "model alone"
+    return "\n".join(lines) + f"\n\nTop-1 of the {what}; ECE over {10} equal-width bins; before = raw, after = calibrated.\n"

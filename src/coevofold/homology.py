@@ -57,10 +57,8 @@ class HomologySettings:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Per query: whether the alignment is trusted, the ranking to report, and each class's best hit."""
+    """Per query: each class's best hit and its score (the ranking is :func:`coevofold.calibration.stated`'s)."""
 
-    from_alignment: np.ndarray  # [N] bool
-    ranking: np.ndarray  # [N, n_classes] scores whose argsort is the reported order
     scores: np.ndarray  # [N, n_classes] -log10 E of each class's best member
     class_best: np.ndarray  # [N, n_classes] row of the training table
     settings: HomologySettings
@@ -69,6 +67,15 @@ class Evidence:
 def has_homology(model_dir: str | os.PathLike) -> bool:
     """Whether :func:`fit_homology` has prepared this model folder."""
     return (Path(model_dir) / TRAIN_FILE).is_file() and (Path(model_dir) / META_FILE).is_file()
+
+
+def read_settings(model_dir: str | os.PathLike) -> HomologySettings:
+    """A prepared folder's ``homology.json``, refused in one line when unreadable."""
+    path = Path(model_dir) / META_FILE
+    try:
+        return HomologySettings(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise CoevofoldError(f"{path}: unreadable homology settings ({exc}); re-run fit_homology") from None
 
 
 def rank_hit_rates(alignment_scores: np.ndarray, targets: np.ndarray, min_score: float,
@@ -127,10 +134,9 @@ class HomologySearch:
         model_dir = Path(model_dir)
         try:
             self.train = pd.read_csv(model_dir / TRAIN_FILE, sep="\t", dtype=str, keep_default_na=False)
-            stored = json.loads((model_dir / META_FILE).read_text())
-            self.settings = HomologySettings(**stored)
         except (OSError, ValueError, TypeError, pd.errors.ParserError) as exc:
             raise CoevofoldError(f"{model_dir}: unreadable homology files ({exc}); re-run fit_homology") from None
+        self.settings = read_settings(model_dir)
         missing = [c for c in TRAIN_COLUMNS if c not in self.train.columns]
         if missing:
             raise CoevofoldError(f"{model_dir / TRAIN_FILE}: missing column(s) {', '.join(missing)}")
@@ -139,14 +145,11 @@ class HomologySearch:
         if self.search_model.classes_.tolist() != list(classes):
             raise CoevofoldError(f"{model_dir / TRAIN_FILE}: its folds are not the model's classes; re-run fit_homology")
 
-    def evidence(self, sequences: list[str], model_probs: np.ndarray, progress: bool = False) -> Evidence:
-        """Search ``sequences`` and combine with the model's probabilities as the benchmark does."""
+    def evidence(self, sequences: list[str], progress: bool = False) -> Evidence:
+        """Search ``sequences`` against the training domains."""
         self.search_model.progress = progress
         hits = self.search_model.search(sequences)
-        min_score = self.settings.min_score
         return Evidence(
-            from_alignment=hits.scores.max(axis=1) >= min_score,
-            ranking=baselines.homology_first(model_probs, hits.scores, min_score),
             scores=hits.scores,
             class_best=hits.class_best,
             settings=self.settings,

@@ -166,3 +166,37 @@ def contact_map(scores: np.ndarray, path: str | os.PathLike, title: str = "") ->
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="contact score")
     ax.set_title(title, fontsize=10)
     _save(fig, path)
+
+
+def reliability_diagram(curves: dict[str, dict[str, tuple]], path: str | os.PathLike, n_bins: int = 10) -> None:
+    """Accuracy against stated probability, one panel per test level (and pooled).
+
+    ``curves`` maps a panel title to {line label: (top-1 probability, correct)}; a calibrated
+    line follows the diagonal. Marker area is the bin's share of proteins; the legend gives ECE.
+    """
+    import numpy as np
+
+    from coevofold.calibration import expected_calibration_error
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.8), sharey=True, squeeze=False)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for ax, (title, lines) in zip(axes[0], curves.items()):
+        ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1)
+        for (label, (probability, correct)), color in zip(lines.items(), ("#c05a2b", "#3b6ea5", "#4a9a5b")):
+            probability = np.nan_to_num(np.asarray(probability, dtype=float))
+            correct = np.asarray(correct, dtype=float)
+            bins = np.clip(np.digitize(probability, edges[1:-1]), 0, n_bins - 1)
+            used = [b for b in range(n_bins) if (bins == b).any()]
+            x = [probability[bins == b].mean() for b in used]
+            y = [correct[bins == b].mean() for b in used]
+            size = [600 * (bins == b).mean() + 8 for b in used]
+            ece = expected_calibration_error(probability, correct, n_bins)
+            ax.plot(x, y, color=color, linewidth=1.5, label=f"{label} (ECE {ece:.3f})")
+            ax.scatter(x, y, s=size, color=color, alpha=0.6)
+        ax.set_title(f"{title} (n = {len(correct)})")
+        ax.set_xlabel("stated probability of the top fold")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0][0].set_ylabel("fraction right")
+    _save(fig, path)

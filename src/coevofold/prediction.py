@@ -19,17 +19,19 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from coevofold import calibration as calibrating
 from coevofold import checkpoint as model_files
 from coevofold import data, features, homology, pretrained, store
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, write_text
 
-#: Columns of :func:`predict`'s table and of both output formats, in order. The first five are
-#: the original ones; the rest is the evidence: ``source`` (alignment|model), the training domain
+#: Columns of :func:`predict`'s table and of both output formats, in order. ``probability`` is
+#: calibrated where the model folder has a calibration (:mod:`coevofold.calibration`) and
+#: ``confidence`` its band (high / medium / low; empty without a calibration); the rest is the evidence: ``source`` (alignment|model), the training domain
 #: that best supports the row's fold (``hit``, its ``identity`` and pairwise ``evalue``), and, where
 #: that hit itself passes the E-value threshold (a transfer), its superfamily and family.
-PREDICTION_COLUMNS = ["id", "rank", "fold", "probability", "name",
+PREDICTION_COLUMNS = ["id", "rank", "fold", "probability", "confidence", "name",
                       "source", "hit", "identity", "evalue", "hit_superfamily", "hit_family"]
 FORMATS = ("tsv", "json")
 #: What ``predict`` says when a model folder cannot do homology transfer.
@@ -102,6 +104,8 @@ class Predictor:
     plm: pretrained.ProteinLM
     config: features.FeatureConfig
     search: homology.HomologySearch | None
+    #: the folder's probability calibration, None when it has none (probabilities are then raw).
+    calibration: calibrating.Calibration | None = None
     #: why predictions are model-only ("" when homology transfer is on).
     note: str = ""
 
@@ -133,8 +137,8 @@ class Predictor:
                     for row_id, sequence, triangle in zip(rows.ids, rows.sequences, rows.contacts):
                         contacts[row_id] = store.triangle_to_map(triangle, len(sequence))
                 bar.update(len(batch))
-        evidence = self.search.evidence(sequences, probs, progress) if self.search is not None else None
-        frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search)
+        evidence = self.search.evidence(sequences, progress) if self.search is not None else None
+        frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search, self.calibration)
         frame.attrs["note"] = self.note
         return frame
 
@@ -163,7 +167,8 @@ def load_predictor(checkpoint: str | os.PathLike | None = None,
         search = homology.HomologySearch(folder, meta["classes"], n_jobs=n_jobs)
     else:
         note = MODEL_ONLY_NOTE.format(folder=folder)
-    return Predictor(folder, classifier, meta, plm, config, search, note)
+    calibration = calibrating.load_calibration(folder) if calibrating.has_calibration(folder) else None
+    return Predictor(folder, classifier, meta, plm, config, search, calibration, note)
 
 
 def predict(
@@ -197,31 +202,31 @@ def predict(
 
 
 def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: dict, top_k: int,
-               evidence: homology.Evidence | None, search: homology.HomologySearch | None) -> pd.DataFrame:
+               evidence: homology.Evidence | None, search: homology.HomologySearch | None,
+               calibration: calibrating.Calibration | None) -> pd.DataFrame:
     """Long table of the ``top_k`` best-ranked classes per protein, with their evidence.
 
-    Model rows report the model's probability; alignment rows the validation hit rate of their
-    rank (see :mod:`coevofold.homology`). Every row with a search names its fold's best hit, and
-    that hit's superfamily and family where the hit passes the threshold.
+    Probabilities are :func:`coevofold.calibration.stated`'s: calibrated where the folder has a
+    calibration, else the model's and, on alignment rows, the validation hit rate of their rank.
+    Every row with a search names its fold's best hit, and that hit's superfamily and family
+    where the hit passes the threshold.
     """
-    k = min(top_k, probs.shape[1])
-    ranking = probs if evidence is None else evidence.ranking
-    order = np.argsort(-ranking, axis=1, kind="stable")[:, :k]
+    scores = evidence.scores if evidence is not None else None
+    settings = evidence.settings if evidence is not None else None
+    order, probability, from_alignment = calibrating.stated(
+        probs, scores, settings.min_score if settings else None, settings.rank_probability if settings else [],
+        calibration, top_k)
+    k = order.shape[1]
     classes = np.asarray(meta["classes"])
     names = fold_naming.model_fold_names(meta)
     folds = classes[order].ravel()
-    probability = np.take_along_axis(probs, order, axis=1).astype(float)
     n = len(ids) * k
     columns: dict[str, list] = {"source": ["model"] * n, "hit": [""] * n, "identity": [np.nan] * n,
                                 "evalue": [np.nan] * n, "hit_superfamily": [""] * n, "hit_family": [""] * n}
     if evidence is not None and search is not None:
-        rates = np.full(k, np.nan)
-        stored = evidence.settings.rank_probability[:k]
-        rates[: len(stored)] = stored
-        probability[evidence.from_alignment] = rates
         train = search.train
         for query in range(len(ids)):
-            transferred = bool(evidence.from_alignment[query])
+            transferred = bool(from_alignment[query])
             for rank, klass in enumerate(order[query]):
                 row, index = query * k + rank, int(evidence.class_best[query, klass])
                 columns["hit"][row] = train["id"].iat[index]
@@ -237,6 +242,7 @@ def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: di
         "rank": np.tile(np.arange(1, k + 1), len(ids)),
         "fold": folds,
         "probability": probability.ravel(),
+        "confidence": calibrating.band_of(probability.ravel()) if calibration is not None else [""] * n,
         "name": [names.get(fold, "") for fold in folds],
         **columns,
     }, columns=PREDICTION_COLUMNS)

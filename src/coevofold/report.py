@@ -26,7 +26,7 @@ from coevofold import __version__, plots, store
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON, is_ensemble
-from coevofold.evaluation import LEVEL_NAMES, results_markdown
+from coevofold.evaluation import LEVEL_NAMES, RELIABILITY_PNG, calibration_markdown, results_markdown
 from coevofold.files import write_text
 
 #: Files of a model folder the report reads, and the step that writes each.
@@ -223,6 +223,14 @@ def write_report(
         cards = _protein_sections(Path(store_path), ids, predictions, names, out) or [
             f"<p>{html.escape(str(store_path))} holds none of the test proteins.</p>"]
 
+    calibrated = []
+    if "calibration" in results and (run_dir / RELIABILITY_PNG).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / RELIABILITY_PNG, out / RELIABILITY_PNG)
+        calibrated = ["<h2>Calibration</h2>", _markdown_table(calibration_markdown(results["calibration"])),
+                      _figure(RELIABILITY_PNG, "Fraction right against the stated top-1 probability, 10 bins per "
+                              "test level and pooled; the dashed diagonal is perfect calibration, marker area the "
+                              "bin's share of proteins; before = raw probabilities, after = calibrated.")]
     n_test = ", ".join(f"{LEVEL_NAMES.get(k, k)} {v['n_proteins']}" for k, v in levels.items())
     title = f"coevofold report: {results.get('model', meta.get('model', {}).get('name', ''))}"
     body = [
@@ -232,6 +240,7 @@ def write_report(
         "<h2>Test accuracy</h2>",
         _markdown_table(markdown),
         _figure("accuracy.png", "Top-1 and top-5 accuracy per test level; error bars: bootstrap 95 % intervals over proteins."),
+        *calibrated,
         "<h2>Learning curves</h2>",
         curves,
         "<h2>Confusion matrix</h2>",

@@ -129,6 +129,7 @@ def _cards(frame: pd.DataFrame, table: pd.DataFrame, contacts: dict[str, str]) -
                 "rank": row.rank, "fold": row.fold, "name": row.name,
                 "probability": "–" if pd.isna(row.probability) else f"{row.probability:.2f}",
                 "percent": 0.0 if pd.isna(row.probability) else f"{100 * row.probability:.1f}",
+                "confidence": row.confidence,
                 "source": row.source, "hit": row.hit,
                 "identity": "" if pd.isna(row.identity) else f"{100 * row.identity:.0f} %",
                 "evalue": "" if pd.isna(row.evalue) else f"{row.evalue:.1e}",

@@ -49,6 +49,9 @@ class SplitConfig:
     family_test_fraction: float = 0.1
     #: share of remaining members held out as ``valid`` (in families with >= 2 members).
     valid_fraction: float = 0.05
+    #: superfamilies and families with more proteins than this are never held out whole (None:
+    #: any size); keeps a few large units from making up most of a test level.
+    max_unit_size: int | None = None
 
 
 def _hold_out(units: list, fraction: float, rng: np.random.Generator, total: int | None = None) -> list:
@@ -110,6 +113,9 @@ def make_splits(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.Da
     def assign(index: pd.Index, split: str) -> None:
         table.loc[index, "split"] = split
 
+    def small(members: pd.Series) -> bool:
+        return config.max_unit_size is None or int(members.sum()) <= config.max_unit_size
+
     # A unit filed under two parents (SCOP2 has a few superfamilies in two folds) cannot be held
     # out cleanly, so it always stays in training.
     straddling_sf = _straddling(work, "superfamily", "fold")
@@ -117,13 +123,13 @@ def make_splits(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.Da
     # Sorted unit lists make the result independent of row order for a given seed.
     for _, fold_rows in sorted(work.groupby("fold"), key=lambda kv: kv[0]):
         superfamilies = sorted(set(fold_rows["superfamily"]))
-        candidates = [sf for sf in superfamilies if sf not in straddling_sf]
+        candidates = [sf for sf in superfamilies if sf not in straddling_sf and small(fold_rows["superfamily"] == sf)]
         for sf in _hold_out(candidates, config.fold_test_fraction, rng, len(superfamilies)):
             assign(fold_rows.index[fold_rows["superfamily"] == sf], "test_fold")
     work = table[table["split"] == "train"]
     for _, sf_rows in sorted(work.groupby(["fold", "superfamily"]), key=lambda kv: kv[0]):
         families = sorted(set(sf_rows["family"]))
-        candidates = [fam for fam in families if fam not in straddling_fam]
+        candidates = [fam for fam in families if fam not in straddling_fam and small(sf_rows["family"] == fam)]
         for fam in _hold_out(candidates, config.superfamily_test_fraction, rng, len(families)):
             assign(sf_rows.index[sf_rows["family"] == fam], "test_superfamily")
     for split, fraction in (("test_family", config.family_test_fraction), ("valid", config.valid_fraction)):
@@ -132,6 +138,34 @@ def make_splits(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.Da
             members = sorted(fam_rows.index)
             assign(pd.Index(_hold_out(members, fraction, rng)), split)
     check_no_leakage(table)
+    return table
+
+
+#: Splits :func:`calibration_split` carves from training, named after the test level each imitates.
+CALIBRATION_SPLITS = ("calibration_fold", "calibration_superfamily", "calibration_family")
+#: What calibration holds out. Units of at most 10 proteins, as in DeepSF's test levels (its
+#: test_fold has 360 superfamilies of ~2 proteins each; held out at any size, two large DeepSF
+#: training superfamilies made up half of the fold-like rows): half of such superfamilies give
+#: ~730 fold-like proteins over 156 superfamilies, 30 % of such families ~1,100 superfamily-like
+#: ones, 5 % of members ~460 family-like ones; the proxy keeps 81 % of training.
+CALIBRATION_SPLIT = SplitConfig(seed=1, fold_test_fraction=0.5, superfamily_test_fraction=0.3,
+                                family_test_fraction=0.05, valid_fraction=0.0, max_unit_size=10)
+
+
+def calibration_split(table: pd.DataFrame, config: SplitConfig = CALIBRATION_SPLIT) -> pd.DataFrame:
+    """``table`` with part of its ``train`` rows held out as :data:`CALIBRATION_SPLITS`.
+
+    :func:`make_splits`' three-level design applied to the training rows alone: whole
+    superfamilies (``calibration_fold``), whole families (``calibration_superfamily``) and
+    family members (``calibration_family``), so a model trained on the rest meets proteins as
+    remote as each test level's. Rows the split maker would exclude (small folds, duplicates)
+    stay in training, which keeps every fold a class. Other splits are untouched.
+    """
+    train = table["split"] == "train"
+    carved = make_splits(table.loc[train].drop(columns="split"), config)["split"]
+    renamed = carved.map(dict(zip(TEST_SPLITS, CALIBRATION_SPLITS))).fillna("train")
+    table = table.copy()
+    table.loc[train, "split"] = renamed
     return table
 
 

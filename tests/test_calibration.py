@@ -1,0 +1,183 @@
+"""Calibration: the science against hand-computed values, the held-out-only fit, and the model folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from coevofold import calibration, evaluation, pretrained, splits, training
+from coevofold.calibration import Calibration, LogisticMap
+from coevofold.errors import CoevofoldError
+from coevofold.prediction import load_predictor, predict
+
+
+def test_ece_hand_computed():
+    # bin [0.9, 1.0]: stated 0.95, right 1 of 2 -> gap 0.45; bin [0.1, 0.2): stated 0.15, right 0 of 2 -> 0.15
+    confidence = np.array([0.95, 0.95, 0.15, 0.15])
+    assert calibration.expected_calibration_error(confidence, np.array([1, 0, 0, 0])) == pytest.approx(0.5 * 0.45 + 0.5 * 0.15)
+    assert calibration.expected_calibration_error(np.array([0.25, 0.75]), np.array([0, 1])) == pytest.approx(0.25)
+
+
+def test_bands():
+    assert calibration.band_of(np.array([0.95, 0.9, 0.89, 0.5, 0.49, np.nan])).tolist() == [
+        "high", "high", "medium", "medium", "low", "low"]
+
+
+def _synthetic(n: int = 4000, classes: int = 8, seed: int = 0):
+    """True probabilities q, labels drawn from q, and an over-confident model stating softmax(2 log q)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, classes))
+    q = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    targets = np.array([rng.choice(classes, p=row) for row in q])
+    return calibration.tempered(q, 0.5), targets, rng
+
+
+def test_temperature_undoes_overconfidence_and_keeps_ranking():
+    stated, targets, _ = _synthetic()
+    temperature = calibration.fit_temperature(stated, targets)
+    assert temperature == pytest.approx(2.0, rel=0.1)
+    fixed = calibration.tempered(stated, temperature)
+    assert (fixed.argmax(1) == stated.argmax(1)).all()
+    assert np.allclose(fixed.sum(1), 1.0)
+    correct = stated.argmax(1) == targets
+    assert calibration.expected_calibration_error(fixed.max(1), correct) < calibration.expected_calibration_error(stated.max(1), correct) / 2
+
+
+def _fitted(seed: int = 0) -> tuple[Calibration, np.ndarray, np.ndarray, np.ndarray]:
+    stated, targets, rng = _synthetic(seed=seed)
+    # alignment scores: strong (>= 6) to the true fold for a quarter of the queries, noise elsewhere
+    scores = rng.uniform(0, 4, stated.shape)
+    strong = rng.random(len(targets)) < 0.25
+    scores[strong, targets[strong]] = rng.uniform(6, 30, strong.sum())
+    return calibration.fit(stated, scores, targets, min_score=6.0), stated, scores, targets
+
+
+def test_top_k_sums_to_at_most_one_and_keeps_ranking():
+    fitted, stated, scores, targets = _fitted()
+    from coevofold.baselines import homology_first
+
+    for probs, alignment in ((stated, scores), (stated, None)):
+        order, probability, from_alignment = fitted.top_k(probs, alignment, 5)
+        ranking = homology_first(probs, alignment, 6.0) if alignment is not None else probs
+        assert (order == np.argsort(-ranking, axis=1, kind="stable")[:, :5]).all()
+        assert (probability.sum(1) <= 1 + 1e-9).all() and (np.diff(probability, axis=1) <= 1e-12).all()
+        assert (probability >= 0).all()
+        assert from_alignment.sum() == (0 if alignment is None else (scores.max(1) >= 6).sum())
+    # held out of the fit, the calibrated top-1 is closer to the truth than the raw one
+    _, stated2, scores2, targets2 = _fitted(seed=1)
+    order, probability, _ = fitted.top_k(stated2, scores2, 1)
+    correct = order[:, 0] == targets2
+    raw = calibration.stated(stated2, scores2, 6.0, [0.5], None, 1)[1][:, 0]
+    assert calibration.expected_calibration_error(probability[:, 0], correct) < 0.05
+    assert calibration.expected_calibration_error(probability[:, 0], correct) < calibration.expected_calibration_error(raw, correct)
+
+
+def test_constant_map_when_too_few_rows():
+    fitted = calibration._fit_map(np.zeros((3, 2)), np.array([True, True, True]), ["a", "b"])
+    assert fitted.coef == [0.0, 0.0] and fitted(np.zeros((1, 2)))[0] == pytest.approx(4 / 5)
+
+
+def test_save_load_round_trip(tmp_path: Path):
+    fitted = _fitted()[0]
+    fitted.save(tmp_path)
+    assert calibration.load_calibration(tmp_path) == fitted
+    (tmp_path / calibration.CALIBRATION_FILE).write_text("{not json")
+    with pytest.raises(CoevofoldError, match="unreadable calibration"):
+        calibration.load_calibration(tmp_path)
+
+
+def test_model_folder_carries_calibration(prepared: Path, small_run, plm: pretrained.ProteinLM, tmp_path: Path):
+    """A calibrated folder, copied, predicts calibrated probabilities with a confidence band."""
+    _, _, table = small_run
+    folder = shutil.copytree(prepared, tmp_path / "calibrated")
+    classes = json.loads((folder / "model.json").read_text())["classes"]
+    constant = LogisticMap(["x"], [0.0], float(np.log(0.95 / 0.05)))
+    two = LogisticMap(calibration.MODEL_ONLY_FEATURES, [0.0, 0.0], float(np.log(0.95 / 0.05)))
+    four = LogisticMap(calibration.MODEL_FEATURES, [0.0] * 4, 0.0)
+    Calibration(1.0, 99.0, four, two, constant, []).save(folder)
+    predictor = load_predictor(copied := shutil.copytree(folder, tmp_path / "copy"), plm, use_homology=False)
+    assert predictor.calibration == calibration.load_calibration(folder)
+    query = table[table["split"] == "test_family"].head(2)[["id", "sequence"]]
+    frame = predict(query, copied, top_k=len(classes), model=plm, progress=False, use_homology=False)
+    top = frame[frame["rank"] == 1]
+    assert top["probability"].tolist() == pytest.approx([0.95, 0.95]) and (top["confidence"] == "high").all()
+    assert frame.groupby("id")["probability"].sum().le(1 + 1e-9).all()
+    assert set(frame["confidence"]) <= {"high", "medium", "low"}
+
+
+def test_calibration_split_holds_out_training_units_only(deepsf: pd.DataFrame):
+    carved = splits.calibration_split(deepsf)
+    original = deepsf.set_index("id")["split"]
+    for split in (*splits.TEST_SPLITS, "valid"):  # other splits untouched
+        assert (carved.loc[carved["split"] == split, "id"].map(original) == split).all()
+    held = carved[carved["split"].isin(splits.CALIBRATION_SPLITS)]
+    assert (held["id"].map(original) == "train").all() and len(held) > 1000
+    train = carved[carved["split"] == "train"]
+    fold_like = carved[carved["split"] == "calibration_fold"]
+    assert not set(fold_like["superfamily"]) & set(train["superfamily"])  # whole superfamilies out
+    assert set(fold_like["fold"]) <= set(train["fold"])
+    assert not set(carved.loc[carved["split"] == "calibration_superfamily", "family"]) & set(train["family"])
+    assert fold_like.groupby("superfamily").size().max() <= splits.CALIBRATION_SPLIT.max_unit_size
+    assert set(train["fold"]) == set(deepsf.loc[deepsf["split"] == "train", "fold"])  # every fold stays a class
+
+
+def test_fit_calibration_sees_held_out_rows_only(deepsf: pd.DataFrame, tmp_path: Path, monkeypatch):
+    """The proxy trains without test or held-out rows, and the map is fitted on held-out rows only."""
+    table = deepsf[deepsf["fold"].isin(deepsf.loc[deepsf["split"] == "train", "fold"].value_counts().index[:40])]
+    table = table.reset_index(drop=True)
+    classes = sorted(table.loc[table["split"] == "train", "fold"].unique())
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text(json.dumps({"classes": classes}))
+    (model_dir / "homology_train.tsv").write_text("id\n")
+    (model_dir / "homology.json").write_text(json.dumps({
+        "min_score": 6.0, "rank_probability": [], "valid_proteins": 1, "valid_above_threshold": 0,
+        "valid_top1_model": 0.0, "valid_top1_hybrid": 0.0}))
+    seen: dict = {}
+
+    def fake_train(store_path, proxy_table, run_dir, members, fold_names=None):
+        seen["proxy_train"] = set(proxy_table.loc[proxy_table["split"].isin(["train", "valid"]), "id"])
+        return Path(run_dir)
+
+    def fake_scores(model, store_path, scored_table, wanted):
+        seen["scored"] = set(scored_table.loc[scored_table["split"].isin(wanted), "id"])
+        rng = np.random.default_rng(0)
+        probs = {s: rng.dirichlet(np.ones(len(classes)), (scored_table["split"] == s).sum()) for s in wanted}
+        targets = {s: evaluation.encode_labels(scored_table.loc[scored_table["split"] == s, "fold"], classes) for s in wanted}
+        return {"classes": classes}, probs, targets
+
+    monkeypatch.setattr(training, "train_ensemble", fake_train)
+    monkeypatch.setattr(evaluation, "model_scores", fake_scores)
+    carved = splits.calibration_split(table)
+    alignment = {s: np.zeros(((carved["split"] == s).sum(), len(classes))) for s in splits.CALIBRATION_SPLITS}
+    fitted = calibration.fit_calibration(model_dir, "unused.h5", table, {}, alignment, progress=False)
+    tests = set(table.loc[table["split"].str.startswith("test"), "id"])
+    held = set(carved.loc[carved["split"].isin(splits.CALIBRATION_SPLITS), "id"])
+    assert held and seen["scored"] == held
+    assert not seen["proxy_train"] & (tests | held)
+    assert held <= set(table.loc[table["split"] == "train", "id"])
+    assert fitted.fitted_on["proteins"] == len(held)
+    assert calibration.load_calibration(model_dir) == fitted
+
+
+def test_fit_calibration_needs_homology(trained: Path, small_run):
+    _, store_path, table = small_run
+    with pytest.raises(CoevofoldError, match="fit_homology"):
+        calibration.fit_calibration(trained, store_path, table, {}, progress=False)
+
+
+def test_evaluate_calibration_writes_diagram(prepared: Path, small_run, tmp_path: Path):
+    _, store_path, table = small_run
+    folder = shutil.copytree(prepared, tmp_path / "evaluated")
+    result = evaluation.evaluate_calibration(folder, store_path, table)
+    assert result["system"] is False and "after" not in result
+    pooled = result["before"]["pooled"]
+    assert pooled["proteins"] == (table["split"] == "test_family").sum() and 0 <= pooled["ece"] <= 1
+    assert (folder / evaluation.RELIABILITY_PNG).stat().st_size > 1000
+    assert json.loads((folder / "results.json").read_text())["calibration"]["before"]["pooled"] == pooled
+    assert "ECE before" in evaluation.calibration_markdown(result)

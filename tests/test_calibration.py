@@ -54,7 +54,16 @@ def _fitted(seed: int = 0) -> tuple[Calibration, np.ndarray, np.ndarray, np.ndar
     scores = rng.uniform(0, 4, stated.shape)
     strong = rng.random(len(targets)) < 0.25
     scores[strong, targets[strong]] = rng.uniform(6, 30, strong.sum())
-    return calibration.fit(stated, scores, targets, min_score=6.0), stated, scores, targets
+    levels = np.full(len(targets), "calibration_fold")
+    return calibration.fit(stated, scores, targets, levels, min_score=6.0), stated, scores, targets
+
+
+def test_top1_temperature_matches_confidence_to_accuracy():
+    stated, targets, _ = _synthetic()
+    temperature = calibration.top1_temperature(stated, targets)
+    matched = calibration.tempered(stated, temperature)
+    assert matched.max(1).mean() == pytest.approx((stated.argmax(1) == targets).mean(), abs=1e-6)
+    assert temperature > 1  # the synthetic model is over-confident
 
 
 def test_top_k_sums_to_at_most_one_and_keeps_ranking():
@@ -145,7 +154,7 @@ def test_fit_calibration_sees_held_out_rows_only(deepsf: pd.DataFrame, tmp_path:
         return Path(run_dir)
 
     def fake_scores(model, store_path, scored_table, wanted):
-        seen["scored"] = set(scored_table.loc[scored_table["split"].isin(wanted), "id"])
+        seen.setdefault("scored", {})[Path(model).name] = set(scored_table.loc[scored_table["split"].isin(wanted), "id"])
         rng = np.random.default_rng(0)
         probs = {s: rng.dirichlet(np.ones(len(classes)), (scored_table["split"] == s).sum()) for s in wanted}
         targets = {s: evaluation.encode_labels(scored_table.loc[scored_table["split"] == s, "fold"], classes) for s in wanted}
@@ -158,7 +167,8 @@ def test_fit_calibration_sees_held_out_rows_only(deepsf: pd.DataFrame, tmp_path:
     fitted = calibration.fit_calibration(model_dir, "unused.h5", table, {}, alignment, progress=False)
     tests = set(table.loc[table["split"].str.startswith("test"), "id"])
     held = set(carved.loc[carved["split"].isin(splits.CALIBRATION_SPLITS), "id"])
-    assert held and seen["scored"] == held
+    valid = set(table.loc[table["split"] == "valid", "id"])
+    assert held and seen["scored"] == {calibration.PROXY_DIR: held | valid, "model": valid}
     assert not seen["proxy_train"] & (tests | held)
     assert held <= set(table.loc[table["split"] == "train", "id"])
     assert fitted.fitted_on["proteins"] == len(held)

@@ -167,7 +167,8 @@ def _show_examples(model_dir: Path, n: int = 8) -> None:
     names = json.loads((model_dir / training.MODEL_META).read_text()).get("fold_names", {})
     per_split = max(1, n // len(TEST_SPLITS))
     sample = predictions.groupby("split", sort=False).sample(per_split, random_state=0, replace=False)
-    print("example predictions (test proteins never seen in training):")
+    print("example predictions of the model alone, raw probability (test proteins never seen in training; "
+          "coevofold predict adds homology transfer, calibration and a confidence band):")
     for row in sample.itertuples(index=False):
         mark = "correct" if row.correct else f"true fold {row.fold}"
         print(f"  {row.id:9s} {row.split:17s} -> {row.predicted:7s} p={row.probability:.2f} "

@@ -160,7 +160,7 @@ def test_calibration_section_when_evaluated(run):
     levels = {"test_fold": rng.random(50)}
     right = {"test_fold": rng.random(50) < 0.5}
     result = {"system": True, "before": evaluation.calibration_levels(levels, right),
-              "after": evaluation.calibration_levels({"test_fold": levels["test_fold"] / 2}, right)}
+              "after": evaluation.calibration_levels({"test_fold": levels["test_fold"] / 2}, right, bands=True)}
     stored = json.loads((run_dir / "results.json").read_text())
     evaluation.write_results_json({**stored, "calibration": result}, run_dir / "results.json")
     index = report.write_report(run_dir)

@@ -325,7 +325,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     _add_split_options(p)
 
     p = _add(sub, "evaluate", cmd_evaluate,
-             "Score a trained model on the test levels: top-1/top-5/macro accuracy with bootstrap 95 %% intervals, "
+             "Score a trained model on the test levels: top-1/top-5/macro accuracy with bootstrap 95 % intervals, "
              "and how well its stated top-1 probability matches how often it is right (expected calibration error "
              "over 10 bins per level and pooled, before and after the folder's calibration; reliability.png). "
              "With homology files in MODEL_DIR the calibration is measured on the system predict runs "
@@ -336,6 +336,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     p.add_argument("--no-homology", action="store_true",
                    help="measure calibration on the model alone even when MODEL_DIR has homology files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (the test proteins' alignment search)")
     _add_split_options(p)
 
     p = _add(sub, "quickstart", cmd_quickstart,
@@ -384,12 +385,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _register_predict(sub: argparse._SubParsersAction) -> None:
     p = _add(sub, "predict", cmd_predict,
              "Predict the top-k SCOP folds of every sequence in a FASTA file, with their evidence.\n\n"
-             "TSV columns: id rank fold probability name source hit identity evalue hit_superfamily hit_family "
-             "(one row per sequence and rank). Homology first: where the best Smith-Waterman hit among the "
-             "model's training domains passes the E-value threshold chosen on the validation split, the "
-             "alignment's folds are reported (source=alignment; probability = how often that rank was right on "
-             "validation proteins above the threshold), elsewhere the model's (source=model). Without "
-             "--checkpoint the default model made by 'coevofold quickstart' is used.")
+             "TSV columns: id rank fold probability confidence name source hit identity evalue hit_superfamily "
+             "hit_family (one row per sequence and rank). Homology first: where the best Smith-Waterman hit among "
+             "the model's training domains passes the E-value threshold chosen on the validation split, the "
+             "alignment's folds are reported (source=alignment), elsewhere the model's (source=model). "
+             "probability: calibrated (coevofold.calibration, fitted on training superfamilies, families and "
+             "members held out from a proxy of the model) so that it reads as how often such an answer is right; "
+             "per sequence the probabilities sum to at most 1. confidence: the band of the calibrated probability, "
+             "high (>= 0.9), medium (>= 0.5) or low. Measured precision of the top-1 answer per band on proteins "
+             "never seen in training (python benchmarks/calibration.py): fold-like held-out proteins (superfamily "
+             "unseen; maps cross-fitted) high 0.94, medium 0.67, low 0.17; DeepSF test, fold level high 0.89, "
+             "medium 0.43, low 0.14; superfamily level 0.96 / 0.68 / 0.18; family level 1.00 / 0.93 / 0.32. "
+             "A model folder without calibration.json reports the raw model probability (alignment rows: the "
+             "validation hit rate of the rank) and no confidence. Without --checkpoint the default model made by "
+             "'coevofold quickstart' is used.")
     p.add_argument("fasta", metavar="FASTA", help="protein FASTA (headers need only an id)")
     p.add_argument("--checkpoint", default=None,
                    help="trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')")

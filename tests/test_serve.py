@@ -19,7 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import numpy as np
+
 from coevofold import cli, prediction
+from coevofold.calibration import ALIGNMENT_FEATURES, MODEL_FEATURES, MODEL_ONLY_FEATURES, Calibration, LogisticMap
 from coevofold.serve import ServeConfig, Service, create_app
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve_screenshot.png"
@@ -27,8 +30,22 @@ CONFIG = ServeConfig(max_sequences=4, max_residues=400, max_bytes=20_000)
 
 
 @pytest.fixture(scope="module")
-def service(prepared: Path, plm) -> Service:
-    return Service(prediction.load_predictor(prepared, plm, n_jobs=1), CONFIG)
+def calibrated(prepared: Path, tmp_path_factory) -> Path:
+    """The small model folder with a calibration: model answers 0.6 (medium), alignment ones 0.95 (high)."""
+    folder = shutil.copytree(prepared, tmp_path_factory.mktemp("serve") / "model")
+
+    def constant(names: list[str], p: float) -> LogisticMap:
+        return LogisticMap(names, [0.0] * len(names), float(np.log(p / (1 - p))))
+
+    Calibration(1.0, json.loads((folder / "homology.json").read_text())["min_score"],
+                constant(MODEL_FEATURES, 0.6), constant(MODEL_ONLY_FEATURES, 0.6),
+                constant(ALIGNMENT_FEATURES, 0.95), []).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def service(calibrated: Path, plm) -> Service:
+    return Service(prediction.load_predictor(calibrated, plm, n_jobs=1), CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +66,23 @@ def _fasta(rows: pd.DataFrame) -> str:
     return "".join(f">{r.id}\n{r.sequence}\n" for r in rows.itertuples())
 
 
-def test_api_returns_what_predict_writes(client, domains: pd.DataFrame, prepared: Path, plm, tmp_path: Path):
+def test_api_returns_what_predict_writes(client, domains: pd.DataFrame, calibrated: Path, plm, tmp_path: Path):
     response = client.post("/api/predict", json={"fasta": _fasta(domains), "top_k": 2})
     assert response.status_code == 200
-    frame = prediction.predict(domains[["id", "sequence"]], prepared, top_k=2, model=plm, progress=False)
+    frame = prediction.predict(domains[["id", "sequence"]], calibrated, top_k=2, model=plm, progress=False)
     prediction.write_predictions(frame, tmp_path / "predict.json", "json")
     assert response.json() == json.loads((tmp_path / "predict.json").read_text())
     assert {r["source"] for r in response.json()} <= {"alignment", "model"}
+    assert {r["confidence"] for r in response.json() if r["rank"] == 1} <= {"high", "medium"}
 
 
-def test_api_refusals(client, domains: pd.DataFrame, prepared: Path, write_fasta, capsys, monkeypatch):
+def test_api_refusals(client, domains: pd.DataFrame, calibrated: Path, write_fasta, capsys, monkeypatch):
     bad = ">ok\nMKVLA\n>bad\nMKV*LA\n"
     response = client.post("/api/predict", json={"fasta": bad})
     assert response.status_code == 400
     # the line the command line prints for a file of the same name
     monkeypatch.chdir(write_fasta(bad, name="pasted FASTA").parent)
-    assert cli.main(["predict", "pasted FASTA", "--checkpoint", str(prepared)]) == 1
+    assert cli.main(["predict", "pasted FASTA", "--checkpoint", str(calibrated)]) == 1
     assert capsys.readouterr().err.strip() == f"coevofold: error: {response.json()['error']}"
 
     many = _fasta(pd.concat([domains.assign(id=domains["id"] + f"_{i}") for i in range(2)]))
@@ -168,6 +186,7 @@ def test_browser_paste_submit_see_results_and_errors(server: str, browser, domai
     rows = cards[1].find_elements(By.CSS_SELECTOR, "table.folds tr")
     assert len(rows) == 1 + 3  # header + top-3
     assert "alignment" in rows[1].text and train["id"].iat[0] in rows[1].text
+    assert "confidence" in rows[0].text and "high" in rows[1].text  # the calibrated band, shown
     assert "homology transfer" in cards[1].find_element(By.CSS_SELECTOR, ".evidence").text
     images = browser.find_elements(By.CSS_SELECTOR, "img.contact-map")
     assert len(images) == 2

@@ -288,7 +288,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(evaluation.results_markdown({meta["model"]["name"]: results}))
     alignment = None
     if homology.has_homology(args.model_dir) and not args.no_homology:
-        alignment = benchmark.cached_alignment(Path(args.store).stem, table, not args.quiet, TEST_SPLITS)
+        alignment = benchmark.cached_alignment(Path(args.source).stem, table, not args.quiet, TEST_SPLITS)
     print(evaluation.calibration_markdown(evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment)))
     print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv, {evaluation.RELIABILITY_PNG}")
     return 0

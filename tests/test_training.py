@@ -187,16 +187,26 @@ def test_fit_ensemble_weights_hand_computed():
     assert training.fit_ensemble_weights([a, b], targets).tolist() == pytest.approx([0.2, 0.8])
 
 
+def test_seed_groups_share_one_weight_per_recipe():
+    members = training.default_members(progress=False)
+    groups = training.seed_groups({**members, "mlp_seed3": dataclasses.replace(members["mlp_seed3"], progress=True)})
+    assert groups == [["probe"], ["mlp", *(f"mlp_seed{s}" for s in range(1, 8))], ["attention", "attention_seed1", "attention_seed2"]]
+    wider = {**members, "mlp_seed1": dataclasses.replace(members["mlp_seed1"], lr=3e-3)}
+    assert ["mlp_seed1"] in training.seed_groups(wider)  # another recipe, not another seed
+
+
 def test_ensemble_trains_members_mixes_on_valid_and_reloads(tiny, tmp_path):
     store, table = tiny
+    mlp = training.TrainConfig(model=models.ModelConfig(name="layers", levels=("fold", "superfamily")),
+                               max_epochs=1, progress=False)
     members = {"probe": training.TrainConfig(model=models.ModelConfig(name="probe"), solver="lbfgs", progress=False),
-               "mlp": training.TrainConfig(model=models.ModelConfig(name="layers", levels=("fold", "superfamily")),
-                                           max_epochs=1, progress=False)}
+               "mlp": mlp, "mlp_seed1": dataclasses.replace(mlp, seed=1)}
     out = training.train_ensemble(store, table, tmp_path / "e", members)
     ensemble, meta = training.load_model(out)
     assert isinstance(ensemble, models.Ensemble) and meta["model"]["name"] == "ensemble"
     weights = meta["ensemble"]["weights"]
-    assert set(weights) == {"probe", "mlp"} and sum(weights.values()) == pytest.approx(1.0)
+    assert set(weights) == set(members) and sum(weights.values()) == pytest.approx(1.0)
+    assert weights["mlp"] == weights["mlp_seed1"]  # seeds share their recipe's weight
     valid = training.load_split(store, table[table["split"] == "valid"], meta["classes"])
     parts = {name: training.predict_proba(training.load_model(out / "members" / name)[0], valid) for name in members}
     expected = sum(weights[name] * parts[name] for name in members)

@@ -14,7 +14,7 @@ How the map is fitted (:func:`fit_calibration`), and why:
   the proxy's answers is applied to the model trained on everything: one extra training, where
   cross-fitting would need one per fold of the data.
 * Proxy and final model differ in sharpness (on ``valid``, which neither trained on, the final
-  model states 0.46 on average at 40.9 % top-1, the proxy 0.42 at 39.9 %), so each model's
+  model states 0.44 on average at 42.0 % top-1, the proxy 0.39 at 41.0 %), so each model's
   probabilities are first put on one scale: a temperature per model that makes its mean top-1
   probability on ``valid`` equal its top-1 accuracy there (:func:`top1_temperature`).
 * Model-sourced answers: logistic regression of "top-1 is right" on the log top-1 probability,
@@ -22,7 +22,7 @@ How the map is fitted (:func:`fit_calibration`), and why:
   alignment score of the top-1 fold's best member (nearest-neighbour similarity), fitted on the
   fold-like held-out rows only. A query with no significant hit is best read as a remote one,
   and maps do not carry to harder levels: fitted on the superfamily- and family-like rows, the
-  map states 0.42 on the fold-like rows, which are right 33 % of the time. Without a homology
+  map states 0.43 on the fold-like rows, which are right 35 % of the time. Without a homology
   search (``--no-homology``) a second map uses the two probability features alone.
 * Alignment-sourced answers (homology transfer): logistic regression on the best hit's score
   (-log10 E), its margin over the next fold's best hit and the model's probability for the

@@ -226,15 +226,3 @@ def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
     other = {**members, "mlp": dataclasses.replace(members["mlp"], seed=1)}
     assert not training.trained_as(folder, other, {"grid": 32})
 
-
-def test_contrastive_loss_hand_computed():
-    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    folds = torch.tensor([0, 0, 1])
-    # anchors 0 and 1 each have one positive (the other): -log(e^1 / (e^1 + e^0)); protein 2 has none
-    expected = np.log(1 + np.e) - 1
-    assert training.contrastive_loss(z, folds, None, 1.0).item() == pytest.approx(expected, rel=1e-6)
-    # the same superfamily is not a positive: no anchors left, loss 0 (and still differentiable)
-    same = training.contrastive_loss(z.requires_grad_(), folds, torch.tensor([5, 5, 6]), 1.0)
-    assert same.item() == 0.0
-    same.backward()
-    assert training.contrastive_loss(z, folds, torch.tensor([5, 7, 6]), 1.0).item() == pytest.approx(expected, rel=1e-6)

@@ -60,11 +60,6 @@ class TrainConfig:
     smoothing_target: str = "uniform"
     #: weight of each auxiliary level's loss (superfamily, family) relative to the fold's.
     level_weight: float = 1.0
-    #: weight of a supervised contrastive loss (Khosla et al. 2020) on the trunk's representation,
-    #: positives = other proteins of the same fold from another superfamily in the batch: it pulls
-    #: a fold's superfamilies together, which is what the fold level tests. 0 turns it off.
-    contrastive_weight: float = 0.0
-    contrastive_temperature: float = 0.1
     #: "adamw": mini-batch training with early stopping (every model); "lbfgs": linear models
     #: only, scikit-learn's LogisticRegression fitted to convergence (L2, inverse strength ``C``)
     #: and copied into the model. On DeepSF the converged probe generalizes to unseen
@@ -105,28 +100,6 @@ def smoothing_matrix(classes: list[str], epsilon: float, target: str) -> torch.T
     return (1 - epsilon) * torch.eye(n) + epsilon * spread
 
 
-def contrastive_loss(hidden: torch.Tensor, folds: torch.Tensor, superfamilies: torch.Tensor | None,
-                     temperature: float) -> torch.Tensor:
-    """Supervised contrastive loss: for each protein with a positive in the batch, the mean over its
-    positives of -log softmax over all other proteins of the cosine similarity / ``temperature``.
-
-    Positives share the fold and, where ``superfamilies`` is given, not the superfamily (-1: unknown,
-    treated as different). Proteins without a positive do not count; a batch with none gives 0.
-    """
-    z = torch.nn.functional.normalize(hidden, dim=1)
-    logits = z @ z.T / temperature
-    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    positive = (folds[:, None] == folds[None, :]) & ~self_mask
-    if superfamilies is not None:
-        positive &= (superfamilies[:, None] != superfamilies[None, :]) | (superfamilies[:, None] < 0)
-    log_prob = logits.masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
-    anchors = positive.any(dim=1)
-    if not anchors.any():
-        return hidden.sum() * 0.0
-    per_anchor = -(log_prob.masked_fill(~positive, 0.0).sum(dim=1)[anchors] / positive[anchors].sum(dim=1))
-    return per_anchor.mean()
-
-
 # --------------------------------------------------------------------------------- lightning
 
 
@@ -151,12 +124,8 @@ def _lightning_module():
 
         def training_step(self, batch: tuple[Batch, torch.Tensor, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
             inputs, labels, level_labels = batch
-            hidden = self.classifier.represent(inputs)
-            logits = {level: head(hidden) for level, head in self.classifier.heads.items()}
+            logits = self.classifier.forward_levels(inputs)
             loss = torch.nn.functional.cross_entropy(logits["fold"], self.soft_targets[labels], weight=self.class_weight)
-            if self.config.contrastive_weight > 0:
-                loss = loss + self.config.contrastive_weight * contrastive_loss(
-                    hidden, labels, level_labels.get("superfamily"), self.config.contrastive_temperature)
             for level, target in level_labels.items():
                 loss = loss + self.config.level_weight * torch.nn.functional.cross_entropy(
                     logits[level], target, label_smoothing=self.config.label_smoothing, ignore_index=-1)

@@ -225,4 +225,3 @@ def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
     assert not training.trained_as(folder, members, {"grid": 16})
     other = {**members, "mlp": dataclasses.replace(members["mlp"], seed=1)}
     assert not training.trained_as(folder, other, {"grid": 32})
-

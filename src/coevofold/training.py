@@ -310,8 +310,8 @@ def default_members(progress: bool = True) -> dict[str, TrainConfig]:
     differ by up to 3 points on held-out fold-like proteins, and averaging eight of them (three
     of the attention MLP) lifted a proxy of the model from 34.1 to 35.8 % on the fold-like
     proteins held out of training (:func:`coevofold.splits.calibration_split`) and from 39.9
-    to 41.0 % on ``valid``. Offered as another member, the co-evolution maps CNN got weight 0
-    on ``valid``.
+    to 41.0 % on ``valid``. Offered as a sixth member of the previous five-member default, the
+    co-evolution maps CNN got weight 0 on ``valid``.
     """
     hierarchy = ("fold", "superfamily", "family")
     mlp = TrainConfig(model=ModelConfig(name="layers", levels=hierarchy), class_weight_power=0.0, progress=progress)

@@ -209,7 +209,8 @@ class Calibration:
             top1 = self.model(model_features(probs, scores))
             if from_alignment.any():
                 top1[from_alignment] = self.alignment(alignment_features(probs[from_alignment], scores[from_alignment]))
-        share = np.take_along_axis(probs, order, axis=1)[:, 1:] / np.clip(1.0 - probs[np.arange(len(probs)), order[:, 0], None], _EPS, None)
+        left = np.clip(1.0 - probs[np.arange(len(probs)), order[:, 0], None], _EPS, None)  # mass beside top-1
+        share = np.take_along_axis(probs, order, axis=1)[:, 1:] / left
         if from_alignment.any():
             rank_share = np.zeros(k - 1)
             stored = self.alignment_rank_share[: k - 1]
@@ -223,6 +224,7 @@ class Calibration:
 
 
 def has_calibration(model_dir: str | os.PathLike) -> bool:
+    """Whether :func:`fit_calibration` has calibrated this model folder."""
     return (Path(model_dir) / CALIBRATION_FILE).is_file()
 
 
@@ -237,13 +239,12 @@ def load_calibration(model_dir: str | os.PathLike) -> Calibration:
         raise CoevofoldError(f"{path}: unreadable calibration ({exc!r}); re-run fit_calibration") from None
 
 
-
 def stated(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None, rank_probability: list[float],
            calibration: Calibration | None, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the system states for each query: (order [N,k], probability [N,k], from_alignment [N]).
 
-    With a ``calibration``, its :meth:`Calibration.top_k`; without one (a folder calibrated
-    before this existed, or a user's own model), the model's probabilities and, for alignment
+    With a ``calibration``, its :meth:`Calibration.top_k`; without one (a folder made before
+    calibration existed, or a user's own uncalibrated model), the model's probabilities and, for alignment
     rows (``scores`` at or above ``min_score``), the stored validation hit rate of each rank.
     """
     from coevofold.baselines import homology_first

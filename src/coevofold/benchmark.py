@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from coevofold import data, evaluation, features, pretrained, splits, store, training
-from coevofold.checkpoint import PREDICTIONS, RESULTS_JSON, RESULTS_MD
+from coevofold.checkpoint import RESULTS_JSON, RESULTS_MD
 from coevofold.files import write_text
 from coevofold.prediction import default_model_dir
 from coevofold.models import MODELS, ModelConfig
@@ -155,24 +155,33 @@ def quickstart(progress: bool = True) -> dict:
     }))
     calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment)
     print(evaluation.calibration_markdown(calibrated))
-    _show_examples(model_dir)
+    _show_examples(model_dir, store_path, table, alignment)
     print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")
     return system
 
 
-def _show_examples(model_dir: Path, n: int = 8) -> None:
-    """A few test-set predictions, as a biologist would read them."""
-    predictions = pd.read_csv(model_dir / PREDICTIONS, sep="\t")
-    names = json.loads((model_dir / training.MODEL_META).read_text()).get("fold_names", {})
-    per_split = max(1, n // len(TEST_SPLITS))
-    sample = predictions.groupby("split", sort=False).sample(per_split, random_state=0, replace=False)
-    print("example predictions of the model alone, raw probability (test proteins never seen in training; "
-          "coevofold predict adds homology transfer, calibration and a confidence band):")
-    for row in sample.itertuples(index=False):
-        mark = "correct" if row.correct else f"true fold {row.fold}"
-        print(f"  {row.id:9s} {row.split:17s} -> {row.predicted:7s} p={row.probability:.2f} "
-              f"({names.get(row.predicted, '')}) [{mark}]")
+def _show_examples(model_dir: Path, store_path: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
+                   per_level: int = 2) -> None:
+    """A few test-set answers as ``predict`` states them (homology first, calibrated, with a band)."""
+    from coevofold import calibration, homology
+
+    meta, probs, _ = evaluation.model_scores(model_dir, store_path, table, TEST_SPLITS)
+    settings = homology.read_settings(model_dir)
+    fitted = calibration.load_calibration(model_dir) if calibration.has_calibration(model_dir) else None
+    classes, names = np.asarray(meta["classes"]), meta.get("fold_names", {})
+    rng = np.random.default_rng(0)
+    print("example answers as coevofold predict states them (test proteins never seen in training):")
+    for level in TEST_SPLITS:
+        rows = table[table["split"] == level]
+        order, probability, from_alignment = calibration.stated(
+            probs[level], alignment[level], settings.min_score, settings.rank_probability, fitted, 1)
+        for i in sorted(rng.choice(len(rows), min(per_level, len(rows)), replace=False)):
+            fold, true = classes[order[i, 0]], rows["fold"].iat[i]
+            band = calibration.band_of(probability[i, :1])[0] if fitted is not None else ""
+            mark = "correct" if fold == true else f"true fold {true}"
+            print(f"  {rows['id'].iat[i]:9s} {level:17s} -> {fold:7s} p={probability[i, 0]:.2f} {band:6s} "
+                  f"{'alignment' if from_alignment[i] else 'model':9s} ({names.get(fold, '')}) [{mark}]")
 
 
 # ------------------------------------------------------------------------------ full benchmark

@@ -144,8 +144,9 @@ def quickstart(progress: bool = True) -> dict:
               "and members (coevofold.calibration)")
         held_out = cached_alignment("deepsf", splits.calibration_split(table), progress, splits.CALIBRATION_SPLITS)
         calibration.fit_calibration(model_dir, store_path, table, members, held_out, progress)
-    default = evaluation.evaluate_model(model_dir, store_path, table)
-    threshold, system = homology_first_results(model_dir, store_path, table, alignment)
+    scored = evaluation.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
+    default = evaluation.evaluate_model(model_dir, store_path, table, scored=scored)
+    threshold, system = homology_first_results(model_dir, store_path, table, alignment, scored)
     probe = evaluation.evaluate_model(model_dir / training.ENSEMBLE_MEMBERS / "probe", store_path, table)
     print()
     print(evaluation.results_markdown({
@@ -153,20 +154,20 @@ def quickstart(progress: bool = True) -> dict:
         f"coevofold default model alone (ensemble: {', '.join(members)})": default,
         "all-layer linear probe alone (baseline; the ensemble's member)": probe,
     }))
-    calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment)
+    calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, scored)
     print(evaluation.calibration_markdown(calibrated))
-    _show_examples(model_dir, store_path, table, alignment)
+    _show_examples(model_dir, table, alignment, scored)
     print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")
     return system
 
 
-def _show_examples(model_dir: Path, store_path: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
-                   per_level: int = 2) -> None:
+def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
+                   scored: evaluation.Scored, per_level: int = 2) -> None:
     """A few test-set answers as ``predict`` states them (homology first, calibrated, with a band)."""
     from coevofold import calibration, homology
 
-    meta, probs, _ = evaluation.model_scores(model_dir, store_path, table, TEST_SPLITS)
+    meta, probs, _ = scored
     settings = homology.read_settings(model_dir)
     fitted = calibration.load_calibration(model_dir) if calibration.has_calibration(model_dir) else None
     classes, names = np.asarray(meta["classes"]), meta.get("fold_names", {})
@@ -219,15 +220,17 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     return out, scores
 
 
-def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame,
-                           alignment: dict[str, np.ndarray]) -> tuple[float, dict]:
+def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
+                           scored: evaluation.Scored | None = None) -> tuple[float, dict]:
     """A trained model behind homology transfer, with the E-value threshold chosen on valid."""
     from coevofold import baselines
 
-    meta, probs, targets = evaluation.model_scores(run_dir, store_path, table, ("valid", *TEST_SPLITS))
-    threshold = baselines.choose_min_score(probs.pop("valid"), alignment["valid"], targets.pop("valid"))
-    combined = {s: baselines.homology_first(probs[s], alignment[s], threshold) for s in probs}
-    return threshold, evaluation.evaluate_levels(combined, targets, ks=evaluation.topk_for(len(meta["classes"])))
+    meta, probs, targets = evaluation.scores_for(run_dir, store_path, table, ("valid", *TEST_SPLITS), scored)
+    threshold = baselines.choose_min_score(probs["valid"], alignment["valid"], targets["valid"])
+    levels = [s for s in TEST_SPLITS if s in probs]
+    combined = {s: baselines.homology_first(probs[s], alignment[s], threshold) for s in levels}
+    return threshold, evaluation.evaluate_levels(combined, {s: targets[s] for s in levels},
+                                                 ks=evaluation.topk_for(len(meta["classes"])))
 
 
 def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark", models: tuple[str, ...] = tuple(MODELS),

@@ -195,17 +195,12 @@ class Calibration:
 
         ``probs`` are the model's, ``scores`` the alignment class scores or None (model only).
         """
-        from coevofold.baselines import homology_first
-
         probs = tempered(np.asarray(probs, dtype=np.float64), self.temperature)  # float64: shares sum to <= 1
-        k = min(k, probs.shape[1])
+        order, from_alignment = ranking(probs, scores, self.min_score, k)
+        k = order.shape[1]
         if scores is None:
-            from_alignment = np.zeros(len(probs), dtype=bool)
-            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
             top1 = self.model_only(model_features(probs, None))
         else:
-            from_alignment = scores.max(axis=1) >= self.min_score
-            order = np.argsort(-homology_first(probs, scores, self.min_score), axis=1, kind="stable")[:, :k]
             top1 = self.model(model_features(probs, scores))
             if from_alignment.any():
                 top1[from_alignment] = self.alignment(alignment_features(probs[from_alignment], scores[from_alignment]))
@@ -239,6 +234,19 @@ def load_calibration(model_dir: str | os.PathLike) -> Calibration:
         raise CoevofoldError(f"{path}: unreadable calibration ({exc!r}); re-run fit_calibration") from None
 
 
+def ranking(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None,
+            k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The system's top-``k`` classes per query and which queries the alignment ranks: homology
+    transfer (:func:`coevofold.baselines.homology_first`) where ``scores`` pass ``min_score``, the
+    model's order elsewhere and everywhere when ``scores`` is None."""
+    from coevofold.baselines import homology_first
+
+    if scores is None:
+        return np.argsort(-probs, axis=1, kind="stable")[:, :k], np.zeros(len(probs), dtype=bool)
+    order = np.argsort(-homology_first(probs, scores, min_score), axis=1, kind="stable")[:, :k]
+    return order, scores.max(axis=1) >= min_score
+
+
 def stated(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None, rank_probability: list[float],
            calibration: Calibration | None, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the system states for each query: (order [N,k], probability [N,k], from_alignment [N]).
@@ -247,20 +255,16 @@ def stated(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None
     calibration existed, or a user's own uncalibrated model), the model's probabilities and, for alignment
     rows (``scores`` at or above ``min_score``), the stored validation hit rate of each rank.
     """
-    from coevofold.baselines import homology_first
-
     if calibration is not None:
         return calibration.top_k(probs, scores, k)
-    k = min(k, probs.shape[1])
-    searched = scores is not None and min_score is not None
-    ranking = homology_first(probs, scores, min_score) if searched else probs
-    order = np.argsort(-ranking, axis=1, kind="stable")[:, :k]
+    order, from_alignment = ranking(probs, scores if min_score is not None else None, min_score, k)
+    k = order.shape[1]
     probability = np.take_along_axis(probs, order, axis=1).astype(float)
-    from_alignment = scores.max(axis=1) >= min_score if searched else np.zeros(len(probs), dtype=bool)
     rates = np.full(k, np.nan)
     rates[: len(rank_probability[:k])] = rank_probability[:k]
     probability[from_alignment] = rates
     return order, probability, from_alignment
+
 
 #: Fewer held-out rows of a kind than this, or only right (or only wrong) ones: the map for that
 #: kind is the smoothed hit rate (a constant), not a regression.
@@ -294,6 +298,8 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
     are missing); ``min_score``: the homology threshold, and ``temperature`` the scale, of the
     model folder the calibration will serve.
     """
+    from coevofold.homology import rank_hit_rates
+
     probs, scores, targets, levels = np.asarray(probs), np.asarray(scores), np.asarray(targets), np.asarray(levels)
     from_alignment = scores.max(axis=1) >= min_score
 
@@ -304,16 +310,15 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
     model_right = probs.argmax(axis=1) == targets
     model, model_only = rows(MODEL_MAP_LEVELS, ~from_alignment), rows(MODEL_MAP_LEVELS, np.ones_like(from_alignment))
     aligned = rows(ALIGNMENT_MAP_LEVELS, from_alignment)
-    aligned_order = np.argsort(-scores[aligned], axis=1, kind="stable")[:, :20]
-    hits = (aligned_order == targets[aligned, None]).mean(axis=0) if aligned.any() else np.zeros(20)
+    hits = rank_hit_rates(scores[aligned], targets[aligned], min_score)  # [] without aligned rows
     return Calibration(
         temperature=float(temperature),
         min_score=float(min_score),
         model=_fit_map(model_features(probs[model], scores[model]), model_right[model], MODEL_FEATURES),
         model_only=_fit_map(model_features(probs[model_only], None), model_right[model_only], MODEL_ONLY_FEATURES),
         alignment=_fit_map(alignment_features(probs[aligned], scores[aligned]),
-                           aligned_order[:, 0] == targets[aligned], ALIGNMENT_FEATURES),
-        alignment_rank_share=(hits[1:] / max(1.0 - hits[0], _EPS)).tolist() if aligned.any() else [],
+                           scores[aligned].argmax(axis=1) == targets[aligned], ALIGNMENT_FEATURES),
+        alignment_rank_share=[rate / max(1.0 - hits[0], _EPS) for rate in hits[1:]],
         fitted_on={"proteins": int(len(targets)), "model_rows": int(model.sum()),
                    "alignment_rows": int(aligned.sum()), **(fitted_on or {})},
     )

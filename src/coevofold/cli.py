@@ -277,19 +277,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from coevofold import evaluation, training
-
-    from coevofold import benchmark, homology
+    from coevofold import benchmark, evaluation, homology
     from coevofold.splits import TEST_SPLITS
 
-    _, meta = training.load_model(args.model_dir)
     table = _load_split(args)
-    results = evaluation.evaluate_model(args.model_dir, args.store, table, n_boot=args.bootstrap)
+    scored = evaluation.model_scores(args.model_dir, args.store, table, TEST_SPLITS)  # once, for both below
+    meta = scored[0]
+    results = evaluation.evaluate_model(args.model_dir, args.store, table, n_boot=args.bootstrap, scored=scored)
     print(evaluation.results_markdown({meta["model"]["name"]: results}))
     alignment = None
     if homology.has_homology(args.model_dir) and not args.no_homology:
         alignment = benchmark.cached_alignment(Path(args.source).stem, table, not args.quiet, TEST_SPLITS)
-    print(evaluation.calibration_markdown(evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment)))
+    calibrated = evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment, scored)
+    print(evaluation.calibration_markdown(calibrated))
     print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv, {evaluation.RELIABILITY_PNG}")
     return 0
 

@@ -268,7 +268,22 @@ def model_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, ta
     return meta, probs, targets
 
 
-def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, table, n_boot: int = 1000) -> dict:
+#: What :func:`model_scores` returns: the model's description, probabilities and targets by split.
+Scored = tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
+def scores_for(model_dir: str | os.PathLike, store_path: str | os.PathLike, table, splits: Sequence[str],
+               scored: Scored | None = None) -> Scored:
+    """:func:`model_scores` on ``splits``, or those splits of ``scored``, a result of it the caller
+    already has (scoring an ensemble of twelve on the DeepSF test levels takes ~20 s on 2 cores)."""
+    if scored is None:
+        return model_scores(model_dir, store_path, table, splits)
+    meta, probs, targets = scored
+    return meta, {s: probs[s] for s in splits if s in probs}, {s: targets[s] for s in splits if s in targets}
+
+
+def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, table, n_boot: int = 1000,
+                   scored: Scored | None = None) -> dict:
     """Score a trained model on every test level of ``table``; write results and predictions.
 
     Writes ``results.json``, ``results.md`` and ``predictions.tsv`` (id, split, fold, predicted,
@@ -278,7 +293,7 @@ def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, 
 
     from coevofold.checkpoint import PREDICTIONS, RESULTS_JSON, RESULTS_MD
 
-    meta, probs, targets = model_scores(model_dir, store_path, table, TEST_SPLITS)
+    meta, probs, targets = scores_for(model_dir, store_path, table, TEST_SPLITS, scored)
     if not probs:
         raise CoevofoldError("no test proteins (splits test_fold / test_superfamily / test_family) to evaluate")
     classes = np.asarray(meta["classes"])
@@ -307,7 +322,7 @@ def calibration_levels(probability: Mapping[str, np.ndarray], correct: Mapping[s
                        bands: bool = False, n_boot: int = 200, seed: int = 0) -> dict[str, dict]:
     """Top-1 ECE (with a bootstrap 95 % interval), mean stated probability, accuracy and proteins per
     level and all levels pooled; with ``bands``, proteins and precision per confidence band."""
-    from coevofold.calibration import band_of, expected_calibration_error
+    from coevofold.calibration import BANDS, band_of, expected_calibration_error
 
     levels = {**{level: (probability[level], correct[level]) for level in probability},
               "pooled": (np.concatenate(list(probability.values())), np.concatenate(list(correct.values())))}
@@ -323,12 +338,13 @@ def calibration_levels(probability: Mapping[str, np.ndarray], correct: Mapping[s
             names = band_of(p)
             out[level]["bands"] = {name: {"proteins": int((names == name).sum()),
                                           "precision": float(c[names == name].mean()) if (names == name).any() else None}
-                                   for name in ("high", "medium", "low")}
+                                   for name, _ in BANDS}
     return out
 
 
 def evaluate_calibration(model_dir: str | os.PathLike, store_path: str | os.PathLike, table,
-                         alignment: Mapping[str, np.ndarray] | None = None) -> dict[str, dict]:
+                         alignment: Mapping[str, np.ndarray] | None = None,
+                         scored: Scored | None = None) -> dict[str, dict]:
     """How well the top-1 probability ``predict`` states matches how often it is right, per test level.
 
     ``alignment``: the test levels' alignment class scores against the model's training set;
@@ -336,12 +352,13 @@ def evaluate_calibration(model_dir: str | os.PathLike, store_path: str | os.Path
     first) as ``predict`` answers, else the model alone. ``before`` is the raw statement (model
     probability, validation hit rate on alignment rows), ``after`` the folder's calibration
     where it has one. Adds ``calibration`` to ``results.json`` and draws :data:`RELIABILITY_PNG`.
+    ``scored``: the model's :func:`model_scores` when the caller has them.
     """
     from coevofold import calibration, homology, plots
     from coevofold.checkpoint import RESULTS_JSON
 
     model_dir = Path(model_dir)
-    _, probs, targets = model_scores(model_dir, store_path, table, TEST_SPLITS)
+    _, probs, targets = scores_for(model_dir, store_path, table, TEST_SPLITS, scored)
     settings = homology.read_settings(model_dir) if alignment is not None and homology.has_homology(model_dir) else None
     fitted = calibration.load_calibration(model_dir) if calibration.has_calibration(model_dir) else None
     stated: dict[str, dict[str, np.ndarray]] = {"before": {}, "after": {}}
@@ -385,12 +402,15 @@ def calibration_markdown(result: Mapping[str, dict]) -> str:
     text = "\n".join(lines) + (f"\n\nTop-1 of the {what}; ECE over 10 equal-width bins with a bootstrap 95 % "
                                "interval; before = raw, after = calibrated.\n")
     if "after" in result:
-        bands = ["| Level | " + " | ".join(f"{b} (proteins, precision)" for b in ("high", "medium", "low")) + " |",
-                 "|---|---|---|---|"]
+        from coevofold.calibration import BANDS
+
+        bands = ["| Level | " + " | ".join(f"{name} (proteins, precision)" for name, _ in BANDS) + " |",
+                 "|---|" + "---|" * len(BANDS)]
         for level, m in result["after"].items():
             cells = [f"{v['proteins']}, {v['precision']:.3f}" if v["precision"] is not None else "0, –"
                      for v in m["bands"].values()]
             bands.append(f"| {LEVEL_NAMES.get(level, level)} | " + " | ".join(cells) + " |")
-        text += ("\n" + "\n".join(bands) + "\n\nConfidence bands of the calibrated top-1 probability: high >= 0.9, "
-                 "medium >= 0.5, low below; precision = fraction of the band's top-1 answers that are right.\n")
+        cuts = ", ".join(f"{name} >= {lowest:g}" for name, lowest in BANDS[:-1])
+        text += ("\n" + "\n".join(bands) + f"\n\nConfidence bands of the calibrated top-1 probability: {cuts}, "
+                 f"{BANDS[-1][0]} below; precision = fraction of the band's top-1 answers that are right.\n")
     return text

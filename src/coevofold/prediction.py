@@ -28,9 +28,10 @@ from coevofold.files import cache_dir, write_text
 
 #: Columns of :func:`predict`'s table and of both output formats, in order. ``probability`` is
 #: calibrated where the model folder has a calibration (:mod:`coevofold.calibration`) and
-#: ``confidence`` its band (high / medium / low; empty without a calibration); the rest is the evidence: ``source`` (alignment|model), the training domain
-#: that best supports the row's fold (``hit``, its ``identity`` and pairwise ``evalue``), and, where
-#: that hit itself passes the E-value threshold (a transfer), its superfamily and family.
+#: ``confidence`` its band (high / medium / low; empty without a calibration); the rest is the
+#: evidence: ``source`` (alignment|model), the training domain that best supports the row's fold
+#: (``hit``, its ``identity`` and pairwise ``evalue``), and, where that hit itself passes the
+#: E-value threshold (a transfer), its superfamily and family.
 PREDICTION_COLUMNS = ["id", "rank", "fold", "probability", "confidence", "name",
                       "source", "hit", "identity", "evalue", "hit_superfamily", "hit_family"]
 FORMATS = ("tsv", "json")

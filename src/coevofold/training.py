@@ -331,9 +331,13 @@ def seed_groups(members: dict[str, TrainConfig]) -> list[list[str]]:
     """
     groups: dict[str, list[str]] = {}
     for name, config in members.items():
-        key = json.dumps(asdict(replace(config, seed=0, progress=False, threads=None)), sort_keys=True)
-        groups.setdefault(key, []).append(name)
+        groups.setdefault(json.dumps(_recipe(asdict(replace(config, seed=0))), sort_keys=True), []).append(name)
     return list(groups.values())
+
+
+def _recipe(described: dict) -> dict:
+    """A member's configuration without what does not change the model (progress, threads)."""
+    return {k: v for k, v in described.items() if k not in ("progress", "threads")}
 
 
 def trained_as(folder: str | os.PathLike, members: dict[str, TrainConfig], settings: dict) -> bool:
@@ -345,13 +349,9 @@ def trained_as(folder: str | os.PathLike, members: dict[str, TrainConfig], setti
     if not path.is_file():
         return False
     meta = read_meta(path)
-
-    def recipe(described: dict) -> dict:
-        return {k: v for k, v in described.items() if k not in ("progress", "threads")}
-
     stored = meta.get("ensemble", {}).get("members", {})
     return meta.get("feature_settings") == settings and set(stored) == set(members) and all(
-        recipe(stored[name]) == recipe(json.loads(json.dumps(asdict(config)))) for name, config in members.items())
+        _recipe(stored[name]) == _recipe(json.loads(json.dumps(asdict(config)))) for name, config in members.items())
 
 
 def fit_ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 10) -> np.ndarray:

@@ -14,6 +14,8 @@ and family-like proteins (the data the choice was made on), then the final model
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from coevofold import calibration, data, evaluation, features, pretrained, splits, training
@@ -22,6 +24,7 @@ from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     model_dir = default_model_dir()
     table = data.load("deepsf")
     store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())

@@ -10,8 +10,10 @@ Prints, for the top-1 answer of the default system (homology transfer first, as 
 1. ECE (10 bins, bootstrap 95 % interval) per DeepSF test level and pooled for: the raw
    statement; temperature scaling alone (one temperature fitted by log-loss on every held-out
    row; alignment rows keep the validation hit rate); isotonic regression of the top-1
-   probability (scikit-learn, on the rows the default's model map uses); the default's logistic
+   probability (scikit-learn, on the rows the default's model map uses, weighted alike); the default's logistic
    maps fitted on every held-out row (no choice of level); the default calibration.
+   Every map weighs each held-out unit (superfamily, family, member) the same:
+   ``calibration.unit_weights``.
 2. Precision of the confidence bands on each test level, and on the fold-like held-out rows with
    the maps cross-fitted (5 folds grouped by superfamily: each row's map never saw its superfamily);
    then the logistic and isotonic maps compared on the held-out rows alone (how the map was chosen).
@@ -56,6 +58,7 @@ def main() -> None:
         "scores": np.concatenate([held_alignment[s] for s in CALIBRATION_SPLITS]),
         "targets": np.concatenate([proxy_targets[s] for s in CALIBRATION_SPLITS]),
         "levels": np.concatenate([np.full(len(proxy_targets[s]), s) for s in CALIBRATION_SPLITS]),
+        "weights": calibration.unit_weights(carved, CALIBRATION_SPLITS),
     }
     held_rows = carved[carved["split"].isin(CALIBRATION_SPLITS)]
     held["superfamily"] = np.concatenate([held_rows.loc[held_rows["split"] == s, "superfamily"].to_numpy()
@@ -72,9 +75,11 @@ def main() -> None:
     fold_like = held["levels"] == "calibration_fold"
     model_rows = fold_like & (held["scores"].max(1) < ms)
     isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
-        held["probs"][model_rows].max(1), held["probs"][model_rows].argmax(1) == held["targets"][model_rows])
+        held["probs"][model_rows].max(1), held["probs"][model_rows].argmax(1) == held["targets"][model_rows],
+        sample_weight=held["weights"][model_rows])
     pooled_maps = calibration.fit(held["probs"], held["scores"], held["targets"],
-                                  np.full(len(held["targets"]), "calibration_fold"), ms, default.temperature)
+                                  np.full(len(held["targets"]), "calibration_fold"), ms, default.temperature,
+                                  weights=held["weights"])
     methods = {}
     for level in TEST_SPLITS:
         order, before, from_alignment = stated(None, level)
@@ -104,12 +109,13 @@ def main() -> None:
     aligned_rows = held["scores"].max(1) >= ms
     for train_i, test_i in GroupKFold(n_splits=5).split(held["probs"], groups=held["superfamily"]):
         fitted = calibration.fit(held["probs"][train_i], held["scores"][train_i], held["targets"][train_i],
-                                 held["levels"][train_i], ms, 1.0)
+                                 held["levels"][train_i], ms, 1.0, weights=held["weights"][train_i])
         order, p, _ = fitted.top_k(held["probs"][test_i], held["scores"][test_i], 1)
         cross[test_i] = p[:, 0]
         rows_ = train_i[(held["levels"][train_i] == "calibration_fold") & ~aligned_rows[train_i]]
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(
-            held["probs"][rows_].max(1), held["probs"][rows_].argmax(1) == held["targets"][rows_])
+            held["probs"][rows_].max(1), held["probs"][rows_].argmax(1) == held["targets"][rows_],
+            sample_weight=held["weights"][rows_])
         cross_iso[test_i] = np.where(aligned_rows[test_i], p[:, 0], iso.predict(held["probs"][test_i].max(1)))
     order, _, _ = calibration.Calibration(1.0, ms, default.model, default.model_only, default.alignment,
                                           []).top_k(held["probs"], held["scores"], 1)
@@ -136,14 +142,15 @@ def main() -> None:
     print("\n## Maps do not carry to harder levels (held-out rows only)\n")
     less_remote = ~fold_like
     fitted = calibration.fit(held["probs"][less_remote], held["scores"][less_remote], held["targets"][less_remote],
-                             np.full(less_remote.sum(), "calibration_fold"), ms, 1.0)
+                             np.full(less_remote.sum(), "calibration_fold"), ms, 1.0, weights=held["weights"][less_remote])
     order, p, _ = fitted.top_k(held["probs"][model_rows], held["scores"][model_rows], 1)
     print(f"model map fitted on superfamily- and family-like rows, on fold-like model rows: states "
           f"{p[:, 0].mean():.3f}, right {(order[:, 0] == held['targets'][model_rows]).mean():.3f}")
     aligned = held["scores"].max(1) >= ms
     family = aligned & (held["levels"] == "calibration_family")
     amap = calibration._fit_map(calibration.alignment_features(held["probs"][family], held["scores"][family]),
-                                held["scores"][family].argmax(1) == held["targets"][family], calibration.ALIGNMENT_FEATURES)
+                                held["scores"][family].argmax(1) == held["targets"][family], calibration.ALIGNMENT_FEATURES,
+                                held["weights"][family])
     for level in CALIBRATION_SPLITS:
         rows_ = aligned & (held["levels"] == level)
         right = held["scores"][rows_].argmax(1) == held["targets"][rows_]

@@ -91,6 +91,35 @@ def test_constant_map_when_too_few_rows():
     assert fitted.coef == [0.0, 0.0] and fitted(np.zeros((1, 2)))[0] == pytest.approx(4 / 5)
 
 
+def test_unit_weights_give_each_held_out_unit_one_vote():
+    carved = pd.DataFrame({
+        "id": list("abcdefg"),
+        "superfamily": ["s1", "s1", "s2", "s3", "s3", "s4", "s4"],
+        "family": ["f1", "f1", "f2", "f3", "f4", "f5", "f5"],
+        "split": ["calibration_fold", "calibration_fold", "calibration_fold",
+                  "calibration_superfamily", "calibration_superfamily", "calibration_family", "train"],
+    })
+    weights = calibration.unit_weights(carved, splits.CALIBRATION_SPLITS)
+    raw = np.array([0.5, 0.5, 1.0, 1.0, 1.0, 1.0])  # s1 has two rows; f3, f4 and the member one each
+    assert np.allclose(weights, raw / raw.mean())
+
+
+def test_weighted_map_equals_duplicated_rows():
+    """A row of weight 2 counts as two rows, one of weight 0 as none; the fallback rate is weighted."""
+    rng = np.random.default_rng(0)
+    x, right = rng.normal(size=(60, 2)), rng.random(60) < 0.4
+    weights = rng.integers(0, 3, 60).astype(float)
+    weighted = calibration.fit_logistic(x, right, ["a", "b"], weights=weights)
+    repeat = np.repeat(np.arange(60), weights.astype(int))
+    duplicated = calibration.fit_logistic(x[repeat], right[repeat], ["a", "b"])
+    assert np.allclose(weighted.coef, duplicated.coef, atol=1e-4)
+    assert weighted.intercept == pytest.approx(duplicated.intercept, abs=1e-4)
+    few = calibration._fit_map(np.zeros((4, 2)), np.array([True, True, True, True]), ["a", "b"], np.array([1.0, 1, 1, 1]))
+    assert few(np.zeros((1, 2)))[0] == pytest.approx(5 / 6)
+    half = calibration._fit_map(np.zeros((4, 2)), np.array([True, False, True, True]), ["a", "b"], np.array([2.0, 2, 0, 0]))
+    assert half(np.zeros((1, 2)))[0] == pytest.approx(0.5)  # weighted hit rate 1/2 on 4 rows: (2 + 1) / 6
+
+
 def test_save_load_round_trip(tmp_path: Path):
     fitted = _fitted()[0]
     fitted.save(tmp_path)

@@ -138,15 +138,19 @@ class LogisticMap:
         return 1.0 / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) @ np.asarray(self.coef) + self.intercept)))
 
 
-def fit_logistic(x: np.ndarray, correct: np.ndarray, names: list[str], C: float = 1.0) -> LogisticMap:
-    """scikit-learn's logistic regression on standardised features, folded back to raw features."""
+def fit_logistic(x: np.ndarray, correct: np.ndarray, names: list[str], C: float = 1.0,
+                 weights: np.ndarray | None = None) -> LogisticMap:
+    """scikit-learn's logistic regression on standardised features (rows weighted by ``weights``),
+    folded back to raw features."""
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(x, dtype=np.float64)
     if len(set(np.asarray(correct).tolist())) < 2:
         raise CoevofoldError(f"calibration needs both right and wrong answers among {len(x)} held-out rows")
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-    fitted = LogisticRegression(C=C, max_iter=1000).fit((x - mean) / scale, correct)
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+    mean = np.average(x, axis=0, weights=w)
+    scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w)) + 1e-9
+    fitted = LogisticRegression(C=C, max_iter=1000).fit((x - mean) / scale, correct, sample_weight=w)
     coef = fitted.coef_[0] / scale
     return LogisticMap(list(names), coef.tolist(), float(fitted.intercept_[0] - coef @ mean))
 
@@ -271,11 +275,13 @@ def stated(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None
 MIN_ROWS = 20
 
 
-def _fit_map(x: np.ndarray, correct: np.ndarray, names: list[str]) -> LogisticMap:
+def _fit_map(x: np.ndarray, correct: np.ndarray, names: list[str], weights: np.ndarray | None = None) -> LogisticMap:
     correct = np.asarray(correct, dtype=bool)
     if len(x) >= MIN_ROWS and 0 < correct.sum() < len(correct):
-        return fit_logistic(x, correct, names)
-    rate = (correct.sum() + 1.0) / (len(correct) + 2.0)  # Laplace: never exactly 0 or 1
+        return fit_logistic(x, correct, names, weights=weights)
+    weights = np.ones(len(correct)) if weights is None else np.asarray(weights, dtype=float)
+    # Laplace on the weighted count (rows weigh 1 on average): never exactly 0 or 1
+    rate = (len(correct) * np.average(correct, weights=weights) + 1.0) / (len(correct) + 2.0) if len(correct) else 0.5
     return LogisticMap(list(names), [0.0] * len(names), float(np.log(rate / (1.0 - rate))))
 
 
@@ -287,8 +293,30 @@ MODEL_MAP_LEVELS = ("calibration_fold",)
 ALIGNMENT_MAP_LEVELS = ("calibration_fold", "calibration_superfamily")
 
 
+#: The unit each held-out kind holds out: fold-like rows come in whole superfamilies, superfamily-
+#: like rows in whole families, family-like rows one by one (the split's design).
+HELD_OUT_UNITS = {"calibration_fold": "superfamily", "calibration_superfamily": "family", "calibration_family": "id"}
+
+
+def unit_weights(carved, kinds: tuple[str, ...]) -> np.ndarray:
+    """Per held-out row of ``kinds`` (in their table order, kind after kind), one over the number
+    of rows its unit (:data:`HELD_OUT_UNITS`) holds, scaled to mean 1.
+
+    Each held-out superfamily is one remote family of proteins a user might send; weighted by
+    rows, the few large ones (up to ten proteins, those the model does best on) would speak for
+    most of them. Weighted per unit, the map learns from held-out superfamilies sized like
+    remote ones (most of DeepSF's fold-level test superfamilies have one or two proteins).
+    """
+    weights = []
+    for kind in kinds:
+        rows = carved[carved["split"] == kind]
+        weights.append(1.0 / rows.groupby(HELD_OUT_UNITS[kind])["id"].transform("size").to_numpy(dtype=float))
+    weights = np.concatenate(weights) if weights else np.zeros(0)
+    return weights / weights.mean() if len(weights) else weights
+
+
 def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.ndarray, min_score: float,
-        temperature: float = 1.0, fitted_on: dict | None = None) -> Calibration:
+        temperature: float = 1.0, fitted_on: dict | None = None, weights: np.ndarray | None = None) -> Calibration:
     """Fit every map of a :class:`Calibration` on held-out rows (never on test rows).
 
     ``probs``: a model's class probabilities, on the common scale, for proteins it was not
@@ -296,11 +324,13 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
     ``targets``: their fold codes; ``levels``: each row's held-out kind (a name of
     :data:`coevofold.splits.CALIBRATION_SPLITS`; maps fall back to every row where their kinds
     are missing); ``min_score``: the homology threshold, and ``temperature`` the scale, of the
-    model folder the calibration will serve.
+    model folder the calibration will serve; ``weights``: each row's weight in the maps
+    (:func:`unit_weights`; None: rows weigh the same).
     """
     from coevofold.homology import rank_hit_rates
 
     probs, scores, targets, levels = np.asarray(probs), np.asarray(scores), np.asarray(targets), np.asarray(levels)
+    weights = np.ones(len(targets)) if weights is None else np.asarray(weights, dtype=float)
     from_alignment = scores.max(axis=1) >= min_score
 
     def rows(kinds: tuple[str, ...], source: np.ndarray) -> np.ndarray:
@@ -314,10 +344,11 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
     return Calibration(
         temperature=float(temperature),
         min_score=float(min_score),
-        model=_fit_map(model_features(probs[model], scores[model]), model_right[model], MODEL_FEATURES),
-        model_only=_fit_map(model_features(probs[model_only], None), model_right[model_only], MODEL_ONLY_FEATURES),
+        model=_fit_map(model_features(probs[model], scores[model]), model_right[model], MODEL_FEATURES, weights[model]),
+        model_only=_fit_map(model_features(probs[model_only], None), model_right[model_only], MODEL_ONLY_FEATURES,
+                            weights[model_only]),
         alignment=_fit_map(alignment_features(probs[aligned], scores[aligned]),
-                           scores[aligned].argmax(axis=1) == targets[aligned], ALIGNMENT_FEATURES),
+                           scores[aligned].argmax(axis=1) == targets[aligned], ALIGNMENT_FEATURES, weights[aligned]),
         alignment_rank_share=[rate / max(1.0 - hits[0], _EPS) for rate in hits[1:]],
         fitted_on={"proteins": int(len(targets)), "model_rows": int(model.sum()),
                    "alignment_rows": int(aligned.sum()), **(fitted_on or {})},
@@ -364,6 +395,7 @@ def fit_calibration(model_dir: str | os.PathLike, store_path: str | os.PathLike,
                       np.concatenate([targets[s] for s in held_out]),
                       np.concatenate([np.full(len(targets[s]), s) for s in held_out]),
                       min_score, top1_temperature(final_probs["valid"], final_targets["valid"]),
+                      weights=unit_weights(carved, tuple(held_out)),
                       fitted_on={**{s: int(len(targets[s])) for s in held_out}, "proxy_temperature": proxy_temperature})
     calibration.save(model_dir)
     return calibration

@@ -394,8 +394,8 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
              "per sequence the probabilities sum to at most 1. confidence: the band of the calibrated probability, "
              "high (>= 0.9), medium (>= 0.5) or low. Measured precision of the top-1 answer per band on proteins "
              "never seen in training (python benchmarks/calibration.py): fold-like held-out proteins (superfamily "
-             "unseen; maps cross-fitted) high 0.96, medium 0.68, low 0.18; DeepSF test, fold level high 0.85, "
-             "medium 0.48, low 0.13; superfamily level 0.98 / 0.68 / 0.18; family level 1.00 / 0.97 / 0.35. "
+             "unseen; maps cross-fitted) high 0.98, medium 0.73, low 0.18; DeepSF test, fold level high 0.88, "
+             "medium 0.50, low 0.13; superfamily level 0.98 / 0.71 / 0.19; family level 1.00 / 0.95 / 0.38. "
              "A model folder without calibration.json reports the raw model probability (alignment rows: the "
              "validation hit rate of the rank) and no confidence. Without --checkpoint the default model made by "
              "'coevofold quickstart' is used.")

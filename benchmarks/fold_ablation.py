@@ -32,7 +32,9 @@ from coevofold.splits import TEST_SPLITS
 HIERARCHY = ("fold", "superfamily", "family")
 #: stored bytes per protein of each model input (float16 arrays of the default store).
 INPUT_BYTES = {"maps": 7 * 32 * 32 * 2, "embedding": 32 * 320 * 2, "segments": 32 * 320 * 2,
-               "mean": 320 * 4, "layers": 7 * 320 * 2, "onehot": 0, "topology": 0}
+               "mean": 320 * 4, "layers": 7 * 320 * 2, "onehot": 0, "topology": 0,
+               # the segments plus the full-resolution contact triangle (uint8; DeepSF mean)
+               "graph": 32 * 320 * 2 + 20021}
 
 #: the recipe before this ablation: count^-0.5 class weights (the "unweighted" rows drop them).
 WEIGHTED = {"class_weight_power": 0.5}
@@ -55,6 +57,8 @@ VARIANTS: dict[str, training.TrainConfig] = {
     "attention + hierarchy unweighted": training.TrainConfig(
         model=ModelConfig(name="attention", levels=HIERARCHY), class_weight_power=0.0),
     "probe, lbfgs (scikit-learn, C=1)": training.TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs"),
+    "graph (contact-graph network + layers) + hierarchy unweighted": training.TrainConfig(
+        model=ModelConfig(name="graph", levels=HIERARCHY), class_weight_power=0.0),
     "coevo (maps + layers) + hierarchy": training.TrainConfig(
         model=ModelConfig(name="coevo", levels=HIERARCHY, channels_2d=32), **WEIGHTED),
     "topo (contact topology + layers) + hierarchy": training.TrainConfig(

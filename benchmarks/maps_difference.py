@@ -1,12 +1,14 @@
-"""The co-evolution maps question for the current default: offer the maps MLP as one more recipe.
+"""The co-evolution maps question for the current default: offer a maps model as one more recipe.
 
 Run after ``coevofold quickstart`` and ``bash benchmarks/fold_ablation.sh`` (which trains the maps
-MLP, ``coevo`` + hierarchy, unweighted, into ``runs/ablation``; ~1 min)::
+MLP, ``coevo`` + hierarchy, unweighted, and the contact-graph network, ``graph``, into
+``runs/ablation``; ~1 min)::
 
-    python benchmarks/maps_difference.py [--maps-member runs/ablation/coevo__maps___layers____hierarchy_unweighted]
+    python benchmarks/maps_difference.py [--member runs/ablation/coevo__maps___layers____hierarchy_unweighted]
+    python benchmarks/maps_difference.py --member runs/ablation/graph__contact_graph_network___layers____hierarchy_unweighted
 
-Fits the recipe weights on ``valid`` with the maps member as a fourth recipe
-(``training.seed_groups`` plus it) and prints the paired bootstrap top-1 difference, with maps
+Fits the recipe weights on ``valid`` with the offered member as a fourth recipe
+(``training.seed_groups`` plus it) and prints the paired bootstrap top-1 difference, with it
 minus the default, for the model and for the system (homology transfer first), per level.
 """
 
@@ -24,8 +26,8 @@ from coevofold.splits import TEST_SPLITS
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--maps-member", type=Path,
-                        default=Path("runs/ablation/coevo__maps___layers____hierarchy_unweighted"))
+    parser.add_argument("--member", type=Path, default=Path("runs/ablation/coevo__maps___layers____hierarchy_unweighted"),
+                        help="a trained model folder that reads the maps (default: %(default)s)")
     args = parser.parse_args()
     model_dir = default_model_dir()
     table = data.load("deepsf")
@@ -35,17 +37,18 @@ def main() -> None:
     scores, targets = {}, None
     for name in members:
         _, scores[name], targets = evaluation.model_scores(model_dir / "members" / name, store_path, table, levels)
-    _, maps, _ = evaluation.model_scores(args.maps_member, store_path, table, levels)
+    offered_meta, maps, _ = evaluation.model_scores(args.member, store_path, table, levels)
     groups = [{s: np.mean([scores[n][s] for n in g], axis=0) for s in levels} for g in training.seed_groups(members)]
     _, default, _ = evaluation.model_scores(model_dir, store_path, table, levels)
     offered = [*groups, maps]
     weights = training.fit_ensemble_weights([g["valid"] for g in offered], targets["valid"])
     with_maps = {s: sum(w * g[s] for w, g in zip(weights, offered)) for s in levels}
-    print(f"recipe weights on valid with the maps MLP offered (probe, MLP, attention, maps): {weights}")
+    print(f"recipe weights on valid with {offered_meta['model']['name']} offered (probe, MLP, attention, it): {weights}")
     alignment = benchmark.cached_alignment("deepsf", table, False)
     threshold = homology.read_settings(model_dir).min_score
     print("| | " + " | ".join(levels) + " |\n|---|" + "---|" * len(levels))
-    for label, system in (("model: default + maps MLP offered vs default", False), ("system (homology transfer first)", True)):
+    for label, system in ((f"model: default + {offered_meta['model']['name']} offered vs default", False),
+                          ("system (homology transfer first)", True)):
         cells = []
         for s in levels:
             a, b = with_maps[s], default[s]

@@ -24,10 +24,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from coevofold import store
-from coevofold.coevolution import TOPOLOGY_FEATURES, contact_topology
+from coevofold.coevolution import TOPOLOGY_FEATURES, contact_graph, contact_topology
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, write_text
-from coevofold.models import Batch, Ensemble, FoldClassifier, ModelConfig, onehot
+from coevofold.models import Batch, Ensemble, FoldClassifier, Graphs, ModelConfig, onehot, onehot_codes
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
@@ -80,6 +80,7 @@ class SplitData:
     #: labels of the auxiliary levels (superfamily, family), -1 where unseen in training.
     level_labels: dict[str, torch.Tensor] = field(default_factory=dict)
     _topology: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _graphs: list[tuple[np.ndarray, np.ndarray]] | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -93,6 +94,30 @@ class SplitData:
                 contact_topology(store.triangle_to_map(c, len(s))) for c, s in zip(self.contacts, self.sequences)
             ])) if len(self) else torch.zeros(0, len(TOPOLOGY_FEATURES))
         return self._topology
+
+    @property
+    def graphs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per protein, its residue graph's (edges, weights) (:func:`contact_graph`), built on first use."""
+        if self._graphs is None:
+            self._graphs = [contact_graph(c, len(s)) for c, s in zip(self.contacts, self.sequences)]
+        return self._graphs
+
+    def graph_batch(self, index: list[int], bins: int) -> Graphs:
+        """The residue graphs of ``index`` as one disjoint graph; ``bins``: the embedding's segments."""
+        residues, protein, segment, edges, weights, offset = [], [], [], [], [], 0
+        for row, i in enumerate(index):
+            sequence = self.sequences[i]
+            length = len(sequence)
+            residues.append(onehot_codes(sequence, length))  # the whole chain: the contact map covers it
+            protein.append(np.full(length, row))
+            segment.append(np.minimum(np.arange(length) * bins // length, bins - 1))
+            e, w = self.graphs[i]
+            edges.append(e + offset)
+            weights.append(w)
+            offset += length
+        return Graphs(torch.from_numpy(np.concatenate(residues)), torch.from_numpy(np.concatenate(protein)),
+                      torch.from_numpy(np.concatenate(segment)), torch.from_numpy(np.concatenate(edges, axis=1)),
+                      torch.from_numpy(np.concatenate(weights)))
 
     @classmethod
     def from_rows(cls, rows: store.FeatureRows, labels: torch.Tensor | None = None,
@@ -108,8 +133,10 @@ class SplitData:
         batch = Batch()
         if "maps" in uses:
             batch.maps = self.maps[index].float()
-        if "embedding" in uses or "segments" in uses:
+        if {"embedding", "segments", "graph"} & set(uses):
             batch.embedding = self.embedding[index].float()
+        if "graph" in uses:
+            batch.graphs = self.graph_batch(index.tolist(), self.embedding.shape[1])
         if "mean" in uses:
             batch.mean = self.mean[index]
         if "layers" in uses:

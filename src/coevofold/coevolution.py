@@ -12,6 +12,8 @@ Pure tensor functions, no I/O, no model: each is tested against hand-computed va
 * :func:`contact_topology` summarises a full-resolution contact map in a few length-independent
   numbers (contacts by sequence separation, contact order, helix and sheet pairing patterns)
   that the 32 x 32 grid blurs for long chains.
+* :func:`contact_graph` keeps the full-resolution map as a residue graph (chain neighbours and
+  the strongest predicted contacts), what the ``graph`` model passes messages over.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "TOPOLOGY_FEATURES",
     "average_product_correct",
     "coevolution_maps",
+    "contact_graph",
     "contact_topology",
     "pool_grid",
     "pool_positions",
@@ -149,3 +152,24 @@ def contact_topology(contacts: np.ndarray) -> np.ndarray:
     burial = (p * (np.abs(sep) >= 12)).max(1).mean() if length else 0.0
     return np.array([*bands, order, antiparallel, parallel, diagonal(3), diagonal(4), burial, np.log(length)],
                     dtype=np.float32)
+
+
+def contact_graph(triangle: np.ndarray, length: int, per_residue: float = 2.0,
+                  min_separation: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """A residue graph of a stored contact map: edges [2, E] in both directions and weights [E].
+
+    Chain neighbours (i, i+1) weigh 1; the ``per_residue * length`` most probable contacts at
+    least ``min_separation`` apart weigh their probability. A fixed budget per residue, not a
+    threshold: the contact head's probabilities are lower on remote proteins, and a threshold
+    would leave them without long-range edges. ``triangle`` is the store's uint8 upper triangle.
+    """
+    rows, cols = np.triu_indices(length, 1)
+    p = np.asarray(triangle, dtype=np.float32) / 255.0
+    far = np.flatnonzero(cols - rows >= min_separation)
+    k = min(int(per_residue * length), len(far))
+    top = far[np.argpartition(-p[far], k - 1)[:k]] if k > 0 else far[:0]
+    chain = np.arange(length - 1)
+    src = np.concatenate([chain, rows[top]])
+    dst = np.concatenate([chain + 1, cols[top]])
+    weight = np.concatenate([np.ones(len(chain), np.float32), p[top]])
+    return np.stack([np.concatenate([src, dst]), np.concatenate([dst, src])]).astype(np.int64), np.tile(weight, 2)

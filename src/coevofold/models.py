@@ -16,7 +16,10 @@ everything prediction needs.
 * ``layers``: an MLP on the mean embedding of every hidden layer;
 * ``attention``: ``layers`` plus light-attention pooling (Stärk et al. 2021) over the segments;
 * ``coevo``: ``layers`` plus the 2D CNN over the co-evolution maps;
-* ``topo``: ``layers`` plus topology descriptors of the full-resolution contact map.
+* ``topo``: ``layers`` plus topology descriptors of the full-resolution contact map;
+* ``graph``: ``layers`` plus a graph network over the full-resolution contact map (residues as
+  nodes carrying their amino acid and their segment's embedding; chain neighbours and the
+  strongest predicted contacts as edges: :func:`coevofold.coevolution.contact_graph`).
 
 Any model can also predict the superfamily and family (``ModelConfig.levels``): auxiliary heads
 on the shared trunk that make the SCOP hierarchy part of the loss; the fold head predicts.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,6 +44,17 @@ ONEHOT_MAX_LENGTH = 1022
 
 
 @dataclass
+class Graphs:
+    """A batch of residue graphs as one disjoint graph (node indices offset per protein)."""
+
+    residues: torch.Tensor  # [N] residue codes (one-hot alphabet index)
+    protein: torch.Tensor  # [N] which protein of the batch each node belongs to
+    segment: torch.Tensor  # [N] the embedding segment each residue was pooled into
+    edges: torch.Tensor  # [2, E] source, target
+    weights: torch.Tensor  # [E]
+
+
+@dataclass
 class Batch:
     """The inputs a model reads; only those its registry entry names are filled in."""
 
@@ -50,6 +65,12 @@ class Batch:
     topology: torch.Tensor | None = None  # [B, T] contact-map topology descriptors
     onehot: torch.Tensor | None = None  # [B, 21, L]
     onehot_mask: torch.Tensor | None = None  # [B, L] True on residues
+    graphs: Graphs | None = None
+
+
+def onehot_codes(sequence: str, max_length: int = ONEHOT_MAX_LENGTH) -> np.ndarray:
+    """Residue codes of the one-hot alphabet (non-standard residues: the last), cropped."""
+    return np.array([_RESIDUE_INDEX.get(r, ONEHOT_SIZE - 1) for r in sequence[:max_length]], dtype=np.int64)
 
 
 def onehot(sequences: list[str], max_length: int = ONEHOT_MAX_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +78,7 @@ def onehot(sequences: list[str], max_length: int = ONEHOT_MAX_LENGTH) -> tuple[t
     length = min(max(len(s) for s in sequences), max_length)
     codes = torch.full((len(sequences), length), -1, dtype=torch.long)
     for row, seq in enumerate(sequences):
-        seq = seq[:max_length]
-        codes[row, : len(seq)] = torch.tensor([_RESIDUE_INDEX.get(r, ONEHOT_SIZE - 1) for r in seq])
+        codes[row, : min(len(seq), max_length)] = torch.from_numpy(onehot_codes(seq, max_length))
     mask = codes >= 0
     x = torch.zeros(len(sequences), ONEHOT_SIZE, length)
     x.scatter_(1, codes.clamp(min=0).unsqueeze(1), mask.unsqueeze(1).float())
@@ -132,6 +152,39 @@ class LightAttention(nn.Module):
         return torch.cat([(weights * values).sum(-1), values.amax(-1)], dim=1)
 
 
+class GraphBranch(nn.Module):
+    """Message passing over residue graphs, then mean and max over each protein's residues.
+
+    Each layer adds to a residue the weighted mean of its neighbours' states (GraphSAGE-like, with
+    a residual connection), so after ``layers`` rounds a residue has seen what its predicted
+    contacts carry: the full-resolution contact topology, which the 32 x 32 grid blurs.
+    """
+
+    def __init__(self, dim: int, channels: int, layers: int = 3, residue_dim: int = 16) -> None:
+        super().__init__()
+        self.residue = nn.Embedding(ONEHOT_SIZE, residue_dim)
+        self.inp = nn.Linear(dim + residue_dim, channels)
+        self.self_weights = nn.ModuleList(nn.Linear(channels, channels) for _ in range(layers))
+        self.neighbour_weights = nn.ModuleList(nn.Linear(channels, channels, bias=False) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(layers))
+        self.out_dim = 2 * channels
+
+    def forward(self, graphs: Graphs, embedding: torch.Tensor) -> torch.Tensor:
+        """``embedding``: the batch's standardized segment embeddings [B, S, D]."""
+        h = torch.relu(self.inp(torch.cat([embedding[graphs.protein, graphs.segment],
+                                           self.residue(graphs.residues)], dim=1)))
+        src, dst = graphs.edges
+        degree = torch.zeros(len(h)).index_add_(0, dst, graphs.weights).clamp(min=1e-6).unsqueeze(1)
+        for self_w, neighbour_w, norm in zip(self.self_weights, self.neighbour_weights, self.norms):
+            messages = torch.zeros_like(h).index_add_(0, dst, h[src] * graphs.weights.unsqueeze(1)) / degree
+            h = h + torch.relu(norm(self_w(h) + neighbour_w(messages)))
+        n = int(graphs.protein.max()) + 1 if len(h) else 0
+        index = graphs.protein.unsqueeze(1).expand_as(h)
+        mean = torch.zeros(n, h.shape[1]).scatter_reduce_(0, index, h, "mean", include_self=False)
+        peak = torch.full((n, h.shape[1]), -torch.inf).scatter_reduce_(0, index, h, "amax", include_self=False)
+        return torch.cat([mean, peak], dim=1)
+
+
 class Conv2DBranch(nn.Module):
     """A small 2D CNN over the P x P co-evolution maps: three conv blocks, then avg+max pooling."""
 
@@ -200,6 +253,10 @@ class FoldClassifier(nn.Module):
             self.emb_norm = Standardize((dim,))
             self.emb_branch = LightAttention(dim, config.channels_1d)
             width += self.emb_branch.out_dim
+        if "graph" in uses:
+            self.emb_norm = Standardize((dim,))
+            self.graph_branch = GraphBranch(dim, config.channels_1d)
+            width += self.graph_branch.out_dim
         if "layers" in uses:
             self.layers_norm = Standardize((n_layers, dim))
             width += n_layers * dim
@@ -234,7 +291,7 @@ class FoldClassifier(nn.Module):
         """
         if "maps" in self.uses:
             self.maps_norm.fit(features.maps, (0, 2, 3))
-        if "embedding" in self.uses or "segments" in self.uses:
+        if {"embedding", "segments", "graph"} & set(self.uses):
             self.emb_norm.fit(features.embedding, (0, 1))
         if "mean" in self.uses:
             self.mean_norm.fit(features.mean, (0,))
@@ -250,6 +307,8 @@ class FoldClassifier(nn.Module):
             parts.append(self.maps_branch(self.maps_norm(batch.maps)))
         if "embedding" in self.uses or "segments" in self.uses:
             parts.append(self.emb_branch(self.emb_norm(batch.embedding).transpose(1, 2)))
+        if "graph" in self.uses:
+            parts.append(self.graph_branch(batch.graphs, self.emb_norm(batch.embedding)))
         if "mean" in self.uses:
             parts.append(self.mean_norm(batch.mean))
         if "layers" in self.uses:
@@ -310,6 +369,7 @@ MODELS: dict[str, tuple[str, ...]] = {
     "attention": ("layers", "segments"),
     "coevo": ("layers", "maps"),
     "topo": ("layers", "topology"),
+    "graph": ("layers", "graph"),
 }
 #: models without a hidden layer.
 LINEAR = ("linear", "probe")

@@ -29,6 +29,9 @@ How the map is fitted (:func:`fit_calibration`), and why:
   transferred fold, fitted on the fold- and superfamily-like held-out rows whose best hit passes
   the threshold (:data:`ALIGNMENT_MAP_LEVELS`): fitted on the family-like ones it states 0.998
   on fold-like rows that are right 62 % of the time.
+* Every map weighs each held-out unit the same (:func:`unit_weights`): a held-out superfamily
+  of ten proteins, on which the proxy does best, counts as much as one of a single protein, like
+  most of DeepSF's fold-level test superfamilies.
 * Runners-up: the calibrated top-1 probability leaves ``1 - p1`` for the other folds, shared as
   the scaled model shares them or, for alignment rows, as the held-out hit rates of ranks 2,
   3, ... do. A cumulative minimum keeps ranks in order, so probabilities still sum to at most 1

@@ -53,3 +53,31 @@ def test_summarize_everything_excluded(tmp_path: Path, write_fasta, capsys):
     assert "excluded         2" in out
     assert "all 2 proteins are excluded (2 fold with fewer than 5 proteins (--min-members)); no plots written" in out
     assert not (tmp_path / "plots").exists()
+
+
+def test_train_default_calibrate_prepares_the_system(tmp_path: Path, monkeypatch, capsys):
+    """--calibrate runs what quickstart runs after training (homology, calibration) on the same
+    folder, table and members; without the default ensemble it is refused in one line."""
+    from coevofold import benchmark, training
+
+    calls = {}
+
+    def fake_train(store, table, out, members, fold_names=None):
+        calls["trained"] = (Path(out), set(members))
+        return Path(out)
+
+    def fake_prepare(model_dir, store_path, table, members, name, progress=True):
+        calls["prepared"] = (model_dir, set(members), name, len(table))
+        return {}
+
+    monkeypatch.setattr(training, "train_ensemble", fake_train)
+    monkeypatch.setattr(benchmark, "prepare_system", fake_prepare)
+    out = tmp_path / "default"
+    args = ["train", "deepsf", "--store", "unused.h5", "--out", str(out), "--model-type", "default", "--quiet"]
+    assert cli.main(args) == 0 and "prepared" not in calls
+    assert cli.main([*args, "--calibrate"]) == 0
+    members = set(training.default_members(False))
+    assert calls["trained"] == (out, members) and calls["prepared"][:3] == (out, members, "deepsf")
+    assert "homology transfer and calibration prepared" in capsys.readouterr().out
+    assert cli.main(["train", "deepsf", "--store", "unused.h5", "--out", str(out), "--calibrate"]) == 1
+    assert "--calibrate prepares the default ensemble" in capsys.readouterr().err

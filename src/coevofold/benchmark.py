@@ -112,14 +112,31 @@ def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True,
     return scores
 
 
+def prepare_system(model_dir: Path, store_path: Path, table: pd.DataFrame, members: dict, name: str,
+                   progress: bool = True) -> dict[str, np.ndarray]:
+    """Make a trained ensemble of ``members`` the system ``predict`` answers with: homology files
+    (threshold chosen on ``valid``) and calibration (a proxy trained without held-out training
+    superfamilies, families and members), each skipped when the folder has it. Returns the
+    valid and test rows' alignment scores (cached under ``name``, the data set's)."""
+    from coevofold import calibration, homology
+
+    alignment = cached_alignment(name, table, progress)
+    if not homology.has_homology(model_dir):
+        homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment.get("valid"), progress=progress)
+    if not calibration.has_calibration(model_dir):
+        print("calibrating probabilities: a proxy of the model trained without held-out superfamilies, families "
+              "and members (coevofold.calibration)")
+        held_out = cached_alignment(name, splits.calibration_split(table), progress, splits.CALIBRATION_SPLITS)
+        calibration.fit_calibration(model_dir, store_path, table, members, held_out, progress)
+    return alignment
+
+
 def quickstart(progress: bool = True) -> dict:
     """The README's main job: the default system on the full DeepSF benchmark, trained once, cached.
 
     Prints the default system (the default model behind homology transfer, as ``predict``
     answers), the model alone, and the all-layer linear probe it must beat, per test level.
     """
-    from coevofold import calibration, homology
-
     started = time.perf_counter()
     plm = pretrained.load(None)
     print(f"model: {plm.name} (weights sha256 {plm.weights_sha256[:12]}...)")
@@ -136,14 +153,7 @@ def quickstart(progress: bool = True) -> dict:
         if model_dir.exists():  # another recipe or other features: start afresh, not resume
             shutil.rmtree(model_dir)
         training.train_ensemble(store_path, table, model_dir, members, fold_names=data.fold_names("deepsf"))
-    alignment = cached_alignment("deepsf", table, progress)
-    if not homology.has_homology(model_dir):
-        homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment["valid"], progress=progress)
-    if not calibration.has_calibration(model_dir):
-        print("calibrating probabilities: a proxy of the model trained without held-out superfamilies, families "
-              "and members (coevofold.calibration)")
-        held_out = cached_alignment("deepsf", splits.calibration_split(table), progress, splits.CALIBRATION_SPLITS)
-        calibration.fit_calibration(model_dir, store_path, table, members, held_out, progress)
+    alignment = prepare_system(model_dir, store_path, table, members, "deepsf", progress)
     scored = evaluation.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
     default = evaluation.evaluate_model(model_dir, store_path, table, scored=scored)
     threshold, system = homology_first_results(model_dir, store_path, table, alignment, scored)

@@ -215,12 +215,18 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     t, m = TrainConfig(), ModelConfig()
     g = parser.add_argument_group("model and optimisation")
     g.add_argument("--model-type", choices=["default", *MODELS], default="layers",
-                   help="default: the ensemble quickstart trains (all-layer probe + three MLPs with "
-                        "superfamily/family heads; the options below do not apply: its recipe is fixed, see "
-                        "README); probe: "
+                   help="default: the ensemble quickstart trains (all-layer probe + eight MLP seeds + three "
+                        "light-attention MLP seeds, superfamily/family heads; the options below do not apply: its "
+                        "recipe is fixed, see README); probe: "
                         "all-layer linear probe; layers: MLP on all-layer means; attention: + light attention; "
-                        "coevo: + maps CNN; topo: + contact topology; fused: maps + embeddings; maps2d: maps only; "
-                        "deepsf1d: embeddings only; onehot1d: no pLM")
+                        "coevo: + maps CNN; topo: + contact topology; graph: + contact-graph network; fused: maps + "
+                        "embeddings; maps2d: maps only; deepsf1d: embeddings only; onehot1d: no pLM")
+    g.add_argument("--calibrate", action="store_true",
+                   help="with --model-type default: also prepare what predict's default system needs, as "
+                        "quickstart does: homology transfer (Smith-Waterman search of valid against train; "
+                        "threshold chosen on valid) and calibrated probabilities (a proxy ensemble trained without "
+                        "held-out training superfamilies, families and members: about as long again as the "
+                        "training, plus its search)")
     g.add_argument("--levels", default=",".join(m.levels),
                    help="SCOP levels with a head of their own, comma-separated, fold first (e.g. fold,superfamily,family)")
     g.add_argument("--solver", choices=["adamw", "lbfgs"], default=t.solver,
@@ -266,10 +272,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from coevofold import training
 
     table = _load_split(args)
+    if args.calibrate and args.model_type != "default":
+        raise CoevofoldError("--calibrate prepares the default ensemble: use it with --model-type default")
     if args.model_type == "default":
-        run_dir = training.train_ensemble(args.store, table, args.out, training.default_members(not args.quiet),
-                                          fold_names=_fold_names(args.source))
-        print(f"model saved in {run_dir} (members in {run_dir / training.ENSEMBLE_MEMBERS})")
+        members = training.default_members(not args.quiet)
+        run_dir = training.train_ensemble(args.store, table, args.out, members, fold_names=_fold_names(args.source))
+        if args.calibrate:
+            from coevofold import benchmark
+
+            benchmark.prepare_system(run_dir, Path(args.store), table, members, Path(args.source).stem, not args.quiet)
+        print(f"model saved in {run_dir} (members in {run_dir / training.ENSEMBLE_MEMBERS}"
+              f"{'; homology transfer and calibration prepared' if args.calibrate else ''})")
         return 0
     run_dir = training.train(args.store, table, args.out, _train_config(args), fold_names=_fold_names(args.source))
     print(f"model saved in {run_dir} (learning curves: {run_dir / 'learning_curves.png'})")

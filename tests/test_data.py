@@ -111,3 +111,24 @@ def test_outputs_get_normal_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "out.tsv").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_own_table_layout_round_trips_and_refuses_bad_rows(deepsf, tmp_path):
+    """A loaded table written back as TSV (e.g. a user's filtered copy) loads as it was."""
+    import pandas as pd
+
+    subset = deepsf[deepsf["fold"].isin(["a.4", "b.1"])].head(40).reset_index(drop=True)
+    path = tmp_path / "mine.tsv"
+    subset.to_csv(path, sep="\t", index=False)
+    back = data.load(path)
+    pd.testing.assert_frame_equal(back, subset, check_dtype=False)
+    subset.drop(columns=["split", "class"]).to_csv(path, sep="\t", index=False)
+    unsplit = data.load(path)
+    assert unsplit["split"].isna().all() and (unsplit["class"] == subset["class"]).all()
+    bad = subset.assign(split=["train"] * 39 + ["test"])
+    bad.to_csv(path, sep="\t", index=False)
+    with pytest.raises(CoevofoldError, match=rf"mine.tsv: record '{bad['id'].iat[-1]}': split 'test' is not one of"):
+        data.load(path)
+    subset.assign(id=[""] + subset["id"].tolist()[1:]).to_csv(path, sep="\t", index=False)
+    with pytest.raises(CoevofoldError, match="mine.tsv: line 2: empty id"):
+        data.load(path)

@@ -110,7 +110,9 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
     data_sub = data_parser.add_subparsers(dest="data_command", required=True)
     p = _add(data_sub, "summarize", cmd_data_summarize,
              "Print proteins/folds/superfamilies/families per split and plot fold sizes and lengths.\n\n"
-             f"SOURCE is a data file (FASTA, DeepSF/SCOPe/SCOP2 TSV) or a preset: {presets}.")
+             f"SOURCE is a data file (FASTA with SCOP labels in the headers; a DeepSF, SCOPe or SCOP2 TSV; or a TSV "
+             f"with columns id, sequence, fold and optionally class, superfamily, family, split, as coevofold "
+             f"loads tables) or a preset: {presets}.")
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--out", default="runs/data", help="folder for the PNG plots")
     _add_split_options(p)

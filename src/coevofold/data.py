@@ -254,6 +254,39 @@ def read_deepsf_tsv(path: str | os.PathLike) -> pd.DataFrame:
     return _table(rows, path)
 
 
+#: the splits a table of coevofold's own layout may name (empty: the split maker decides).
+TABLE_SPLITS = ("train", "valid", "test_fold", "test_superfamily", "test_family", "excluded")
+
+
+def read_table_tsv(path: str | os.PathLike) -> pd.DataFrame:
+    """A labelled table in coevofold's own layout (:data:`COLUMNS`; ``id``, ``sequence`` and
+    ``fold`` required), such as a filtered copy of a loaded data set: what a user most easily
+    writes. An empty ``class`` is the fold's first letter; a ``split`` column, when present,
+    must name a split on every row."""
+    path = Path(path)
+    frame = _read_tsv(path, ["id", "sequence", "fold"])
+    has_split = "split" in frame.columns
+    rows = []
+    for line, rec in enumerate(frame.to_dict("records"), start=2):
+        if not rec["id"].strip():
+            raise CoevofoldError(f"{path}: line {line}: empty id")
+        if not rec["fold"]:
+            raise CoevofoldError(f"{path}: record '{rec['id']}': empty fold")
+        split = rec.get("split") if has_split else None
+        if has_split and split not in TABLE_SPLITS:
+            raise CoevofoldError(f"{path}: record '{rec['id']}': split '{split}' is not one of {', '.join(TABLE_SPLITS)}")
+        rows.append({
+            "id": rec["id"],
+            "sequence": clean_sequence(rec["sequence"], path=path, record_id=rec["id"]),
+            "class": rec.get("class") or rec["fold"].split(".")[0],
+            "fold": rec["fold"],
+            "superfamily": rec.get("superfamily") or None,
+            "family": rec.get("family") or None,
+            "split": split,
+        })
+    return _table(rows, path)
+
+
 def read_deepsf_fastas(directory: str | os.PathLike) -> pd.DataFrame:
     """The DeepSF/TAPE benchmark from its five per-split FASTA files."""
     directory = Path(directory)
@@ -368,7 +401,8 @@ def load(source: str | os.PathLike) -> pd.DataFrame:
     """Load a named preset (see :data:`PRESETS`) or a data file, guessing its format.
 
     Files: ``.fa/.fasta/.faa`` are FASTA (labels taken from headers when present), ``.tsv``
-    tables are recognised by their columns (DeepSF, SCOPe or SCOP2).
+    tables are recognised by their columns (DeepSF, SCOPe, SCOP2, or coevofold's own:
+    :func:`read_table_tsv`).
     """
     name = str(source)
     if name in PRESETS:
@@ -390,6 +424,8 @@ def load(source: str | os.PathLike) -> pd.DataFrame:
             return read_scope_tsv(path)
         if "CF" in header:
             return read_scop2_tsv(path)
+        if {"id", "sequence", "fold"} <= set(header):
+            return read_table_tsv(path)
         raise CoevofoldError(f"{path}: unknown table layout (columns: {', '.join(header[:6])}...)")
     return read_fasta(path)
 

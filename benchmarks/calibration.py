@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
-from coevofold import benchmark, calibration, data, evaluation, features, homology, pretrained, splits
+from coevofold import benchmark, calibration, evaluation, homology, splits
 from coevofold.prediction import default_model_dir
 from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
@@ -40,9 +40,7 @@ def main() -> None:
     parser.add_argument("--model-dir", default=str(default_model_dir()), help="calibrated default model folder")
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
-    table = data.load("deepsf")
-    plm = pretrained.load(None)
-    store_path = features.cached_store("deepsf", plm, features.FeatureConfig())
+    table, store_path = benchmark.cached_deepsf()
     carved = splits.calibration_split(table)
     held_alignment = benchmark.cached_alignment("deepsf", carved, False, CALIBRATION_SPLITS)
     test_alignment = benchmark.cached_alignment("deepsf", table, False)

@@ -14,15 +14,14 @@ import shutil
 import time
 from pathlib import Path
 
-from coevofold import data, features, pretrained, training
+from coevofold import benchmark, training
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/default_training_time"), help="scratch folder (emptied first)")
     args = parser.parse_args()
-    store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
-    table = data.load("deepsf")
+    table, store_path = benchmark.cached_deepsf()
     shutil.rmtree(args.out, ignore_errors=True)
     members = training.default_members(False)
     seconds: dict[str, float] = {}

@@ -86,14 +86,13 @@ class FoldModel(torch.nn.Module):
 
 def score(paths: list[Path]) -> None:
     """Average fine-tuned runs' saved probabilities; mix them with the default model (weights on valid)."""
-    from coevofold import data, evaluation, features, pretrained, training
+    from coevofold import benchmark, evaluation, training
     from coevofold.prediction import default_model_dir
 
-    table = data.load("deepsf")
+    table, store_path = benchmark.cached_deepsf()
     splits = list(SPLITS[1:])
     runs = [np.load(path) for path in paths]
     tuned = {s: np.mean([run[s].astype(np.float64) for run in runs], axis=0) for s in splits}
-    store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
     _, default, targets = evaluation.model_scores(default_model_dir(), store_path, table, splits)
     weights = training.fit_ensemble_weights([default["valid"], tuned["valid"]], targets["valid"])
     mixed = {s: weights[0] * default[s] + weights[1] * tuned[s] for s in splits}

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import time
 
-from coevofold import baselines, benchmark, data, evaluation, features, pretrained
+from coevofold import baselines, benchmark, evaluation
 from coevofold.splits import TEST_SPLITS
 
 
 def main() -> None:
     started = time.perf_counter()
-    table = data.load("deepsf")
-    store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
+    table, store_path = benchmark.cached_deepsf()
     scores = baselines.alignment_scores(table, ("valid", *TEST_SPLITS))[1]
     threshold, results = benchmark.homology_first_results(benchmark.default_model_dir(), store_path, table, scores)
     print(evaluation.results_markdown({f"coevofold fused, homology transfer where E <= 1e-{threshold:g}": results}))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coevofold import baselines, benchmark, data, evaluation, features, homology, pretrained, training
+from coevofold import baselines, benchmark, evaluation, homology, training
 from coevofold.prediction import default_model_dir
 from coevofold.splits import TEST_SPLITS
 
@@ -30,8 +30,7 @@ def main() -> None:
                         help="a trained model folder that reads the maps (default: %(default)s)")
     args = parser.parse_args()
     model_dir = default_model_dir()
-    table = data.load("deepsf")
-    store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
+    table, store_path = benchmark.cached_deepsf()
     levels = ("valid", *TEST_SPLITS)
     members = training.default_members(False)
     scores, targets = {}, None

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from coevofold import baselines, benchmark, calibration, data, evaluation, features, homology, pretrained, splits
+from coevofold import baselines, benchmark, calibration, evaluation, homology, splits
 from coevofold.prediction import default_model_dir
 from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
@@ -53,8 +53,7 @@ def mean_log_p(probs: np.ndarray, targets: np.ndarray, log_weights: np.ndarray) 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     model_dir = default_model_dir()
-    table = data.load("deepsf")
-    store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
+    table, store_path = benchmark.cached_deepsf()
     carved = splits.calibration_split(table)
     min_score = homology.read_settings(model_dir).min_score
     meta, proxy, proxy_t = evaluation.model_scores(model_dir / calibration.PROXY_DIR, store_path, carved,

@@ -18,7 +18,7 @@ import argparse
 
 import numpy as np
 
-from coevofold import calibration, data, evaluation, features, pretrained, splits, training
+from coevofold import benchmark, calibration, evaluation, splits, training
 from coevofold.prediction import default_model_dir
 from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
@@ -26,8 +26,7 @@ from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()
     model_dir = default_model_dir()
-    table = data.load("deepsf")
-    store_path = features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
+    table, store_path = benchmark.cached_deepsf()
     carved = splits.calibration_split(table)
     members = training.default_members(False)
     held = (*CALIBRATION_SPLITS, "valid")

@@ -112,6 +112,12 @@ def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True,
     return scores
 
 
+def cached_deepsf() -> tuple[pd.DataFrame, Path]:
+    """The DeepSF table and the feature store ``quickstart`` extracted for it (default pLM and
+    feature settings): what the benchmarks that study the default model read."""
+    return data.load("deepsf"), features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
+
+
 def prepare_system(model_dir: Path, store_path: Path, table: pd.DataFrame, members: dict, name: str,
                    progress: bool = True) -> dict[str, np.ndarray]:
     """Make a trained ensemble of ``members`` the system ``predict`` answers with: homology files

@@ -27,7 +27,7 @@ from coevofold import store
 from coevofold.coevolution import TOPOLOGY_FEATURES, contact_graph, contact_topology
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, write_text
-from coevofold.models import Batch, Ensemble, FoldClassifier, Graphs, ModelConfig, onehot, onehot_codes
+from coevofold.models import EMBEDDING_INPUTS, Batch, Ensemble, FoldClassifier, Graphs, ModelConfig, onehot, onehot_codes
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
@@ -133,7 +133,7 @@ class SplitData:
         batch = Batch()
         if "maps" in uses:
             batch.maps = self.maps[index].float()
-        if {"embedding", "segments", "graph"} & set(uses):
+        if EMBEDDING_INPUTS & set(uses):
             batch.embedding = self.embedding[index].float()
         if "graph" in uses:
             batch.graphs = self.graph_batch(index.tolist(), self.embedding.shape[1])

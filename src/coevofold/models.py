@@ -291,7 +291,7 @@ class FoldClassifier(nn.Module):
         """
         if "maps" in self.uses:
             self.maps_norm.fit(features.maps, (0, 2, 3))
-        if {"embedding", "segments", "graph"} & set(self.uses):
+        if EMBEDDING_INPUTS & set(self.uses):
             self.emb_norm.fit(features.embedding, (0, 1))
         if "mean" in self.uses:
             self.mean_norm.fit(features.mean, (0,))
@@ -373,3 +373,5 @@ MODELS: dict[str, tuple[str, ...]] = {
 }
 #: models without a hidden layer.
 LINEAR = ("linear", "probe")
+#: inputs that read the segment embeddings (``Batch.embedding``, one standardizer for all).
+EMBEDDING_INPUTS = frozenset({"embedding", "segments", "graph"})

@@ -70,13 +70,6 @@ class TrainConfig:
     #: whose sizes range from 1 to ~400. 0 measured best on DeepSF: the layers MLP reached
     #: 38.0 % valid top-1 without weights and 35.2 % with count^-0.5 (README, ablation).
     class_weight_power: float = 0.0
-    #: mixup within a fold: each training protein's inputs are mixed with another protein's of
-    #: the same fold (another superfamily's where the fold has two), weight ~ Beta(mixup, mixup);
-    #: 0 turns it off.
-    mixup: float = 0.0
-    #: exponential moving average of the weights (decay per step; 0: off): validation, early
-    #: stopping and the saved model use the average.
-    ema: float = 0.0
     threads: int | None = None
     progress: bool = True
 
@@ -122,9 +115,6 @@ def _lightning_module():
             self.register_buffer("class_weight", weights)
             self.register_buffer("soft_targets", targets)
             self.config = config
-            self.ema = (torch.optim.swa_utils.AveragedModel(
-                classifier, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema))
-                if config.ema > 0 else None)
             self.val_acc = torchmetrics.classification.MulticlassAccuracy(
                 num_classes=len(weights), average="micro", ignore_index=-1)
 
@@ -133,16 +123,12 @@ def _lightning_module():
             torch.manual_seed(_epoch_seed(self.config.seed, self.current_epoch))
 
         def training_step(self, batch: tuple[Batch, torch.Tensor, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
-            inputs, labels, level_labels, *mixed = batch
+            inputs, labels, level_labels = batch
             logits = self.classifier.forward_levels(inputs)
             loss = torch.nn.functional.cross_entropy(logits["fold"], self.soft_targets[labels], weight=self.class_weight)
-            share, partner_levels = mixed if mixed else (torch.ones(len(labels)), {})
             for level, target in level_labels.items():
-                terms = [(share, target)] + ([(1 - share, partner_levels[level])] if mixed else [])
-                for weight, labels_ in terms:
-                    loss = loss + self.config.level_weight * (weight * torch.nn.functional.cross_entropy(
-                        logits[level], labels_, label_smoothing=self.config.label_smoothing, ignore_index=-1,
-                        reduction="none")).mean()
+                loss = loss + self.config.level_weight * torch.nn.functional.cross_entropy(
+                    logits[level], target, label_smoothing=self.config.label_smoothing, ignore_index=-1)
             if not torch.isfinite(loss):
                 raise CoevofoldError(
                     f"training diverged: loss is {loss.item()} at epoch {self.current_epoch}, step {batch_idx}; "
@@ -151,13 +137,9 @@ def _lightning_module():
             self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
             return loss
 
-        def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-            if self.ema is not None:
-                self.ema.update_parameters(self.classifier)
-
         def validation_step(self, batch: tuple[Batch, torch.Tensor, dict[str, torch.Tensor]], batch_idx: int) -> None:
             inputs, labels, _ = batch
-            logits = (self.ema.module if self.ema is not None else self.classifier)(inputs)
+            logits = self.classifier(inputs)
             seen = labels >= 0
             if seen.any():
                 loss = torch.nn.functional.cross_entropy(logits[seen], labels[seen])
@@ -207,44 +189,11 @@ class _Collate:
                 {level: labels[rows] for level, labels in self.split.level_labels.items()})
 
 
-class _MixupCollate(_Collate):
-    """A training batch whose inputs are mixed with same-fold partners' (TrainConfig.mixup)."""
-
-    def __init__(self, split: SplitData, uses: tuple[str, ...], partners: list[np.ndarray], alpha: float,
-                 seed: int) -> None:
-        super().__init__(split, uses)
-        self.partners, self.alpha, self.rng = partners, alpha, np.random.default_rng(seed)
-
-    def __call__(self, index: list[int]):
-        batch, labels, levels = super().__call__(index)
-        partner = [int(self.partners[i][self.rng.integers(len(self.partners[i]))]) for i in index]
-        other, _, other_levels = super().__call__(partner)
-        share = torch.from_numpy(self.rng.beta(self.alpha, self.alpha, len(index))).float()
-        for name, value in vars(batch).items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                w = share.view(-1, *[1] * (value.dim() - 1))
-                setattr(batch, name, w * value + (1 - w) * getattr(other, name))
-        return batch, labels, levels, share, other_levels
-
-
-def fold_partners(table: pd.DataFrame) -> list[np.ndarray]:
-    """Per row, the rows mixup may pair it with: same fold, other superfamily (else same fold)."""
-    folds, families = table["fold"].to_numpy(), table["superfamily"].to_numpy()
-    rows_of = pd.Series(np.arange(len(table))).groupby(folds).apply(np.asarray).to_dict()
-    out = []
-    for i, (fold, sf) in enumerate(zip(folds, families)):
-        same = rows_of[fold]
-        other = same[families[same] != sf]
-        out.append(other if len(other) else (same[same != i] if len(same) > 1 else np.array([i])))
-    return out
-
-
 def _loader(split: SplitData, uses: tuple[str, ...], batch_size: int,
-            sampler: torch.utils.data.Sampler[int] | None = None,
-            collate: _Collate | None = None) -> torch.utils.data.DataLoader:
+            sampler: torch.utils.data.Sampler[int] | None = None) -> torch.utils.data.DataLoader:
     # a generator of its own: making an iterator then draws from it, not from dropout's global RNG
     return torch.utils.data.DataLoader(range(len(split)), batch_size=batch_size, sampler=sampler,
-                                       collate_fn=collate or _Collate(split, uses), generator=torch.Generator())
+                                       collate_fn=_Collate(split, uses), generator=torch.Generator())
 
 
 def build_classifier(config: ModelConfig, n_classes: int | dict[str, int], split: SplitData) -> FoldClassifier:
@@ -332,9 +281,7 @@ def train(
     before = pd.read_csv(metrics) if resume is not None and metrics.exists() else None
     trainer.fit(
         module,
-        _loader(train_data, uses, config.batch_size, shuffle,
-                _MixupCollate(train_data, uses, fold_partners(train_rows), config.mixup, config.seed)
-                if config.mixup > 0 else None),
+        _loader(train_data, uses, config.batch_size, shuffle),
         _loader(valid_data, uses, 256),
         ckpt_path=resume,
         weights_only=True,
@@ -345,8 +292,6 @@ def train(
         write_text(metrics, merged.to_csv(index=False))
     state = _read_checkpoint(Path(best.best_model_path) if best.best_model_path else last)["state_dict"]
     module.load_state_dict(state)
-    if module.ema is not None:
-        classifier.load_state_dict(module.ema.module.state_dict())
     meta["best_val_acc"] = float(best.best_model_score) if best.best_model_score is not None else None
     meta["epochs"] = trainer.current_epoch
     save_model(run_dir, classifier, meta)

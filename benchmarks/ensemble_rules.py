@@ -30,6 +30,7 @@ import argparse
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import softmax
 
 from coevofold import benchmark, calibration, evaluation, splits, store, training
 from coevofold.prediction import default_model_dir
@@ -48,12 +49,6 @@ def log_loss(p: np.ndarray, t: np.ndarray) -> float:
     return float(-np.log(p[seen][np.arange(seen.sum()), t[seen]] + 1e-12).mean())
 
 
-def simplex(n: int, steps: int = 10) -> np.ndarray:
-    grid = np.arange(steps + 1) / steps
-    combos = np.array(np.meshgrid(*[grid] * n, indexing="ij")).reshape(n, -1).T
-    return combos[np.isclose(combos.sum(1), 1.0)]
-
-
 def mix(groups: list[np.ndarray], w: np.ndarray) -> np.ndarray:
     return sum(wi * g for wi, g in zip(w, groups))
 
@@ -66,7 +61,7 @@ def geometric(groups: list[np.ndarray], w: np.ndarray) -> np.ndarray:
 
 def bagged_weights(groups: list[np.ndarray], t: np.ndarray, n: int = 500, seed: int = 0) -> np.ndarray:
     seen = t >= 0
-    combos = simplex(len(groups))
+    combos = training.simplex_grid(len(groups))
     right, logp = [], []
     for w in combos:
         m = mix(groups, w)[seen]
@@ -98,7 +93,8 @@ def length_log_likelihood(train: pd.DataFrame, classes: list[str], rows: pd.Data
 def chamfer_fold_scores(store_path, train: pd.DataFrame, rows: pd.DataFrame, classes: list[str]) -> np.ndarray:
     """Per fold, the best chamfer similarity of a query's segments to a training protein's."""
     reference = torch.tensor(store.read_rows(store_path, train["id"].tolist()).embedding, dtype=torch.float32)
-    mean, std = reference.reshape(-1, reference.shape[-1]).mean(0), reference.reshape(-1, reference.shape[-1]).std(0) + 1e-6
+    flat = reference.reshape(-1, reference.shape[-1])
+    mean, std = flat.mean(0), flat.std(0) + 1e-6
 
     def unit(e: torch.Tensor) -> torch.Tensor:
         e = (e - mean) / std
@@ -113,11 +109,6 @@ def chamfer_fold_scores(store_path, train: pd.DataFrame, rows: pd.DataFrame, cla
         sim = 0.5 * (s.amax(3).mean(2) + s.amax(2).mean(2))
         out[start:start + 8] = out[start:start + 8].scatter_reduce(1, labels.expand(len(sim), -1), sim, reduce="amax")
     return out.numpy()
-
-
-def softmax(x: np.ndarray, temperature: float) -> np.ndarray:
-    e = np.exp((x - x.max(1, keepdims=True)) / temperature)
-    return e / e.sum(1, keepdims=True)
 
 
 def main() -> None:
@@ -138,7 +129,7 @@ def main() -> None:
     fit, t = recipes["valid"], targets["valid"]
 
     by_top1 = training.fit_ensemble_weights(fit, t)
-    by_loss = min(simplex(len(fit)), key=lambda w: log_loss(mix(fit, w), t))
+    by_loss = min(training.simplex_grid(len(fit)), key=lambda w: log_loss(mix(fit, w), t))
     bagged = bagged_weights(fit, t)
     default = {k: mix(recipes[k], by_top1) for k in KINDS}
     rows = {
@@ -156,10 +147,10 @@ def main() -> None:
     if args.chamfer:
         near = {k: chamfer_fold_scores(store_path, train, carved[carved["split"] == k], classes) for k in KINDS}
         settings = [(w, temp) for w in (0.1, 0.2, 0.3, 0.5) for temp in (0.01, 0.02, 0.05)]
-        w, temp = max(settings, key=lambda s: top1((1 - s[0]) * default["valid"] + s[0] * softmax(near["valid"], s[1]), t))
+        w, temp = max(settings, key=lambda s: top1((1 - s[0]) * default["valid"] + s[0] * softmax(near["valid"] / s[1], axis=1), t))
         rows["segment chamfer nearest neighbour alone"] = near
         rows[f"default + chamfer neighbour vote ({w} mixed, temperature {temp}; best on valid)"] = {
-            k: (1 - w) * default[k] + w * softmax(near[k], temp) for k in KINDS}
+            k: (1 - w) * default[k] + w * softmax(near[k] / temp, axis=1) for k in KINDS}
 
     print("Calibration proxy (trained without the held-out proteins); top-1 %\n")
     print("| Rule | proxy valid | held-out fold-like | superfamily-like | family-like |\n|---|---|---|---|---|")

@@ -245,16 +245,15 @@ class FoldClassifier(nn.Module):
             self.maps_norm = Standardize((map_channels, 1, 1))
             self.maps_branch = Conv2DBranch(map_channels, config.channels_2d)
             width += self.maps_branch.out_dim
-        if "embedding" in uses:
+        if EMBEDDING_INPUTS & set(uses):
             self.emb_norm = Standardize((dim,))
+        if "embedding" in uses:
             self.emb_branch = Conv1DBranch(dim, config.channels_1d, config.kmax)
             width += self.emb_branch.out_dim
         if "segments" in uses:
-            self.emb_norm = Standardize((dim,))
             self.emb_branch = LightAttention(dim, config.channels_1d)
             width += self.emb_branch.out_dim
         if "graph" in uses:
-            self.emb_norm = Standardize((dim,))
             self.graph_branch = GraphBranch(dim, config.channels_1d)
             width += self.graph_branch.out_dim
         if "layers" in uses:

@@ -354,15 +354,19 @@ def trained_as(folder: str | os.PathLike, members: dict[str, TrainConfig], setti
         _recipe(stored[name]) == _recipe(json.loads(json.dumps(asdict(config)))) for name, config in members.items())
 
 
+def simplex_grid(n: int, steps: int = 10) -> np.ndarray:
+    """Every mixture of ``n`` weights on a 1/``steps`` grid that sums to 1, one per row."""
+    grid = np.arange(steps + 1) / steps
+    combos = np.array(np.meshgrid(*[grid] * n, indexing="ij")).reshape(n, -1).T
+    return combos[np.isclose(combos.sum(axis=1), 1.0)]
+
+
 def fit_ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 10) -> np.ndarray:
     """Mixture weights on a 1/``steps`` grid of the simplex with the best top-1 on ``targets``,
     ties broken by log-loss (then by the earlier grid point)."""
     seen = targets >= 0
-    grid = np.arange(steps + 1) / steps
     best, best_key = None, None
-    for combo in np.array(np.meshgrid(*[grid] * len(probs), indexing="ij")).reshape(len(probs), -1).T:
-        if not np.isclose(combo.sum(), 1.0):
-            continue
+    for combo in simplex_grid(len(probs), steps):
         mixed = sum(w * p for w, p in zip(combo, probs))[seen]
         key = (float((mixed.argmax(1) == targets[seen]).mean()),
                float(np.log(mixed[np.arange(len(mixed)), targets[seen]] + 1e-12).mean()))

@@ -63,7 +63,7 @@ def naive_dump(plm: pretrained.ProteinLM, table: pd.DataFrame, out: Path) -> Non
 
 def worker(method: str, source: Path, out: Path) -> dict:
     """Run one method on the sample in this process; return its measurements."""
-    # coevofold's default accelerator ("auto") takes a GPU when there is one: so does the naive loop
+    # coevofold's default device ("auto") takes a GPU when there is one: so does the naive loop
     plm = pretrained.load(None, "cuda" if torch.cuda.is_available() else "cpu")
     table = data.load(source)
     loaded = peak_mb()
@@ -80,7 +80,7 @@ def worker(method: str, source: Path, out: Path) -> dict:
         "bytes": sum(f.stat().st_size for f in files),
         "peak_mb": peak_mb(),
         "loaded_mb": loaded,
-        "model": f"{plm.name} (weights sha256 {plm.weights_sha256[:12]}...)",
+        "model": plm.label,
         "threads": torch.get_num_threads(),
         "device": str(plm.model.device),
     }

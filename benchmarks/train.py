@@ -170,7 +170,7 @@ def main() -> None:
     lengths, all_lengths = sample["length"].to_numpy(np.int64), train_table["length"].to_numpy(np.int64)
     print(f"DeepSF train sample: {len(sample)} of {len(train_table):,} proteins (seed {args.seed}), "
           f"{lengths.sum():,} residues, length {lengths.min()}-{lengths.max()} (median {int(np.median(lengths))})")
-    print(f"pLM: {plm.name} (weights sha256 {plm.weights_sha256[:12]}...); classifier: {config.model.name}, "
+    print(f"pLM: {plm.label}; classifier: {config.model.name}, "
           f"{len(classes)} folds, batch {config.batch_size}")
     print(f"torch threads: {torch.get_num_threads()}; load average before: {load_average()}")
 

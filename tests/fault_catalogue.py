@@ -57,7 +57,7 @@ MEMORY_LIMIT_MB = 500
 OFFLINE_LIMIT_S = 10
 #: one protein per batch and per part, on the CPU: the settings of every extraction here, so
 #: killed and uninterrupted runs store the same values bit for bit.
-ONE_AT_A_TIME = features.RunConfig(max_tokens=1, part_size=1, accelerator="cpu", progress=False)
+ONE_AT_A_TIME = features.RunConfig(max_tokens=1, part_size=1, device="cpu", progress=False)
 #: the training run of every fault: the killed one must end as this does uninterrupted.
 TRAIN = training.TrainConfig(max_epochs=3, progress=False)
 
@@ -127,7 +127,7 @@ class Context:
     @property
     def extract_flags(self) -> list[str]:
         """``coevofold extract`` options equal to :data:`ONE_AT_A_TIME` in this process."""
-        return ["--model", self.model, "--max-tokens", "1", "--part-size", "1", "--accelerator", "cpu",
+        return ["--model", self.model, "--max-tokens", "1", "--part-size", "1", "--device", "cpu",
                 "--threads", str(self.threads), "--quiet"]
 
     def train_args(self, feature_store: Path, run_dir: Path) -> list[str | Path]:

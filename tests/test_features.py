@@ -156,7 +156,7 @@ def test_stride_longer_than_the_window_is_refused(plm, four):
 
 
 #: batches of one protein, on the CPU like compute() here, so stores and compute() agree bit for bit
-ONE_AT_A_TIME = features.RunConfig(max_tokens=1, part_size=1, accelerator="cpu", progress=False)
+ONE_AT_A_TIME = features.RunConfig(max_tokens=1, part_size=1, device="cpu", progress=False)
 
 
 def test_extract_in_two_steps_stores_what_compute_gives(plm, four, tmp_path):
@@ -177,7 +177,7 @@ import sys
 from coevofold import features
 source, out, model, threads = sys.argv[1:]
 features.extract(source, out, features.FeatureConfig(model=model),
-                 features.RunConfig(max_tokens=1, part_size=1, threads=int(threads), accelerator="cpu", progress=False))
+                 features.RunConfig(max_tokens=1, part_size=1, threads=int(threads), device="cpu", progress=False))
 """
 
 
@@ -334,9 +334,9 @@ def test_store_records_model_name_and_version(tmp_path, plm, four):
     from coevofold import __version__
 
     out = features.extract(four.head(2), tmp_path / "s.h5", features.FeatureConfig(),
-                           features.RunConfig(progress=False, accelerator="cpu"), plm=plm)
+                           features.RunConfig(progress=False, device="cpu"), plm=plm)
     with h5py.File(out, "r") as f:
-        assert f.attrs["model"] == plm.name
+        assert f.attrs["model"] == plm.label
         assert f.attrs["coevofold_version"] == __version__
         assert "weights_sha256" in f.attrs["settings"]
 
@@ -350,12 +350,12 @@ def test_two_processes_write_shards_that_merge_into_one_store(plm, four, model_d
     fasta = tmp_path / "four.fasta"
     fasta.write_text("".join(f">{i}\n{s}\n" for i, s in zip(four["id"], four["sequence"])))
     command = [sys.executable, "-m", "coevofold.cli", "extract", str(fasta), "--out", str(tmp_path / "ddp.h5"),
-               "--model", str(model_dir), "--accelerator", "cpu", "--devices", "2", "--threads", "1", "--quiet"]
+               "--model", str(model_dir), "--device", "cpu", "--devices", "2", "--threads", "1", "--quiet"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not store.parts_dir(tmp_path / "ddp.h5").exists()
     single = features.extract(four, tmp_path / "one.h5", features.FeatureConfig(),
-                              features.RunConfig(progress=False, accelerator="cpu", threads=1), plm=plm)
+                              features.RunConfig(progress=False, device="cpu", threads=1), plm=plm)
     ddp_rows = store.read_rows(tmp_path / "ddp.h5", four["id"].tolist())
     one_rows = store.read_rows(single, four["id"].tolist())
     np.testing.assert_allclose(ddp_rows.mean, one_rows.mean, atol=1e-4)

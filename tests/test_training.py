@@ -49,7 +49,7 @@ def tiny(tmp_path_factory, model_dir: Path) -> tuple[Path, pd.DataFrame]:
     table["split"] = ["train", "train", "train", "valid"] * 4
     plm = pretrained.load(str(model_dir))
     path = features.extract(table, tmp_path_factory.mktemp("store") / "f.h5", features.FeatureConfig(),
-                            features.RunConfig(progress=False, accelerator="cpu"), plm=plm)
+                            features.RunConfig(progress=False, device="cpu"), plm=plm)
     return path, table
 
 

@@ -145,7 +145,7 @@ def quickstart(progress: bool = True) -> dict:
     """
     started = time.perf_counter()
     plm = pretrained.load(None)
-    print(f"model: {plm.name} (weights sha256 {plm.weights_sha256[:12]}...)")
+    print(f"pLM: {plm.label}")
     table = data.load("deepsf")
     config = features.FeatureConfig()
     store_path = cached_features("deepsf", table, plm, config, progress)

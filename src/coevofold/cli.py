@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from coevofold import __version__
@@ -102,11 +103,43 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from coevofold import fetch
+
+    result = fetch.fetch(args.name, args.dir, args.mirror, progress=not args.quiet)
+    if result.written:
+        cached = len(fetch.DATASETS[args.name].remotes) - len(result.downloaded)
+        how = f"{len(result.downloaded)} file(s) downloaded" + (f", {cached} from the download cache" if cached else "")
+    else:
+        how = "already fetched: checked against its FETCH.json, nothing downloaded"
+    print(f"{args.name}: {result.folder} ({how}): {result.summary}")
+    if note := fetch.presets_note(result.folder.parent):
+        print(note)
+    return 0
+
+
+def _fetch_help() -> str:
+    from coevofold.fetch import DATASETS, RECORDED
+
+    names = "\n".join(f"  {d.name}: {d.description}; writes {d.folder}/" for d in DATASETS.values())
+    return ("Download a public data set and write it where the presets read it, then `coevofold quickstart` "
+            "(deepsf) or any preset works with no other step.\n\n"
+            f"NAME:\n{names}\n\n"
+            "Files are downloaded once (pooch, with progress bars) into $COEVOFOLD_CACHE/downloads and converted "
+            "into DIR/<folder>/, written whole or not at all, with FETCH.json listing each input's URL and sha256 "
+            "and each output's sha256 (checked whenever a preset loads it). Hashes: none of these files has a "
+            "hash published by a trusted party, so each file's sha256 is recorded at its first download (printed, "
+            f"kept in downloads/{RECORDED}) and verified on every later use: other bytes are refused. TAPE's "
+            "benchmark is read in its JSON form, never its LMDB form (pickles). Without internet, the error names "
+            "the URL and where to save the file by hand. The SCOPe and SCOP2 tables include records that the "
+            "project's shared copies withhold for an outside evaluation.")
+
+
 def _register_data(sub: argparse._SubParsersAction) -> None:
     from coevofold.data import PRESETS
 
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
-    data_parser = sub.add_parser("data", help="inspect and split SCOP data sets", formatter_class=_Formatter)
+    data_parser = sub.add_parser("data", help="fetch, inspect and split SCOP data sets", formatter_class=_Formatter)
     data_sub = data_parser.add_subparsers(dest="data_command", required=True)
     p = _add(data_sub, "summarize", cmd_data_summarize,
              "Print proteins/folds/superfamilies/families per split and plot fold sizes and lengths.\n\n"
@@ -121,6 +154,16 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--out", required=True, help="TSV file to write")
     _add_split_options(p)
+    from coevofold.fetch import DATASETS, MIRROR_ENV
+
+    p = _add(data_sub, "fetch", cmd_data_fetch, _fetch_help())
+    p.add_argument("name", metavar="NAME", choices=list(DATASETS), help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--dir", default=None,
+                   help="data folder to write into (default: $COEVOFOLD_DATA, else $COEVOFOLD_CACHE/data, where "
+                   "coevofold looks when neither COEVOFOLD_DATA nor a shared/data folder is there)")
+    p.add_argument("--mirror", default=None,
+                   help=f"base URL holding the files as URL/NAME/<file> instead of the publishers' (default: ${MIRROR_ENV})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 # ----------------------------------------------------------------------------------- extract
@@ -149,6 +192,18 @@ def _feature_config(args: argparse.Namespace):
                          embedding_bins=args.bins, stride=args.stride)
 
 
+def _add_device_options(group: argparse._ArgumentGroup, device: str, threads: int | None, what: str,
+                        why: str = "") -> None:
+    """``--device`` and ``--threads``, worded alike on every command (:mod:`coevofold.devices`)."""
+    from coevofold.devices import DEVICE_HELP
+
+    group.add_argument("--device", default=device, help=f"where {what} runs: {DEVICE_HELP}; a GPU that is not "
+                       f"there is refused{why}")
+    # the former name of --device on extract and predict, kept for existing scripts ('gpu' means cuda)
+    group.add_argument("--accelerator", dest="device", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    group.add_argument("--threads", type=int, default=threads, help="CPU threads for torch (default: all cores)")
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     from coevofold.features import RunConfig
 
@@ -156,9 +211,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("execution (does not change stored values)")
     g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="padded tokens per batch")
     g.add_argument("--max-pairs", type=int, default=d.max_pairs, help="cap on batch x length^2 (attention memory)")
-    g.add_argument("--threads", type=int, default=d.threads, help="CPU threads (default: all cores)")
-    g.add_argument("--accelerator", default=d.accelerator, help="Lightning accelerator: cpu, gpu, auto")
-    g.add_argument("--devices", type=int, default=d.devices, help="devices (processes) to extract with")
+    _add_device_options(g, d.device, d.threads, "the pLM")
+    g.add_argument("--devices", type=int, default=d.devices,
+                   help="processes to extract with (GPUs with --device cuda, CPU processes with --device cpu)")
     g.add_argument("--part-size", type=int, default=d.part_size, help="proteins per atomic part file (most work a kill loses)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -167,7 +222,7 @@ def _run_config(args: argparse.Namespace):
     from coevofold.features import RunConfig
 
     return RunConfig(max_tokens=args.max_tokens, max_pairs=args.max_pairs, threads=args.threads,
-                     accelerator=args.accelerator, devices=args.devices, part_size=args.part_size,
+                     device=args.device, devices=args.devices, part_size=args.part_size,
                      progress=not args.quiet)
 
 
@@ -185,7 +240,7 @@ def cmd_contacts(args: argparse.Namespace) -> int:
 
     plm = pretrained.load(args.model)
     table = contacts.check_features(args.structures, _feature_config(args), plm=plm)
-    print(f"long-range (separation >= 24) contact precision, mean over chains; model {plm.name}")
+    print(f"long-range (separation >= 24) contact precision, mean over chains; pLM {plm.label}")
     print(table.to_string(float_format="%.3f"))
     return 0
 
@@ -243,7 +298,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, default=t.label_smoothing, help="cross-entropy label smoothing")
     g.add_argument("--class-weight-power", type=float, default=t.class_weight_power,
                    help="class weights = count^-power (0: none, 1: full rebalancing)")
-    g.add_argument("--threads", type=int, default=t.threads, help="CPU threads (default: all cores)")
+    g = parser.add_argument_group("execution (does not change the model; applies to --model-type default too)")
+    _add_device_options(g, t.device, t.threads, "the classifier",
+                        "; cpu by default: these small models train in minutes there and runs repeat bit for bit")
 
 
 def _train_config(args: argparse.Namespace):
@@ -257,8 +314,8 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig(model=model, seed=args.seed, max_epochs=args.max_epochs,
                        patience=args.patience, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                       class_weight_power=args.class_weight_power, threads=args.threads, progress=not args.quiet,
-                       solver=args.solver, C=args.C)
+                       class_weight_power=args.class_weight_power, threads=args.threads, device=args.device,
+                       progress=not args.quiet, solver=args.solver, C=args.C)
 
 
 def _fold_names(source: str) -> dict[str, str]:
@@ -277,7 +334,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.calibrate and args.model_type != "default":
         raise CoevofoldError("--calibrate prepares the default ensemble: use it with --model-type default")
     if args.model_type == "default":
-        members = training.default_members(not args.quiet)
+        members = {name: replace(config, device=args.device, threads=args.threads)
+                   for name, config in training.default_members(not args.quiet).items()}
         run_dir = training.train_ensemble(args.store, table, args.out, members, fold_names=_fold_names(args.source))
         if args.calibrate:
             from coevofold import benchmark
@@ -382,7 +440,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     frame = prediction.predict(args.fasta, args.checkpoint, args.top_k, args.model, _run_config(args), not args.quiet,
                                use_homology=not args.no_homology)
     prediction.write_predictions(frame, args.out, args.format)
-    if frame.attrs.get("note"):  # after the write: a refused write stays one line on stderr
+    # after the write: a refused write stays one line on stderr
+    print(f"coevofold: pLM: {frame.attrs['plm']['label']}", file=sys.stderr)
+    if frame.attrs.get("note"):
         print(f"coevofold: note: {frame.attrs['note']}", file=sys.stderr)
     if args.out not in (None, "-"):
         print(f"wrote top-{args.top_k} folds for {frame['id'].nunique()} sequences to {args.out}", file=sys.stderr)
@@ -443,7 +503,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve.serve(serve.ServeConfig(host=args.host, port=args.port, checkpoint=args.checkpoint, model=args.model,
                                   use_homology=not args.no_homology, top_k=args.top_k,
                                   max_sequences=args.max_sequences, max_residues=args.max_residues,
-                                  max_bytes=args.max_bytes))
+                                  max_bytes=args.max_bytes, device=args.device, threads=args.threads))
     return 0
 
 
@@ -467,6 +527,7 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sequences", type=int, default=d.max_sequences, help="sequences per request")
     p.add_argument("--max-residues", type=int, default=d.max_residues, help="residues per sequence")
     p.add_argument("--max-bytes", type=int, default=d.max_bytes, help="bytes per request")
+    _add_device_options(p.add_argument_group("execution"), d.device, d.threads, "the pLM")
 
 
 # ----------------------------------------------------------------------------------- main

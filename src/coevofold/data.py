@@ -30,7 +30,7 @@ import pandas as pd
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from coevofold.errors import CoevofoldError
-from coevofold.files import data_root  # noqa: F401  (where the shared data lives; re-exported)
+from coevofold.files import check_fetched, data_root  # data_root: where the data lives; re-exported
 
 COLUMNS = ["id", "sequence", "class", "fold", "superfamily", "family", "length", "split"]
 STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
@@ -362,12 +362,14 @@ def read_scop2_tsv(path: str | os.PathLike) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named data set: a file under the data root and how to read it."""
+    """A named data set: a file under the data root, how to read it, and what fetches it."""
 
     name: str
     relpath: str
     reader: str
     description: str
+    #: the ``coevofold data fetch`` name that downloads this file (coevofold.fetch.DATASETS).
+    fetch: str
     folds: tuple[str, ...] = ()  # restrict to these folds (the binary task)
 
 
@@ -375,17 +377,17 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset("deepsf", "deepsf_tape_remote_homology/deepsf_d2_all_splits.tsv", "deepsf_tsv",
-               "DeepSF/TAPE three-level fold benchmark, SCOP 1.75, published splits"),
+               "DeepSF/TAPE three-level fold benchmark, SCOP 1.75, published splits", "deepsf"),
         Preset("scop2", "scop2_represeq_clusters/scop2_represeq_th20.tsv", "scop2_tsv",
-               "SCOP2 family representatives at 20% identity (the original study's task)"),
+               "SCOP2 family representatives at 20% identity (the original study's task)", "scop2"),
         Preset("astral20", "scope_astral20/astral_20.fa", "fasta",
-               "SCOPe 2.08 ASTRAL 20% subset, official FASTA"),
+               "SCOPe 2.08 ASTRAL 20% subset, official FASTA", "astral20"),
         Preset("scope208", "scope208_astral_filtered/scope2.08_astral_th20.tsv", "scope_tsv",
-               "SCOPe 2.08 ASTRAL 20% table, filtered as in the 'Twilight Zone' paper"),
+               "SCOPe 2.08 ASTRAL 20% table, filtered as in the 'Twilight Zone' paper", "scope208"),
         # The seed study's binary toy: the two most populated SCOP2 folds at 20 % identity,
         # Immunoglobulin-like beta-sandwich (2000051, all beta) and Ferredoxin-like (2000014, a+b).
         Preset("binary", "scop2_represeq_clusters/scop2_represeq_th20.tsv", "scop2_tsv",
-               "the seed study's 2-fold binary task on SCOP2", folds=("2000051", "2000014")),
+               "the seed study's 2-fold binary task on SCOP2", "scop2", folds=("2000051", "2000014")),
     ]
 }
 
@@ -395,6 +397,17 @@ _READERS = {
     "scope_tsv": read_scope_tsv,
     "fasta": lambda p: read_fasta(p, labels="scop"),
 }
+
+
+def preset_file(preset: Preset, relpath: str) -> Path:
+    """A file of ``preset`` under the data root, checked if ``coevofold data fetch`` wrote it;
+    a missing one is refused with the command that downloads it."""
+    path = data_root() / relpath
+    if not path.is_file():
+        raise CoevofoldError(f"{path}: no such file (preset '{preset.name}'); `coevofold data fetch {preset.fetch}` "
+                             "downloads it, or set COEVOFOLD_DATA to the folder that has it")
+    check_fetched(path)
+    return path
 
 
 def load(source: str | os.PathLike) -> pd.DataFrame:
@@ -407,7 +420,7 @@ def load(source: str | os.PathLike) -> pd.DataFrame:
     name = str(source)
     if name in PRESETS:
         preset = PRESETS[name]
-        table = _READERS[preset.reader](data_root() / preset.relpath)
+        table = _READERS[preset.reader](preset_file(preset, preset.relpath))
         if preset.folds:
             table = table[table["fold"].isin(preset.folds)].reset_index(drop=True)
         return table
@@ -457,5 +470,5 @@ def fold_names(source: str | os.PathLike) -> dict[str, str]:
     table = load(source)
     scop2_names: dict[str, str] = {}
     if str(source) in ("scop2", "binary"):
-        scop2_names = read_scop2_names(data_root() / "scop2_represeq_clusters/scop-des-latest.txt")
+        scop2_names = read_scop2_names(preset_file(PRESETS[str(source)], "scop2_represeq_clusters/scop-des-latest.txt"))
     return {fold: fold_naming.fold_name(fold, scop2_names) for fold in table["fold"].dropna().unique()}

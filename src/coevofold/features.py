@@ -2,7 +2,7 @@
 
 :func:`compute` turns a list of sequences into :class:`~coevofold.store.FeatureRows` (the
 science, usable in memory); :func:`extract` runs it over a FASTA or table through Lightning's
-predict loop so ``--accelerator gpu --devices N`` scales out unchanged, each rank writing its own
+predict loop so ``--device cuda --devices N`` scales out unchanged, each rank writing its own
 part files, rank 0 merging them into the store. Re-running skips finished proteins.
 
 Default settings and the measurements behind them are documented on :class:`FeatureConfig`.
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from coevofold import data, pretrained, store
+from coevofold import data, devices, pretrained, store
 from coevofold.coevolution import Stitcher, coevolution_maps, pool_grid, pool_positions, window_starts
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, writable_dir
@@ -68,8 +68,10 @@ class RunConfig:
     max_pairs: int = 1 << 21
     #: CPU threads for PyTorch (None: all cores).
     threads: int | None = None
-    #: Lightning accelerator; "auto" takes a GPU when one is present.
-    accelerator: str = "auto"
+    #: where the pLM runs: auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N
+    #: (:func:`coevofold.devices.resolve`).
+    device: str = "auto"
+    #: processes extraction runs as (Lightning's devices: GPUs with cuda, CPU processes with cpu).
     devices: int = 1
     #: proteins per part file: the most work a kill can lose.
     part_size: int = 256
@@ -316,8 +318,9 @@ def extract(
     if table.empty:
         raise CoevofoldError("no proteins to extract")
     check_lengths(table)
-    if run.threads:
-        torch.set_num_threads(run.threads)
+    device = devices.resolve(run.device)  # a GPU that is not there is refused before any work
+    devices.lightning_devices(device, run.devices)
+    devices.set_threads(run.threads)
     plm = plm or pretrained.load(config.model)
     settings = settings_of(plm, config)
     done = store.done_ids(out, settings)
@@ -326,13 +329,13 @@ def extract(
             raise CoevofoldError(f"{out}: record '{record_id}' is stored with a different sequence; use another --out")
     todo = table[~table["id"].isin(done)]
     if todo.empty:
-        store.merge(out, settings, plm.name)
+        store.merge(out, settings, plm.label)
     else:
-        _run_engine(plm, config, run, todo, out, settings)
+        _run_engine(plm, config, run, device, todo, out, settings)
     return out
 
 
-def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict) -> None:
+def _run_engine(plm, config, run, device: devices.Device, todo: pd.DataFrame, out: Path, settings: dict) -> None:
     quiet_lightning()
     pl, Extractor, PartWriter = _engine_classes()
     ids, sequences = todo["id"].tolist(), todo["sequence"].tolist()
@@ -343,10 +346,11 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
         [[(ids[i], sequences[i]) for i in batch] for batch in batches], batch_size=None, collate_fn=_identity
     )
     parts = writable_dir(store.parts_dir(out))
-    writer = PartWriter(parts, settings, plm.name, run.part_size, len(todo), run.progress)
+    writer = PartWriter(parts, settings, plm.label, run.part_size, len(todo), run.progress)
+    accelerator, device_ids = devices.lightning_devices(device, min(run.devices, len(batches)))
     trainer = pl.Trainer(
-        accelerator=run.accelerator,
-        devices=min(run.devices, len(batches)),
+        accelerator=accelerator,
+        devices=device_ids,
         logger=False,
         callbacks=[writer],
         enable_progress_bar=False,
@@ -357,7 +361,7 @@ def _run_engine(plm, config, run, todo: pd.DataFrame, out: Path, settings: dict)
     trainer.predict(Extractor(plm, config, run.max_pairs), loader, return_predictions=False)
     trainer.strategy.barrier()
     if trainer.is_global_zero:  # one merger: ranks merging at once delete each other's parts
-        store.merge(out, settings, plm.name)
+        store.merge(out, settings, plm.label)
         if run.progress:
             rate = len(todo) / max(time.perf_counter() - started, 1e-9)
             print(f"extracted {len(todo)} proteins at {rate:.1f} proteins/s")

@@ -1,4 +1,4 @@
-"""Where files live (cache, shared data) and atomic file output: a result file either appears
+"""Where files live (cache, data) and atomic file output: a result file either appears
 whole or not at all.
 
 Every writer in coevofold goes through :func:`atomic_path`, so an interrupted run, a full disk or
@@ -8,6 +8,8 @@ a bad record found late never leaves a half-written TSV, PNG, checkpoint or stor
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -71,22 +73,71 @@ def cache_dir() -> Path:
     return Path(os.environ.get("COEVOFOLD_CACHE") or Path.home() / ".cache" / "coevofold")
 
 
-def data_root() -> Path:
-    """Where the shared data lives: ``$COEVOFOLD_DATA``, else a ``shared/data`` found upwards.
+def fetched_data_dir() -> Path:
+    """Where ``coevofold data fetch`` puts data when ``$COEVOFOLD_DATA`` is not set."""
+    return cache_dir() / "data"
 
-    The search starts at the working directory and at this package's source, so the README's
-    commands work from a clone that sits beside ``shared/`` as on the project's machines.
-    """
-    env = os.environ.get("COEVOFOLD_DATA")
-    if env:
-        return Path(env)
-    starts = [Path.cwd(), Path(__file__).resolve()]
-    for start in starts:
+
+def _shared_data() -> Path | None:
+    """A ``shared/data`` folder upwards of the working directory or of this package's source."""
+    for start in [Path.cwd(), Path(__file__).resolve()]:
         for folder in [start, *start.parents]:
             candidate = folder / "shared" / "data"
             if candidate.is_dir():
                 return candidate
+    return None
+
+
+def data_root() -> Path:
+    """Where the data lives: ``$COEVOFOLD_DATA``, else a ``shared/data`` found upwards, else the
+    folder ``coevofold data fetch`` fills by default (:func:`fetched_data_dir`).
+
+    The search starts at the working directory and at this package's source, so the README's
+    commands work from a clone that sits beside ``shared/`` as on the project's machines; a user
+    elsewhere runs ``coevofold data fetch deepsf`` and needs no other step.
+    """
+    env = os.environ.get("COEVOFOLD_DATA")
+    if env:
+        return Path(env)
+    shared = _shared_data()
+    if shared is not None:
+        return shared
+    fetched = fetched_data_dir()
+    if fetched.is_dir():
+        return fetched
     raise CoevofoldError(
-        "cannot find the shared data folder: set COEVOFOLD_DATA to the folder holding "
-        "deepsf_tape_remote_homology/, scop2_represeq_clusters/, ..."
+        f"cannot find the data folder: run `coevofold data fetch deepsf` (it downloads into {fetched}, where "
+        "coevofold looks next), or set COEVOFOLD_DATA to a folder holding deepsf_tape_remote_homology/, ..."
     )
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """sha256 of a file, read in 1 MiB blocks (weights files and downloads are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+#: what ``coevofold data fetch`` writes beside the files it made: their sources and sha256.
+FETCH_MANIFEST = "FETCH.json"
+
+
+def check_fetched(path: str | os.PathLike) -> None:
+    """Refuse a file that ``coevofold data fetch`` wrote and that has changed since.
+
+    The folder's :data:`FETCH_MANIFEST` holds each written file's sha256; files without one (the
+    project's shared copies, a user's own tables) are not checked.
+    """
+    path = Path(path)
+    manifest = path.parent / FETCH_MANIFEST
+    if not (manifest.is_file() and path.is_file()):
+        return
+    try:
+        expected = json.loads(manifest.read_text(encoding="utf-8"))["outputs"].get(path.name)
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise CoevofoldError(f"{manifest}: unreadable ({exc}); delete {path.parent} and fetch it again") from None
+    if expected is not None and (actual := sha256_of(path)) != expected:
+        raise CoevofoldError(f"{path}: changed since `coevofold data fetch` wrote it (sha256 {actual}, written as "
+                             f"{expected}); delete {path.parent} and fetch it again")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from coevofold import calibration as calibrating
 from coevofold import checkpoint as model_files
-from coevofold import data, features, homology, pretrained, store
+from coevofold import data, devices, features, homology, pretrained, store
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, write_text
@@ -80,7 +80,7 @@ def check_compatible(folder: Path, meta: dict, plm: pretrained.ProteinLM, config
     old, new = str(trained.get("weights_sha256")), now["weights_sha256"]
     if old != new:
         raise CoevofoldError(
-            f"checkpoint {folder} was trained on features of weights {old[:12]}…, model '{plm.name}' has "
+            f"checkpoint {folder} was trained on features of weights {old[:12]}…, model '{plm.source or plm.name}' has "
             f"{new[:12]}…; pass the model it was trained with via --model"
         )
     diffs = [f"{key}={trained.get(key)!r} there, {now.get(key)!r} now"
@@ -122,8 +122,7 @@ class Predictor:
         if table.empty:
             raise CoevofoldError("no sequences to predict")
         features.check_lengths(table)
-        if run.threads:
-            torch.set_num_threads(run.threads)
+        devices.set_threads(run.threads)
         ids, sequences = table["id"].tolist(), table["sequence"].tolist()
         probs = np.zeros((len(ids), len(self.meta["classes"])), dtype=np.float32)
         batches = features.make_batches([len(s) for s in sequences], self.plm.window, self.config.stride,
@@ -141,6 +140,7 @@ class Predictor:
         evidence = self.search.evidence(sequences, progress) if self.search is not None else None
         frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search, self.calibration)
         frame.attrs["note"] = self.note
+        frame.attrs["plm"] = plm_record(self.plm)
         return frame
 
 
@@ -149,16 +149,25 @@ def check_top_k(top_k: int) -> None:
         raise CoevofoldError(f"--top-k must be at least 1, not {top_k}")
 
 
+def plm_record(plm: pretrained.ProteinLM) -> dict[str, str]:
+    """What the JSON output says about the pLM that made its features (never the hub id alone)."""
+    return {"label": plm.label, "weights_sha256": plm.weights_sha256}
+
+
 def load_predictor(checkpoint: str | os.PathLike | None = None,
                    model: str | os.PathLike | pretrained.ProteinLM | None = None,
-                   use_homology: bool = True, n_jobs: int = -1) -> Predictor:
-    """Load a model folder, its pLM (checked compatible) and, if prepared, its homology search.
+                   use_homology: bool = True, n_jobs: int = -1, device: str = "auto") -> Predictor:
+    """Load a model folder, its pLM (checked compatible, on ``device``) and, if prepared, its
+    homology search.
 
     Without homology files, or with ``use_homology=False``, predictions are the model's alone
-    and :attr:`Predictor.note` says why.
+    and :attr:`Predictor.note` says why. The classifier stays on the CPU (it is small); the pLM
+    runs on ``device`` (:func:`coevofold.devices.resolve`).
     """
+    where = devices.resolve(device)  # before anything loads: a missing GPU is one line
     folder, classifier, meta = _load_checkpoint(checkpoint)
-    plm = model if isinstance(model, pretrained.ProteinLM) else pretrained.load(None if model is None else os.fspath(model))
+    plm = model if isinstance(model, pretrained.ProteinLM) else pretrained.load(
+        None if model is None else os.fspath(model), device=where.torch)
     config = feature_config(folder, meta)
     check_compatible(folder, meta, plm, config)
     search, note = None, ""
@@ -199,7 +208,8 @@ def predict(
     if table.empty:
         raise CoevofoldError("no sequences to predict")
     features.check_lengths(table)
-    return load_predictor(checkpoint, model, use_homology).predict(table, top_k, run, progress)
+    run = run or features.RunConfig()
+    return load_predictor(checkpoint, model, use_homology, device=run.device).predict(table, top_k, run, progress)
 
 
 def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: dict, top_k: int,
@@ -259,10 +269,15 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
 def predictions_text(frame: pd.DataFrame, fmt: str = "tsv") -> str:
     """:func:`predict`'s table as the TSV or JSON text ``predict`` writes (and ``serve`` offers).
 
-    Missing evidence is an empty TSV field and a JSON null.
+    Missing evidence is an empty TSV field and a JSON null. JSON is one object,
+    ``{"plm": {"label", "weights_sha256"}, "predictions": [one record per row]}``: a file read
+    months later still says which pLM made the features (the offline copy stands in for the hub
+    model on machines without the hub, and its answers differ). TSV stays a plain table, one row
+    per sequence and rank; ``predict`` says the pLM on stderr.
     """
     if fmt not in FORMATS:
         raise CoevofoldError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    plm = frame.attrs.get("plm")
     frame = _rounded(frame)
     if fmt == "tsv":
         tsv = frame.assign(probability=frame["probability"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
@@ -270,7 +285,7 @@ def predictions_text(frame: pd.DataFrame, fmt: str = "tsv") -> str:
                            evalue=frame["evalue"].map(lambda v: "" if pd.isna(v) else f"{v:.2e}"))
         return tsv.to_csv(sep="\t", index=False)
     records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    return json.dumps(records, indent=1, ensure_ascii=False) + "\n"
+    return json.dumps({"plm": plm, "predictions": records}, indent=1, ensure_ascii=False) + "\n"
 
 
 def write_predictions(frame: pd.DataFrame, out: str | os.PathLike | None, fmt: str = "tsv") -> None:

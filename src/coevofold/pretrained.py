@@ -10,11 +10,14 @@ The model is chosen by, in order: the explicit argument, ``$COEVOFOLD_MODEL``, t
 Hugging Face cache, and fails fast with a message naming the offline options when neither exists.
 For the default id only, an offline copy in ``shared/models/`` beside the shared data (as on the
 project's machines, which have no hub access) is used when the cache lacks the model.
+
+What was loaded is always said in :attr:`ProteinLM.label` (the folder, hub revision or offline
+copy, with the weights' sha256), and every output that names the pLM uses it: the offline copy is
+ESM-2 8M fine-tuned by its packagers, not the hub's checkpoint, and must never pass for it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import warnings
@@ -25,7 +28,7 @@ import torch
 from torch import nn
 
 from coevofold.errors import CoevofoldError
-from coevofold.files import data_root
+from coevofold.files import data_root, sha256_of
 
 DEFAULT_MODEL = "facebook/esm2_t6_8M_UR50D"
 MODEL_ENV = "COEVOFOLD_MODEL"
@@ -54,6 +57,13 @@ class ProteinLM:
     num_heads: int
     hidden_size: int
     window: int
+    #: what ``name`` resolved to, in words: a folder, a hub revision, or the offline copy.
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        """What was loaded, for every output that names the pLM: source and weights sha256."""
+        return f"{self.source or self.name}, sha256 {self.weights_sha256}"
 
     @property
     def has_contact_head(self) -> bool:
@@ -75,11 +85,7 @@ def _weights_hash(folder: Path) -> str:
     for name in _WEIGHT_FILES:
         path = folder / name
         if path.is_file():
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            return digest.hexdigest()
+            return sha256_of(path)
     raise CoevofoldError(f"{folder}: no weights file ({' or '.join(_WEIGHT_FILES)})")
 
 
@@ -97,24 +103,35 @@ def _offline_copy() -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
-def _local_folder(name: str) -> Path:
-    """The folder holding the model's files: the path itself, or its Hugging Face cache copy."""
+def _describe(name: str, folder: Path, from_hub: bool) -> str:
+    """:attr:`ProteinLM.source` for ``name`` loaded from ``folder``."""
+    copy = _offline_copy()
+    if folder.name == OFFLINE_COPY or (copy is not None and folder.resolve() == copy.resolve()):
+        return f"offline copy {folder.resolve()} (stand-in for {DEFAULT_MODEL})"
+    if from_hub:  # a snapshot folder is named by the hub commit it holds
+        return f"{name} (Hugging Face hub, revision {folder.name[:12]})"
+    return str(folder.resolve())
+
+
+def _local_folder(name: str) -> tuple[Path, bool]:
+    """The folder holding the model's files, and whether it came from the Hugging Face hub
+    (the path itself, the hub cache, the offline copy standing in for the default, or a download)."""
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise CoevofoldError(f"{path}: not a Hugging Face model folder (no config.json)")
-        return path
+        return path, False
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an "org/model" id
         raise CoevofoldError(f"{name}: no such model folder")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(name, local_files_only=True))
+        return Path(snapshot_download(name, local_files_only=True)), True
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
         pass
     if name == DEFAULT_MODEL and (copy := _offline_copy()) is not None:
-        return copy
+        return copy, False
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
         raise CoevofoldError(
             f"model '{name}' is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
@@ -123,7 +140,7 @@ def _local_folder(name: str) -> Path:
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
     try:
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.model", *_WEIGHT_FILES]))
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.model", *_WEIGHT_FILES])), True
     except Exception as exc:  # network errors come in many types; all mean the same to a user
         raise CoevofoldError(
             f"cannot download model '{name}' ({type(exc).__name__}): without network, pass a local "
@@ -142,7 +159,7 @@ def load(name: str | None = None, device: str | torch.device = "cpu") -> Protein
     hf_logging.set_verbosity_error()  # the load report lists the unused classifier weights
     hf_logging.disable_progress_bar()
     name = resolve_model_name(name)
-    folder = _local_folder(name)
+    folder, from_hub = _local_folder(name)
     try:
         config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError) as exc:
@@ -180,4 +197,5 @@ def load(name: str | None = None, device: str | torch.device = "cpu") -> Protein
         num_heads=int(config.num_attention_heads),
         hidden_size=int(config.hidden_size),
         window=window,
+        source=_describe(name, folder, from_hub),
     )

@@ -64,6 +64,9 @@ class ServeConfig:
     max_sequences: int = 20
     max_residues: int = 2000
     max_bytes: int = 1_000_000
+    #: where the pLM runs (:func:`coevofold.devices.resolve`) and torch's CPU threads (None: all cores).
+    device: str = "auto"
+    threads: int | None = None
 
 
 class RequestError(CoevofoldError):
@@ -160,6 +163,7 @@ def create_app(service: Service) -> FastAPI:
 
     def page(request: Request, status: int = 200, **context) -> HTMLResponse:
         context = {"config": config, "note": service.predictor.note, "model": meta["model"]["name"],
+                   "plm": service.predictor.plm.label,
                    "n_classes": len(meta["classes"]), "fasta": "", "top_k": config.top_k, "error": "",
                    "cards": [], **context}
         return templates.TemplateResponse(request, "index.html", context, status_code=status)
@@ -231,16 +235,19 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/api/health")
     async def health() -> dict:
         return {"status": "ok", "model": str(service.predictor.folder), "classes": len(meta["classes"]),
-                "homology": service.predictor.search is not None}
+                "homology": service.predictor.search is not None,
+                "plm": prediction.plm_record(service.predictor.plm)}
 
     return app
 
 
 def load_service(config: ServeConfig) -> Service:
     """Load the model folder, pLM and homology search once, as ``serve`` does at start-up."""
-    from coevofold import prediction
+    from coevofold import devices, prediction
 
-    return Service(prediction.load_predictor(config.checkpoint, config.model, config.use_homology), config)
+    devices.set_threads(config.threads)
+    return Service(prediction.load_predictor(config.checkpoint, config.model, config.use_homology,
+                                             device=config.device), config)
 
 
 def serve(config: ServeConfig) -> None:
@@ -250,5 +257,6 @@ def serve(config: ServeConfig) -> None:
     service = load_service(config)
     if service.predictor.note:
         print(f"coevofold: note: {service.predictor.note}")
-    print(f"coevofold serve: http://{config.host}:{config.port}/ (model {service.predictor.folder}); Ctrl-C stops")
+    print(f"coevofold serve: http://{config.host}:{config.port}/ (model {service.predictor.folder}; "
+          f"pLM {service.predictor.plm.label}); Ctrl-C stops")
     uvicorn.run(create_app(service), host=config.host, port=config.port, log_level="warning")

@@ -136,6 +136,12 @@ def read_settings(path: str | os.PathLike) -> dict:
         return json.loads(f.attrs["settings"])
 
 
+def read_model(path: str | os.PathLike) -> str:
+    """The pLM a store says made it, in words (``ProteinLM.label``; informative, not its identity)."""
+    with _open(Path(path)) as f:
+        return str(f.attrs.get("model", ""))
+
+
 def check_settings(path: str | os.PathLike, found: dict, wanted: dict) -> None:
     """Refuse to mix features made by another model or other settings into one store."""
     if found != wanted:

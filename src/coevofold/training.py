@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coevofold import store
+from coevofold import devices, store
 # the model folder and split data live in coevofold.checkpoint; re-exported for existing callers
 from coevofold.checkpoint import (  # noqa: F401  (re-exported: training.load_model etc. keep working)
     ENSEMBLE_MEMBERS,
@@ -71,6 +71,10 @@ class TrainConfig:
     #: 38.0 % valid top-1 without weights and 35.2 % with count^-0.5 (README, ablation).
     class_weight_power: float = 0.0
     threads: int | None = None
+    #: where the classifier trains (:func:`coevofold.devices.resolve`). The CPU by default: these
+    #: models over cached features train in minutes there, and runs repeat bit for bit (a GPU is
+    #: deterministic only where its kernels are; Lightning warns where not).
+    device: str = "cpu"
     progress: bool = True
 
 
@@ -228,11 +232,11 @@ def train(
     train_rows, valid_rows = table[table["split"] == "train"], table[table["split"] == "valid"]
     if train_rows.empty or valid_rows.empty:
         raise CoevofoldError("training needs proteins in both the 'train' and 'valid' splits")
+    device = devices.resolve(config.device)
+    devices.set_threads(config.threads)
     run_dir = writable_dir(run_dir)
     classes = sorted(train_rows["fold"].unique())
     level_classes = {level: sorted(train_rows[level].dropna().unique()) for level in config.model.levels[1:]}
-    if config.threads:
-        torch.set_num_threads(config.threads)
     quiet_lightning()
     pl, LitFold = _lightning_module()
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -250,6 +254,7 @@ def train(
         "fold_names": {c: (fold_names or {}).get(c, "") for c in classes},
         "train_counts": torch.bincount(train_data.labels, minlength=len(classes)).tolist(),
         "feature_settings": store.read_settings(store_path),
+        "plm": store.read_model(store_path),
         "train": {k: v for k, v in asdict(config).items() if k != "model"},
     }
     if config.solver == "lbfgs":
@@ -263,10 +268,12 @@ def train(
     uses = MODELS[config.model.name]
     checkpoints = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_acc", mode="max", save_last=True)
+    accelerator, device_ids = devices.lightning_devices(device)
     trainer = pl.Trainer(
         max_epochs=config.max_epochs,
-        accelerator="cpu",
-        deterministic=True,
+        accelerator=accelerator,
+        devices=device_ids,
+        deterministic=True if device.type == "cpu" else "warn",
         logger=CSVLogger(run_dir, name="", version=""),
         callbacks=[best, EarlyStopping(monitor="val_acc", mode="max", patience=config.patience)],
         enable_progress_bar=config.progress,
@@ -324,7 +331,7 @@ def default_members(progress: bool = True) -> dict[str, TrainConfig]:
 
 
 def seed_groups(members: dict[str, TrainConfig]) -> list[list[str]]:
-    """Members that differ only in their seed (or progress and threads), in order of first appearance.
+    """Members that differ only in their seed (or progress, threads and device), in order of first appearance.
 
     An ensemble fits one weight per group, shared equally by its seeds: a weight per seed would
     let ``valid`` pick lucky seeds, and the grid search grows as (steps + 1) ** groups.
@@ -336,14 +343,14 @@ def seed_groups(members: dict[str, TrainConfig]) -> list[list[str]]:
 
 
 def _recipe(described: dict) -> dict:
-    """A member's configuration without what does not change the model (progress, threads)."""
-    return {k: v for k, v in described.items() if k not in ("progress", "threads")}
+    """A member's configuration without what does not change the model (progress, threads, device)."""
+    return {k: v for k, v in described.items() if k not in ("progress", "threads", "device")}
 
 
 def trained_as(folder: str | os.PathLike, members: dict[str, TrainConfig], settings: dict) -> bool:
     """Whether ``folder`` holds the ensemble of ``members`` trained on features of ``settings``.
 
-    Progress and thread settings do not change a model, so they are not compared.
+    Progress, thread and device settings do not change a model, so they are not compared.
     """
     path = Path(folder) / MODEL_META
     if not path.is_file():
@@ -403,6 +410,7 @@ def train_ensemble(store_path: str | os.PathLike, table: pd.DataFrame, run_dir: 
     weights = [shared[name] for name in members]
     mixed = sum(w * probs[name] for w, name in zip(weights, members))
     meta = {key: metas[0][key] for key in ("classes", "shapes", "fold_names", "train_counts", "feature_settings")}
+    meta["plm"] = store.read_model(store_path)
     if fold_names:
         meta["fold_names"] = {c: fold_names.get(c, "") for c in meta["classes"]}
     meta.update(

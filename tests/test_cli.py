@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from coevofold import cli
@@ -81,3 +82,87 @@ def test_train_default_calibrate_prepares_the_system(tmp_path: Path, monkeypatch
     assert "homology transfer and calibration prepared" in capsys.readouterr().out
     assert cli.main(["train", "deepsf", "--store", "unused.h5", "--out", str(out), "--calibrate"]) == 1
     assert "--calibrate prepares the default ensemble" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ --device and --threads
+
+NO_GPU = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+
+
+def test_device_words():
+    import torch
+
+    from coevofold import devices
+    from coevofold.errors import CoevofoldError
+
+    assert str(devices.resolve("cpu")) == "cpu" and devices.lightning_devices(devices.resolve("cpu"), 2) == ("cpu", 2)
+    assert str(devices.resolve("auto")) == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.lightning_devices(devices.Device("cuda", 1)) == ("gpu", [1])
+    for word, message in [("tpu", "expected auto, cpu, cuda or cuda:N"), ("cuda:x", "expected auto, cpu, cuda or cuda:N")]:
+        with pytest.raises(CoevofoldError, match=message):
+            devices.resolve(word)
+    with pytest.raises(CoevofoldError, match="names one GPU; for 2 processes use --device cuda --devices 2"):
+        devices.lightning_devices(devices.Device("cuda", 0), 2)
+    with pytest.raises(CoevofoldError, match="--threads must be at least 1"):
+        devices.set_threads(0)
+
+
+@NO_GPU
+@pytest.mark.parametrize("command", ["extract", "train", "predict", "serve"])
+def test_device_cuda_without_a_gpu_is_one_line_and_exit_1(command, trained, model_dir, write_fasta, tmp_path, capsys):
+    fasta = str(write_fasta(">q\nMKVLAAGIVALLLAAGCSS\n"))
+    args = {"extract": ["extract", fasta, "--out", str(tmp_path / "s.h5"), "--model", str(model_dir)],
+            "train": ["train", "deepsf", "--store", str(tmp_path / "none.h5"), "--out", str(tmp_path / "run")],
+            "predict": ["predict", fasta, "--checkpoint", str(trained)],
+            "serve": ["serve", "--checkpoint", str(trained)]}[command]
+    for device in ("cuda", "cuda:0"):
+        assert cli.main([*args, "--device", device, "--quiet"] if command != "serve" else [*args, "--device", device]) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith(f"coevofold: error: --device {device}: no CUDA GPU is visible here (")
+        assert err[0].endswith("); use --device cpu or auto"), err
+    assert not (tmp_path / "s.h5").exists() and not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_device_cpu_and_threads_on_extract_and_train(deepsf, model_dir, tmp_path, capsys):
+    """The command line's --device cpu and --threads N reach Lightning and torch (extract, then
+    train on what it extracted); the old --accelerator still reads as --device."""
+    import json
+
+    import torch
+
+    short = deepsf[(deepsf["split"] == "train") & deepsf["length"].between(30, 60)]
+    folds = short["fold"].value_counts().index[:2]
+    table = pd.concat([short[short["fold"] == f].head(3) for f in folds], ignore_index=True)
+    table["split"] = ["train", "train", "valid"] * 2
+    source = tmp_path / "mine.tsv"
+    table[["id", "sequence", "fold", "split"]].to_csv(source, sep="\t", index=False)
+    before = torch.get_num_threads()
+    try:
+        store = tmp_path / "mine.h5"
+        assert cli.main(["extract", str(source), "--out", str(store), "--model", str(model_dir), "--device", "cpu",
+                         "--threads", "1", "--quiet"]) == 0
+        assert torch.get_num_threads() == 1
+        assert cli.main(["extract", str(source), "--out", str(store), "--model", str(model_dir), "--accelerator", "cpu",
+                         "--threads", "2", "--quiet"]) == 0
+        assert torch.get_num_threads() == 2
+        run = tmp_path / "run"
+        assert cli.main(["train", str(source), "--store", str(store), "--out", str(run), "--max-epochs", "1",
+                         "--device", "cpu", "--threads", "1", "--quiet"]) == 0
+        assert torch.get_num_threads() == 1
+        meta = json.loads((run / "model.json").read_text())
+        assert meta["train"]["device"] == "cpu" and meta["train"]["threads"] == 1
+        assert meta["plm"].startswith(f"offline copy {model_dir.resolve()} ")
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+
+
+def test_threads_and_device_reach_the_default_ensemble(tmp_path: Path, monkeypatch):
+    from coevofold import training
+
+    calls = {}
+    monkeypatch.setattr(training, "train_ensemble", lambda store, table, out, members, fold_names=None:
+                        calls.setdefault("members", members) and Path(out))
+    assert cli.main(["train", "deepsf", "--store", "unused.h5", "--out", str(tmp_path / "d"), "--model-type", "default",
+                     "--device", "cpu", "--threads", "3", "--quiet"]) == 0
+    assert {(c.device, c.threads) for c in calls["members"].values()} == {("cpu", 3)}

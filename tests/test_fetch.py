@@ -363,10 +363,13 @@ def test_readme_commands_fetch_then_quickstart_reach_the_fetched_data(
         raise CoevofoldError("stopped before feature extraction (test)")
 
     monkeypatch.setattr(benchmark, "cached_features", stop)
+    capsys.readouterr()
     assert cli.main(["quickstart", "--quiet"]) == 1
-    assert "stopped before feature extraction" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "stopped before feature extraction" in printed.err
     assert reached["name"] == "deepsf" and reached["ids"] == sorted(ids)
     assert reached["label"].startswith(f"offline copy {model_dir.resolve()} (stand-in for facebook/esm2_t6_8M_UR50D)")
+    assert printed.out.splitlines()[0] == f"pLM: {reached['label']}"  # quickstart names what it loaded
 
 
 def test_registry_matches_the_presets():

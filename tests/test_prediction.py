@@ -59,8 +59,16 @@ def test_ranked_top_k_per_sequence(predicted: pd.DataFrame, trained: Path):
 
 
 def test_table_input_top_1(trained: Path, deepsf: pd.DataFrame, plm: pretrained.ProteinLM):
+    import torch
+
     table = deepsf[deepsf["split"] == "test_family"].head(2)[["id", "sequence"]]
-    frame = predict(table.assign(sequence=table["sequence"].str.lower()), trained, top_k=1, model=plm, progress=False)
+    before = torch.get_num_threads()
+    try:
+        frame = predict(table.assign(sequence=table["sequence"].str.lower()), trained, top_k=1, model=plm,
+                        run=features.RunConfig(device="cpu", threads=1), progress=False)
+        assert torch.get_num_threads() == 1  # --threads reaches torch
+    finally:
+        torch.set_num_threads(before)
     assert frame["id"].tolist() == table["id"].tolist() and frame["rank"].tolist() == [1, 1]
 
 
@@ -81,15 +89,33 @@ def test_tsv_output(predicted: pd.DataFrame, tmp_path: Path, capsys):
     assert capsys.readouterr().out.splitlines() == lines
 
 
-def test_json_output(predicted: pd.DataFrame, tmp_path: Path, capsys):
+def test_json_output(predicted: pd.DataFrame, tmp_path: Path, plm: pretrained.ProteinLM, model_dir: Path, capsys):
     write_predictions(predicted, tmp_path / "out.json", "json")
-    records = json.loads((tmp_path / "out.json").read_text())
+    written = json.loads((tmp_path / "out.json").read_text())
+    assert list(written) == ["plm", "predictions"]
+    # the offline copy is named as what was loaded, with its weights, never as the hub id alone
+    assert written["plm"] == {"label": plm.label, "weights_sha256": plm.weights_sha256}
+    assert plm.label == (f"offline copy {model_dir.resolve()} (stand-in for facebook/esm2_t6_8M_UR50D), "
+                         f"sha256 {plm.weights_sha256}")
+    records = written["predictions"]
     assert len(records) == len(predicted)
     assert all(list(r) == PREDICTION_COLUMNS for r in records)
     assert records[0]["identity"] is None and records[0]["source"] == "model"  # no evidence: null, not NaN
     assert records[0]["rank"] == 1 and isinstance(records[0]["probability"], float)
     write_predictions(predicted, None, "json")
-    assert json.loads(capsys.readouterr().out) == records
+    assert json.loads(capsys.readouterr().out) == written
+
+
+def test_default_plm_stand_in_is_named_as_such(model_dir: Path, monkeypatch):
+    """Without the hub model in the cache, the default id loads the offline copy, and says so."""
+    monkeypatch.delenv(pretrained.MODEL_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = pretrained.load(None)
+    if "Hugging Face hub" in loaded.source:
+        pytest.skip("the Hugging Face cache holds the hub model on this machine")
+    assert loaded.name == pretrained.DEFAULT_MODEL
+    assert loaded.label == (f"offline copy {model_dir.resolve()} (stand-in for {pretrained.DEFAULT_MODEL}), "
+                            f"sha256 {loaded.weights_sha256}")
 
 
 def test_unknown_format_refused(predicted: pd.DataFrame):

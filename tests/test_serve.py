@@ -72,8 +72,40 @@ def test_api_returns_what_predict_writes(client, domains: pd.DataFrame, calibrat
     frame = prediction.predict(domains[["id", "sequence"]], calibrated, top_k=2, model=plm, progress=False)
     prediction.write_predictions(frame, tmp_path / "predict.json", "json")
     assert response.json() == json.loads((tmp_path / "predict.json").read_text())
-    assert {r["source"] for r in response.json()} <= {"alignment", "model"}
-    assert {r["confidence"] for r in response.json() if r["rank"] == 1} <= {"high", "medium"}
+    assert response.json()["plm"] == {"label": plm.label, "weights_sha256": plm.weights_sha256}
+    records = response.json()["predictions"]
+    assert {r["source"] for r in records} <= {"alignment", "model"}
+    assert {r["confidence"] for r in records if r["rank"] == 1} <= {"high", "medium"}
+
+
+def test_serve_command_passes_device_and_threads(service: Service, calibrated: Path, monkeypatch, capsys):
+    """`coevofold serve --device cpu --threads 1`: the predictor loads on that device, torch uses
+    that many threads, and the start-up line names the pLM (uvicorn itself is not started here)."""
+    import torch
+    import uvicorn
+
+    asked = {}
+
+    def load(checkpoint, model, use_homology, device="auto"):
+        asked.update(checkpoint=checkpoint, device=device)
+        return service.predictor
+
+    monkeypatch.setattr(prediction, "load_predictor", load)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: asked.update(served=kwargs["port"]))
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["serve", "--checkpoint", str(calibrated), "--device", "cpu", "--threads", "1", "--port", "8765"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert asked == {"checkpoint": str(calibrated), "device": "cpu", "served": 8765}
+    assert f"pLM {service.predictor.plm.label})" in capsys.readouterr().out
+
+
+def test_page_and_health_name_the_plm_loaded(client, plm):
+    assert plm.label.startswith("offline copy ") and "(stand-in for facebook/esm2_t6_8M_UR50D)" in plm.label
+    assert f'<p id="plm">pLM: {plm.label}</p>' in client.get("/").text
+    assert client.get("/api/health").json()["plm"] == {"label": plm.label, "weights_sha256": plm.weights_sha256}
 
 
 def test_api_refusals(client, domains: pd.DataFrame, calibrated: Path, write_fasta, capsys, monkeypatch):
@@ -172,6 +204,7 @@ def test_browser_paste_submit_see_results_and_errors(server: str, browser, domai
     wait = WebDriverWait(browser, 300)
     browser.get(server + "/")
     assert "coevofold" in browser.title
+    assert browser.find_element(By.ID, "plm").text.startswith("pLM: offline copy ")  # what was loaded, named
     # two real domains: a held-out family member and a training domain's own sequence (alignment)
     train = small_run[2][small_run[2]["split"] == "train"].iloc[[0]]
     fasta = _fasta(pd.concat([domains.head(1), train.assign(id="my_domain")]))

@@ -254,6 +254,9 @@ def test_ensemble_trains_members_mixes_on_valid_and_reloads(tiny, tmp_path):
     out = training.train_ensemble(store, table, tmp_path / "e", members)
     ensemble, meta = training.load_model(out)
     assert isinstance(ensemble, models.Ensemble) and meta["model"]["name"] == "ensemble"
+    # model.json names the pLM that made the features as it was loaded (the offline copy, here)
+    plm_label = training.load_model(out / "members" / "mlp")[1]["plm"]
+    assert meta["plm"] == plm_label and plm_label.startswith("offline copy ") and "sha256 " in plm_label
     weights = meta["ensemble"]["weights"]
     assert set(weights) == set(members) and sum(weights.values()) == pytest.approx(1.0)
     assert weights["mlp"] == weights["mlp_seed1"]  # seeds share their recipe's weight
@@ -272,6 +275,8 @@ def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
         name: json.loads(json.dumps(dataclasses.asdict(config))) for name, config in members.items()}}}
     (folder / training.MODEL_META).write_text(json.dumps(meta))
     assert training.trained_as(folder, training.default_members(progress=True), {"grid": 32})
+    elsewhere = {n: dataclasses.replace(c, device="auto", threads=1) for n, c in members.items()}
+    assert training.trained_as(folder, elsewhere, {"grid": 32})  # where it ran does not change the model
     assert not training.trained_as(folder, members, {"grid": 16})
     other = {**members, "mlp": dataclasses.replace(members["mlp"], seed=1)}
     assert not training.trained_as(folder, other, {"grid": 32})

@@ -200,7 +200,8 @@ def predict(
     Smith-Waterman hit to the training domains passes the stored threshold take the alignment's
     ranking (``source`` = alignment), the others the model's. Returns one row per (sequence,
     rank) with the columns :data:`PREDICTION_COLUMNS`, rank 1 first, in input order; the frame's
-    ``attrs["note"]`` says when predictions are model-only.
+    ``attrs["note"]`` says when predictions are model-only and ``attrs["plm"]`` which pLM made
+    the features (:func:`plm_record`). ``run.device`` is where the pLM runs.
     """
     check_top_k(top_k)
     model_folder(checkpoint)  # a missing model is the first thing to say

@@ -103,7 +103,7 @@ def isolated(tmp_path: Path, monkeypatch, upstream: Upstream) -> Path:
 # ------------------------------------------------------------------ upstream-format files
 
 
-def _tape_archive(table: pd.DataFrame) -> bytes:
+def _tape_archive(table: pd.DataFrame, edit=lambda record: record) -> bytes:
     """TAPE's remote_homology.tar.gz (raw JSON form): one JSON list of records per split."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -114,7 +114,7 @@ def _tape_archive(table: pd.DataFrame) -> bytes:
                         "secondary_structure": [0] * 3, "solvent_accessibility": [1] * 3,
                         "evolutionary": [[0] * 20] * 3}
                        for r in rows.itertuples(index=False)]
-            body = json.dumps(records).encode()
+            body = json.dumps([edit(r) for r in records]).encode()
             info = tarfile.TarInfo(f"remote_homology/remote_homology_{split}.json")
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
@@ -306,6 +306,22 @@ def test_unreachable_host_names_the_url_and_where_to_put_the_file(isolated, shar
     shutil.copyfile(shared_data / "scope_astral20/astral_20.fa", by_hand)
     assert cli.main(["data", "fetch", "astral20", "--quiet"]) == 0
     assert (isolated / "scope_astral20/astral_20.fa").read_bytes() == by_hand.read_bytes()
+
+
+def test_tape_json_variants(upstream, isolated, deepsf_small, shared_data, capsys):
+    """Ids kept as the repr of TAPE's bytes are read; the TensorFlow-era JSON (token ids in
+    'primary') is refused in one line, with nothing written."""
+    served, ids = deepsf_small
+    table = pd.read_csv(shared_data / DEEPSF_TABLE, sep="\t", dtype=str, keep_default_na=False)
+    table = table[table["sid"].isin(ids)]
+    upstream.serve("deepsf", {**served, fetch._TAPE_ARCHIVE: _tape_archive(table, lambda r: r | {"primary": [5, 6]})})
+    assert cli.main(["data", "fetch", "deepsf", "--quiet"]) == 1
+    assert "not the data_raw_pytorch archive" in _error_line(capsys)
+    assert _everything_under(isolated) == []
+    shutil.rmtree(isolated.parent / "cache")
+    upstream.serve("deepsf", {**served, fetch._TAPE_ARCHIVE: _tape_archive(table, lambda r: r | {"id": f"b'{r['id']}'"})})
+    assert cli.main(["data", "fetch", "deepsf", "--quiet"]) == 0
+    assert sorted(data.load("deepsf")["id"]) == sorted(ids)
 
 
 def test_changed_fetched_table_and_foreign_folder_refused(upstream, isolated, deepsf_small, capsys):

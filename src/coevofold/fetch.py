@@ -228,7 +228,11 @@ def fetch(name: str, directory: str | os.PathLike | None = None, mirror: str | N
         shutil.rmtree(leftover, ignore_errors=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{dataset.folder}.", suffix=".partial", dir=root))
     try:
-        summary = dataset.build({n: path for n, (path, _) in downloads.items()}, partial)
+        try:
+            summary = dataset.build({n: path for n, (path, _) in downloads.items()}, partial)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # a field that is not what the format says
+            raise CoevofoldError(f"{name}: the downloaded files are not in their publishers' format "
+                                 f"({type(exc).__name__}: {str(exc)[:160]}); nothing was written") from None
         inputs = [{"file": r.name, "urls": list(r.urls), "sha256": sha256_of(downloads[r.name][0]),
                    "hash": r.hash_policy} for r in dataset.remotes]
         outputs = {p.name: sha256_of(p) for p in sorted(partial.iterdir())}
@@ -358,6 +362,14 @@ def _tape_json(archive: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _tape_id(value: object) -> str:
+    """A TAPE record's SCOP id. TAPE's LMDB records keep it as bytes; a JSON-ified copy may hold
+    their repr (``"b'd1v4wb_'"``) rather than the decoded text, so both are read."""
+    text = str(value)
+    found = re.fullmatch(r"b'(.*)'", text)
+    return found.group(1) if found else text
+
+
 def _build_deepsf(paths: dict[str, Path], out: Path) -> str:
     """The DeepSF/TAPE table: TAPE's sequences and fold labels joined by SCOP id with DeepSF's D2
     lists (split, length, fold) and D1 lists (family sccs, for all but 123 ids), checked to agree."""
@@ -368,7 +380,7 @@ def _build_deepsf(paths: dict[str, Path], out: Path) -> str:
     rows, label_fold = [], {}
     for split, remote in _D2.items():
         listed = _columns(paths[remote.name], 3)
-        records = {str(r["id"]): r for r in tape[split]}
+        records = {_tape_id(r["id"]): r for r in tape[split]}
         if len(records) != len(tape[split]) or set(records) != {row[0] for row in listed}:
             extra = sorted(set(records) ^ {row[0] for row in listed})
             raise CoevofoldError(
@@ -376,7 +388,10 @@ def _build_deepsf(paths: dict[str, Path], out: Path) -> str:
                 f"({len(tape[split])} vs {len(listed)}; e.g. {extra[:1] or 'a duplicate id'})")
         for sid, length, fold, *_ in listed:
             record = records[sid]
-            sequence = str(record["primary"] or "")
+            sequence = record["primary"]
+            if not isinstance(sequence, str):  # TAPE's TensorFlow-era JSON stores token ids, not residues
+                raise CoevofoldError(f"{sid}: TAPE's {split} JSON holds {type(sequence).__name__} 'primary', not a "
+                                     "sequence: this is not the data_raw_pytorch archive")
             if not (len(sequence) == int(length) == int(record["protein_length"] or -1)):
                 raise CoevofoldError(f"{sid}: {len(sequence)} residues in TAPE's {split} JSON "
                                      f"(protein_length {record['protein_length']}), {length} in DeepSF's {remote.name}")

@@ -280,3 +280,18 @@ def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
     assert not training.trained_as(folder, members, {"grid": 16})
     other = {**members, "mlp": dataclasses.replace(members["mlp"], seed=1)}
     assert not training.trained_as(folder, other, {"grid": 32})
+
+
+def test_plm_label_of_an_older_store_is_marked(tiny, tmp_path):
+    """A store written before labels recorded only the name asked for: model.json says so, with the weights."""
+    import shutil
+
+    import h5py
+
+    store, _ = tiny
+    assert training.plm_label(store).startswith("offline copy ")
+    old = shutil.copy(store, tmp_path / "old.h5")
+    with h5py.File(old, "r+") as f:
+        f.attrs["model"] = "facebook/esm2_t6_8M_UR50D"
+        sha = json.loads(f.attrs["settings"])["weights_sha256"]
+    assert training.plm_label(old) == f"facebook/esm2_t6_8M_UR50D (as an older store named it), sha256 {sha}"

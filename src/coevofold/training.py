@@ -206,6 +206,18 @@ def build_classifier(config: ModelConfig, n_classes: int | dict[str, int], split
     return FoldClassifier(config, n_classes, channels, grid, bins, dim, n_layers=split.layers.shape[1])
 
 
+def plm_label(store_path: str | os.PathLike) -> str:
+    """The pLM that made a store's features, as ``model.json`` names it: the label extraction
+    recorded (``ProteinLM.label``), or, for a store of an older coevofold that recorded only the
+    name asked for, that name marked as such with the weights' sha256 (it may have been the
+    offline copy standing in for the hub id)."""
+    recorded = store.read_model(store_path)
+    if ", sha256 " in recorded:
+        return recorded
+    sha = store.read_settings(store_path).get("weights_sha256", "unknown")
+    return f"{recorded or 'unnamed pLM'} (as an older store named it), sha256 {sha}"
+
+
 def train(
     store_path: str | os.PathLike,
     table: pd.DataFrame,
@@ -254,7 +266,7 @@ def train(
         "fold_names": {c: (fold_names or {}).get(c, "") for c in classes},
         "train_counts": torch.bincount(train_data.labels, minlength=len(classes)).tolist(),
         "feature_settings": store.read_settings(store_path),
-        "plm": store.read_model(store_path),
+        "plm": plm_label(store_path),
         "train": {k: v for k, v in asdict(config).items() if k != "model"},
     }
     if config.solver == "lbfgs":
@@ -410,7 +422,7 @@ def train_ensemble(store_path: str | os.PathLike, table: pd.DataFrame, run_dir: 
     weights = [shared[name] for name in members]
     mixed = sum(w * probs[name] for w, name in zip(weights, members))
     meta = {key: metas[0][key] for key in ("classes", "shapes", "fold_names", "train_counts", "feature_settings")}
-    meta["plm"] = store.read_model(store_path)
+    meta["plm"] = plm_label(store_path)
     if fold_names:
         meta["fold_names"] = {c: fold_names.get(c, "") for c in meta["classes"]}
     meta.update(

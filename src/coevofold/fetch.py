@@ -222,7 +222,10 @@ def fetch(name: str, directory: str | os.PathLike | None = None, mirror: str | N
     target = root / dataset.folder
     if target.exists():
         return FetchResult(target, False, (), verify_folder(target))
-    writable_dir(root)
+    try:
+        writable_dir(root)
+    except CoevofoldError as exc:  # its advice names extract's --out
+        raise CoevofoldError(f"{str(exc).split('; ')[0]}; choose another --dir (or COEVOFOLD_DATA)") from None
     downloads = {remote.name: _download(dataset, remote, mirror, progress) for remote in dataset.remotes}
     for leftover in root.glob(f".{dataset.folder}.*.partial"):  # a killed run's unfinished folder
         shutil.rmtree(leftover, ignore_errors=True)

@@ -46,8 +46,8 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from coevofold import __version__, data
 from coevofold.errors import CoevofoldError
-from coevofold.files import (FETCH_MANIFEST, cache_dir, check_fetched, data_root, fetched_data_dir, sha256_of,
-                             writable_dir, write_text)
+from coevofold.files import (FETCH_MANIFEST, cache_dir, check_fetched, current_umask, data_root, fetched_data_dir,
+                             sha256_of, writable_dir, write_text)
 
 MIRROR_ENV = "COEVOFOLD_MIRROR"
 RECORDED = "recorded_sha256.json"
@@ -242,7 +242,7 @@ def fetch(name: str, directory: str | os.PathLike | None = None, mirror: str | N
         write_text(partial / FETCH_MANIFEST, json.dumps(
             {"dataset": name, "coevofold_version": __version__, "mirror": mirror, "summary": summary,
              "inputs": inputs, "outputs": outputs}, indent=1) + "\n")
-        os.chmod(partial, 0o777 & ~_umask())  # mkdtemp makes it private; data folders are not
+        os.chmod(partial, 0o777 & ~current_umask())  # mkdtemp makes it private; data folders are not
         os.rename(partial, target)
     except OSError as exc:
         raise CoevofoldError(f"{target}: could not be written ({exc.strerror}); nothing was left behind") from None
@@ -250,12 +250,6 @@ def fetch(name: str, directory: str | os.PathLike | None = None, mirror: str | N
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
     return FetchResult(target, True, tuple(n for n, (_, fresh) in downloads.items() if fresh), summary)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def presets_note(root: Path) -> str:

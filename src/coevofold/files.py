@@ -33,9 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise CoevofoldError(f"{path}: cannot write here ({exc.strerror})") from None
     os.close(fd)
     # mkstemp makes the file private (0600); results should get the usual umask permissions
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~current_umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -45,6 +43,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def writable_dir(path: str | os.PathLike) -> Path:

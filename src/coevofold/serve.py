@@ -162,8 +162,8 @@ class Service:
         self.config = config
         self.run_config = features.RunConfig(max_pairs=config.max_pairs, progress=False)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coevofold-model")
-        self._slots = threading.BoundedSemaphore(config.max_queue + 1)  # the running request + the queue
         self._seconds = 1.0  # recent seconds per request, for Retry-After
+        self._admitted, self._count_lock = 0, threading.Lock()  # the running request + those waiting
         self._trim = _malloc_trim()
 
     def predict(self, table: pd.DataFrame, top_k: int, contacts: dict | None = None) -> pd.DataFrame:
@@ -172,17 +172,30 @@ class Service:
 
     def submit(self, work: Callable[..., Any], *args: Any) -> Future:
         """Queue ``work(*args)`` for the model thread, or refuse with 503 when the queue is full."""
-        if not self._slots.acquire(blocking=False):
+        with self._count_lock:
+            full = self._admitted > self.config.max_queue
+            if not full:
+                self._admitted += 1
+        if full:
             wait = max(1, math.ceil(self._seconds))
             raise RequestError(f"busy: {self.config.max_queue} requests are already waiting for the model; "
                                f"retry in {wait} s", 503, {"Retry-After": str(wait)})
         try:
             job = self._worker.submit(self._timed, work, *args)
         except BaseException:
-            self._slots.release()
+            self._done(None)
             raise
-        job.add_done_callback(lambda _: self._slots.release())
+        job.add_done_callback(self._done)
         return job
+
+    def _done(self, job: Future | None) -> None:
+        with self._count_lock:
+            self._admitted -= 1
+
+    @property
+    def in_progress(self) -> int:
+        """Requests admitted and not finished: the running one plus those waiting."""
+        return self._admitted
 
     def _timed(self, work: Callable[..., Any], *args: Any) -> Any:
         started = time.perf_counter()
@@ -439,7 +452,8 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/api/health")
     async def health() -> dict:
         return {"status": "ok", "model": str(service.predictor.folder), "classes": len(meta["classes"]),
-                "homology": service.predictor.search is not None}
+                "homology": service.predictor.search is not None, "in_progress": service.in_progress,
+                "max_queue": config.max_queue}
 
     return app
 

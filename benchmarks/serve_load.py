@@ -129,7 +129,9 @@ def main() -> None:
     server.terminate()
     server.wait(timeout=60)
 
+    began = time.perf_counter()
     predictor = prediction.load_predictor(args.checkpoint)
+    loaded = time.perf_counter() - began
     began = time.perf_counter()
     expected = prediction.predictions_text(predictor.predict(rows[["id", "sequence"]], 5, progress=False), "json")
     predict_seconds = time.perf_counter() - began
@@ -154,7 +156,7 @@ def main() -> None:
           f"{sampler.peak.get('load', 0) * mb:,.0f} MB ({sampler.peak.get('load', 0) / startup:.2f}x) / "
           f"{after * mb:,.0f} MB |\n"
           f"| predict in one process, same sequences | {n / predict_seconds:.2f} sequences/s ({predict_seconds:.1f} s; "
-          f"serve/predict = {predict_seconds / seconds:.2f}) |")
+          f"+ {loaded:.0f} s to load; serve/predict throughput = {predict_seconds / seconds:.2f}) |")
     print(f"load average (1 min) before: {load_before:.2f}, at the end of the load: {load_during:.2f}, "
           f"at the end: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores")
 

@@ -10,16 +10,21 @@ memory (its children included) every 0.1 s from start-up through the load and ``
 seconds past it, and then runs ``Predictor.predict`` on all the same sequences in this process
 once the server is gone (the two never share the cores). Every answer must be 200 with its own
 ids, equal to ``predict``'s (folds and rounded probabilities) up to the last digit that
-batching can move. It prints the machine's load, since a shared machine changes the numbers.
+batching can move. It prints the machine's load, since a shared machine changes the numbers,
+and what model folder it measured (its members, homology, calibration and a digest of its
+files' names, sizes and times), since the default model's system changes as the project does:
+rerun it after each change and compare like with like.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -56,12 +61,29 @@ class Sampler(threading.Thread):
     def __init__(self, process: psutil.Process) -> None:
         super().__init__(daemon=True)
         self.process, self.phase, self.peak, self.last = process, "load", {}, 0
+        self.loads: list[float] = []  # the machine's 1-min load average during the load
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(0.1):
             self.last = rss(self.process)
             self.peak[self.phase] = max(self.peak.get(self.phase, 0), self.last)
+            if self.phase == "load":
+                self.loads.append(os.getloadavg()[0])
+
+
+def describe(predictor: prediction.Predictor) -> str:
+    """One line naming the model folder measured: what it holds and a digest that changes with it."""
+    folder = Path(predictor.folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    digest = hashlib.sha1("\n".join(f"{p.relative_to(folder)}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}"
+                                     for p in files).encode()).hexdigest()[:10]
+    members = len(predictor.meta.get("ensemble", {}).get("members", [])) or 1
+    newest = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(p.stat().st_mtime for p in files)))
+    return (f"model folder {folder} ({predictor.meta['model']['name']}, {members} member(s), "
+            f"{len(predictor.meta['classes'])} folds, homology {'on' if predictor.search else 'off'}, "
+            f"calibration {'yes' if predictor.calibration else 'no'}; {len(files)} files, newest {newest}, "
+            f"digest {digest})")
 
 
 def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen:
@@ -90,7 +112,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="model folder (default: the quickstart's)")
     parser.add_argument("--serve-option", action="append", default=[],
                         help="extra argument for 'coevofold serve' (repeat: --serve-option=--max-queue --serve-option=4)")
-    parser.add_argument("--log", default="serve_load.log", help="where the server's output goes")
+    parser.add_argument("--log", default=str(Path(tempfile.gettempdir()) / "coevofold_serve_load.log"),
+                        help="where the server's output goes")
     args = parser.parse_args()
 
     n = args.clients * args.requests * args.per_request
@@ -120,7 +143,6 @@ def main() -> None:
     with ThreadPoolExecutor(args.clients) as pool:
         answers = [a for part in pool.map(client, range(args.clients)) for a in part]
     seconds = time.perf_counter() - started
-    load_during = os.getloadavg()[0]
     sampler.phase = "after"
     time.sleep(args.after)
     sampler.done.set()
@@ -157,8 +179,10 @@ def main() -> None:
           f"{after * mb:,.0f} MB |\n"
           f"| predict in one process, same sequences | {n / predict_seconds:.2f} sequences/s ({predict_seconds:.1f} s; "
           f"+ {loaded:.0f} s to load; serve/predict throughput = {predict_seconds / seconds:.2f}) |")
-    print(f"load average (1 min) before: {load_before:.2f}, at the end of the load: {load_during:.2f}, "
-          f"at the end: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores")
+    print(describe(predictor))
+    loads = sampler.loads or [load_before]
+    print(f"load average (1 min) before: {load_before:.2f}, during the load: {min(loads):.2f}-"
+          f"{max(loads):.2f}, at the end: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

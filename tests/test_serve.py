@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -265,13 +266,14 @@ def _head(path: str, length: int | None, kind: str = "application/json") -> byte
     return f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n{size}\r\n\r\n".encode()
 
 
-def _response(sock: socket.socket) -> tuple[int, dict]:
-    """Status and JSON body of the answer on a raw connection."""
+def _response(sock: socket.socket, as_json: bool = True) -> tuple[int, Any]:
+    """Status and body (JSON, or text) of the answer on a raw connection."""
     import http.client
 
     answer = http.client.HTTPResponse(sock)
     answer.begin()
-    return answer.status, json.loads(answer.read())
+    body = answer.read()
+    return answer.status, json.loads(body) if as_json else body.decode()
 
 
 def _no_tracebacks(caplog, capfd) -> None:
@@ -404,20 +406,59 @@ def test_a_200_mb_chunked_body_is_refused_at_the_limit(guarded, caplog, capfd):
 
 
 def test_slow_and_vanishing_clients(guarded, domains: pd.DataFrame, caplog, capfd):
-    """20 half-sent bodies: others are still answered; those that vanish leave no traceback, the rest get 408."""
+    """100 half-sent bodies (the issue's count), half to the API and half to the page: others are
+    still answered; the 50 that vanish leave no traceback, the 50 that stay get a one-line 408."""
     import httpx
 
     _, url = guarded
-    slow = [_open(url, _head("/api/predict", 1000), b'{"fasta": ">a') for _ in range(20)]
+    form = "multipart/form-data; boundary=x"
+    slow = [(path, _open(url, _head(path, 1000, kind), start))
+            for path, kind, start in [("/api/predict", "application/json", b'{"fasta": ">a'),
+                                      ("/", form, b'--x\r\nContent-Disposition: form-data; name="fasta"\r\n\r\n>a')]
+            for _ in range(50)]
     response = httpx.post(url + "/api/predict", json={"fasta": _fasta(domains.head(1)), "top_k": 1}, timeout=30)
     assert response.status_code == 200 and response.json()[0]["id"] == domains["id"].iat[0]
-    for sock in slow[:10]:
+    for _, sock in slow[:25] + slow[50:75]:
         sock.close()
-    for sock in slow[10:]:
-        status, answer = _response(sock)
-        assert status == 408 and answer["error"] == "request body not received within 1.5 s"
+    for path, sock in slow[25:50] + slow[75:]:
+        status, text = _response(sock, as_json=False)
         sock.close()
+        if path == "/":
+            assert status == 408 and 'id="error"' in text and "request body not received within 1.5 s" in text
+        else:
+            assert status == 408 and json.loads(text) == {"error": "request body not received within 1.5 s"}
     time.sleep(0.3)  # the server sees the last connections go
+    _no_tracebacks(caplog, capfd)
+
+
+def test_a_client_that_leaves_while_its_request_runs(guarded, domains: pd.DataFrame, monkeypatch, caplog, capfd):
+    """The running request finishes (a pass cannot be stopped), its answer goes nowhere, and the
+    queue is free again: one INFO line is all that is logged."""
+    import logging
+
+    import httpx
+
+    caplog.set_level(logging.INFO, "coevofold.serve")
+    service, url = guarded
+    gate, calls, real = threading.Event(), [], service.predict
+
+    def gated(table, top_k, contacts=None):
+        calls.append(table["id"].tolist())
+        assert gate.wait(60)
+        return real(table, top_k, contacts)
+
+    monkeypatch.setattr(service, "predict", gated)
+    body = json.dumps({"fasta": _fasta(domains.head(1)), "top_k": 1}).encode()
+    sock = _open(url, _head("/api/predict", len(body)), body)
+    _until(lambda: len(calls) == 1)
+    sock.close()
+    time.sleep(0.2)
+    gate.set()
+    _until(lambda: service.in_progress == 0)
+    monkeypatch.setattr(service, "predict", real)
+    assert httpx.post(url + "/api/predict", content=body, timeout=60).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.name == "coevofold.serve"] == [
+        "POST /api/predict: the client went away; request dropped"]
     _no_tracebacks(caplog, capfd)
 
 

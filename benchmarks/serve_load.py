@@ -8,7 +8,9 @@ concurrent clients x ``--requests`` requests of ``--per-request`` distinct DeepS
 test_superfamily domains each (the issue's load: 12 x 3 x 4), samples the server's resident
 memory (its children included) every 0.1 s from start-up through the load and ``--after``
 seconds past it, and then runs ``Predictor.predict`` on all the same sequences in this process
-once the server is gone (the two never share the cores). Every answer must be 200 with its own
+once the server is gone (the two never share the cores): all at once, as ``coevofold predict``
+does, and as the server's requests, one call each (the difference between the two is what
+small batches cost, the rest is what HTTP and the queue cost). Every answer must be 200 with its own
 ids, equal to ``predict``'s (folds and rounded probabilities) up to the last digit that
 batching can move. It prints the machine's load, since a shared machine changes the numbers,
 and what model folder it measured (its members, homology, calibration and a digest of its
@@ -157,6 +159,10 @@ def main() -> None:
     began = time.perf_counter()
     expected = prediction.predictions_text(predictor.predict(rows[["id", "sequence"]], 5, progress=False), "json")
     predict_seconds = time.perf_counter() - began
+    began = time.perf_counter()  # the server's batches, one predict call each: what the API adds
+    for batch in batches:
+        predictor.predict(batch[["id", "sequence"]], 5, progress=False)
+    batch_seconds = time.perf_counter() - began
     expected_rows = pd.read_json(pd.io.common.StringIO(expected))
 
     ok = [a for a in answers if a[2] == 200]
@@ -178,7 +184,9 @@ def main() -> None:
           f"{sampler.peak.get('load', 0) * mb:,.0f} MB ({sampler.peak.get('load', 0) / startup:.2f}x) / "
           f"{after * mb:,.0f} MB |\n"
           f"| predict in one process, same sequences | {n / predict_seconds:.2f} sequences/s ({predict_seconds:.1f} s; "
-          f"+ {loaded:.0f} s to load; serve/predict throughput = {predict_seconds / seconds:.2f}) |")
+          f"+ {loaded:.0f} s to load; serve/predict throughput = {predict_seconds / seconds:.2f}) |\n"
+          f"| predict in one process, the same {len(batches)} requests one call each | {n / batch_seconds:.2f} "
+          f"sequences/s ({batch_seconds:.1f} s; serve/this = {batch_seconds / seconds:.2f}) |")
     print(describe(predictor))
     loads = sampler.loads or [load_before]
     print(f"load average (1 min) before: {load_before:.2f}, during the load: {min(loads):.2f}-"

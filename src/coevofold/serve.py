@@ -22,7 +22,8 @@ Design choices:
   :func:`coevofold.features._chunk_features`), and glibc keeping freed blocks resident
   (:func:`_tune_malloc`). With all three fixed: peak 1.42x start-up, 0.65 GB after; undoing one
   at a time gives 2.34x, 1.75x and 1.64x (0.94 GB after). A thread per request instead of one
-  made no difference to the peak then (1.42x), 50 MB more after.
+  made no difference to the peak then (1.42x), 50 MB more after. With the default model
+  (benchmarks/serve_load.py, README): 734 MB at start-up, peak 981 MB (1.34x), 791 MB after.
 * Bodies are counted as they arrive (:class:`_BodyLimit`): refused at the first byte past
   ``max_bytes`` (413) whatever the transfer encoding, or after ``body_timeout`` seconds (408).
   Limits on sequences per request and residues per sequence are checked before any work.
@@ -94,8 +95,9 @@ class ServeConfig:
     max_residues: int = 2000
     max_bytes: int = 1_000_000
     #: requests waiting behind the running one before 503. 16: the issue's 12 concurrent
-    #: clients all wait their turn, and at ~1 s per 4-domain request on 2 cores (README) the
-    #: last of a full queue waits ~17 s rather than minutes.
+    #: clients all wait their turn, and at the 0.84 s per 4-domain request measured with the
+    #: default model on 2 idle cores (README, benchmarks/serve_load.py) the last of a full
+    #: queue waits ~14 s rather than minutes.
     max_queue: int = 16
     #: seconds a client may take to send its request body (then 408).
     body_timeout: float = 30.0

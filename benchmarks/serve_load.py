@@ -106,7 +106,8 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--clients", type=int, default=12, help="concurrent clients")
     parser.add_argument("--requests", type=int, default=3, help="requests per client, one after another")
     parser.add_argument("--per-request", type=int, default=4, help="domains per request")

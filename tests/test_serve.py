@@ -315,11 +315,9 @@ def test_concurrent_clients_each_get_their_own_answer(server: str, service: Serv
     _no_tracebacks(caplog, capfd)
 
 
-def test_a_full_queue_answers_503_and_a_vanished_client_is_dropped(guarded, domains: pd.DataFrame, monkeypatch,
-                                                                   caplog, capfd):
-    import httpx
-
-    service, url = guarded
+def _gated(service: Service, monkeypatch) -> tuple[threading.Event, list, object]:
+    """Hold every model run until the returned event is set (the runs' ids go into the list):
+    a request stays running for as long as a test needs. Also returns the real ``predict``."""
     gate, calls, real = threading.Event(), [], service.predict
 
     def gated(table, top_k, contacts=None):
@@ -328,6 +326,15 @@ def test_a_full_queue_answers_503_and_a_vanished_client_is_dropped(guarded, doma
         return real(table, top_k, contacts)
 
     monkeypatch.setattr(service, "predict", gated)
+    return gate, calls, real
+
+
+def test_a_full_queue_answers_503_and_a_vanished_client_is_dropped(guarded, domains: pd.DataFrame, monkeypatch,
+                                                                   caplog, capfd):
+    import httpx
+
+    service, url = guarded
+    gate, calls, _ = _gated(service, monkeypatch)
     body = json.dumps({"fasta": _fasta(domains.head(1)), "top_k": 1}).encode()
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(httpx.post, url + "/api/predict", content=body, timeout=60)
@@ -440,14 +447,7 @@ def test_a_client_that_leaves_while_its_request_runs(guarded, domains: pd.DataFr
 
     caplog.set_level(logging.INFO, "coevofold.serve")
     service, url = guarded
-    gate, calls, real = threading.Event(), [], service.predict
-
-    def gated(table, top_k, contacts=None):
-        calls.append(table["id"].tolist())
-        assert gate.wait(60)
-        return real(table, top_k, contacts)
-
-    monkeypatch.setattr(service, "predict", gated)
+    gate, calls, real = _gated(service, monkeypatch)
     body = json.dumps({"fasta": _fasta(domains.head(1)), "top_k": 1}).encode()
     sock = _open(url, _head("/api/predict", len(body)), body)
     _until(lambda: len(calls) == 1)

@@ -131,3 +131,30 @@ def test_alignment_scores_are_cached_per_data_set(training, tmp_path, monkeypatc
     assert all(np.array_equal(first[s], again[s]) for s in first)
     with pytest.raises(AssertionError):  # another table is another key
         benchmark.cached_alignment("tiny", table.assign(split=["train"] * 10 + ["test_fold", "valid"]), progress=False)
+
+
+@pytest.mark.parametrize("first, then", [(("test_fold",), ("valid", "test_fold")), (("valid", "test_fold"), ("test_fold",))])
+def test_cached_alignment_holds_what_each_call_asks_for(training, tmp_path, monkeypatch, first, then):
+    """Fewer splits cached first (``evaluate``), more asked later (``prepare_system``), and the other way
+    round: each call gets its splits, equal to a fresh search, and only a missing split is searched."""
+    import pandas as pd
+
+    from coevofold import benchmark
+
+    monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path))
+    sequences, folds = training
+    table = pd.DataFrame({"id": [f"p{i}" for i in range(13)], "sequence": sequences[:10] + sequences[:3],
+                          "fold": folds[:10] + folds[:3], "split": ["train"] * 10 + ["valid", "test_fold", "test_fold"]})
+    fresh = baselines.alignment_scores(table, ("valid", "test_fold"), n_jobs=1, progress=False)[1]
+    searched = []
+    real = baselines.AlignmentNearestNeighbour.search
+
+    def counted(self, queries):
+        searched.append(len(queries))
+        return real(self, queries)
+
+    monkeypatch.setattr(baselines.AlignmentNearestNeighbour, "search", counted)
+    for splits in (first, then, first):
+        scores = benchmark.cached_alignment("tiny", table, progress=False, splits=splits)
+        assert set(scores) == set(splits) and all(np.array_equal(scores[s], fresh[s]) for s in splits)
+    assert sum(searched) == 3  # each of the 3 query proteins searched once, whatever the order

@@ -88,7 +88,10 @@ def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True,
 
     They depend only on the sequences and training folds (not on any model), take ~10 min on 2
     cores for DeepSF's valid and test splits, and are what the homology-first rows,
-    ``fit_homology`` and (on the calibration splits) ``fit_calibration`` need.
+    ``fit_homology`` and (on the calibration splits) ``fit_calibration`` need. The cache file is
+    keyed on the table and holds every split searched so far: a call asking for a split it
+    lacks (``prepare_system``'s ``valid`` after ``evaluate``'s test splits) searches only that
+    split and adds it.
     """
     from coevofold import baselines
     from coevofold.files import atomic_path, cache_dir
@@ -98,18 +101,22 @@ def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True,
     key = hashlib.sha1("\n".join(f"{i}\t{q}\t{f}\t{s}" for i, q, f, s in
                                  zip(table["id"], table["sequence"], table["fold"], table["split"])).encode()).hexdigest()[:10]
     path = cache_dir() / "alignment" / f"{name}-{key}.npz"
+    scores: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path) as stored:
-            return {split: stored[split] for split in splits}
-    started = time.perf_counter()
-    _, scores = baselines.alignment_scores(table, splits, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **scores)
-    if progress:
-        print(f"alignment of {sum(len(v) for v in scores.values())} proteins against {len(train)} training domains: "
-              f"{time.perf_counter() - started:.0f} s (cached in {path})")
-    return scores
+            scores = {split: stored[split] for split in stored.files}
+    missing = [s for s in splits if s not in scores]
+    if missing:
+        started = time.perf_counter()
+        found = baselines.alignment_scores(table, missing, progress=progress)[1]
+        scores.update(found)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **scores)
+        if progress:
+            print(f"alignment of {sum(len(v) for v in found.values())} proteins ({', '.join(missing)}) against "
+                  f"{len(train)} training domains: {time.perf_counter() - started:.0f} s (cached in {path})")
+    return {split: scores[split] for split in splits}
 
 
 def cached_deepsf() -> tuple[pd.DataFrame, Path]:

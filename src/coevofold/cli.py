@@ -503,7 +503,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve.serve(serve.ServeConfig(host=args.host, port=args.port, checkpoint=args.checkpoint, model=args.model,
                                   use_homology=not args.no_homology, top_k=args.top_k,
                                   max_sequences=args.max_sequences, max_residues=args.max_residues,
-                                  max_bytes=args.max_bytes, device=args.device, threads=args.threads))
+                                  max_bytes=args.max_bytes, max_queue=args.max_queue,
+                                  body_timeout=args.body_timeout, max_pairs=args.max_pairs,
+                                  device=args.device, threads=args.threads))
     return 0
 
 
@@ -515,7 +517,9 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
              "Serve a local web page and JSON API: paste or upload FASTA, get folds with names, evidence and "
              "contact maps.\n\n"
              "The model loads once at start-up. POST /api/predict with {\"fasta\": \"...\", \"top_k\": 5} returns what "
-             "'coevofold predict --format json' writes. Binds to 127.0.0.1 (this machine only) unless --host says otherwise.")
+             "'coevofold predict --format json' writes; every refusal is a 4xx JSON {\"error\": ...} (503 with Retry-After "
+             "when --max-queue requests already wait). Requests run one at a time. Binds to 127.0.0.1 (this machine "
+             "only) unless --host says otherwise.")
     p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=d.port, help="port to listen on")
     p.add_argument("--checkpoint", default=d.checkpoint,
@@ -526,7 +530,14 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=d.top_k, help="folds shown per sequence unless the request says")
     p.add_argument("--max-sequences", type=int, default=d.max_sequences, help="sequences per request")
     p.add_argument("--max-residues", type=int, default=d.max_residues, help="residues per sequence")
-    p.add_argument("--max-bytes", type=int, default=d.max_bytes, help="bytes per request")
+    p.add_argument("--max-bytes", type=int, default=d.max_bytes,
+                   help="bytes per request body, counted as it arrives (413 past it)")
+    p.add_argument("--max-queue", type=int, default=d.max_queue,
+                   help="requests waiting behind the running one; more get 503 with Retry-After")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout,
+                   help="seconds a client may take to send its request body (408 after)")
+    p.add_argument("--max-pairs", type=int, default=d.max_pairs,
+                   help="attention residue pairs per pLM pass: bounds a request's memory (~0.5 KB per pair)")
     _add_device_options(p.add_argument_group("execution"), d.device, d.threads, "the pLM")
 
 

@@ -143,16 +143,21 @@ def _chunk_features(plm: pretrained.ProteinLM, config: FeatureConfig, chunks: li
 
     The profile holds every hidden layer side by side (H = layers + 1), so that windows of long
     chains are stitched once for the segment embeddings and the per-layer means alike.
+
+    The maps are summed layer by layer (:func:`coevolution_maps` is a sum over heads), never
+    concatenating all layers' attention: that copy, and the one einsum made of it, had tripled
+    the memory of a pass (a 576-residue chain: +716 MB at peak, +339 MB layer by layer; the
+    stored features of 62 DeepSF domains came out identical but for 2 of 444,416 fp16 grid cells,
+    one fp16 step apart).
     """
     weights, bias = channel_weights(plm, config)
-    weights = weights.to(plm.model.device)
+    per_layer = weights.to(plm.model.device).split(plm.num_heads, dim=1)  # [C, heads] per layer
     encoded = {k: v.to(plm.model.device) for k, v in plm.encode(chunks).items()}
     out = plm.model(**encoded, output_attentions=True, output_hidden_states=True)
     hidden = torch.cat(out.hidden_states, dim=-1)  # [B, T, H x D]
     for j, chunk in enumerate(chunks):
         t = len(chunk) + 2
-        attention = torch.cat([layer[j, :, :t, :t] for layer in out.attentions])  # [layers x heads, t, t]
-        maps = coevolution_maps(attention, weights)
+        maps = sum(coevolution_maps(layer[j, :, :t, :t], w) for layer, w in zip(out.attentions, per_layer))
         maps[0] = _to_unit(maps[0], plm.has_contact_head, bias)
         yield maps.cpu(), hidden[j, 1 : t - 1].float().cpu()
 

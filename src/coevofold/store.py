@@ -9,6 +9,8 @@ Layout (all row-aligned; N proteins, C map channels, P grid, B bins, D embedding
     layers [N, H, D] float16          mean embedding of every hidden layer (H = layers + 1)
     contact [sum L(L-1)/2] uint8      full-resolution contact map, upper triangle, p * 255
     contact_offset [N + 1] int64      where each protein's triangle starts in ``contact``
+    residue [sum L, R] float16        per-residue embeddings of one layer (the template search's
+                                      input), protein after protein; ``length`` says where each starts
     attrs: format, settings (JSON), coevofold_version, model (the name it was loaded by)
 
 Crash safety does not rely on HDF5 (which can corrupt a file killed mid-write): extraction
@@ -24,7 +26,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -34,7 +36,7 @@ from coevofold import __version__
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path
 
-STORE_FORMAT = 2
+STORE_FORMAT = 3
 _ROW_ARRAYS = ("maps", "embedding", "mean", "layers")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 #: rows per compressed chunk of the row arrays: two, so reading a few rows decompresses little
@@ -43,6 +45,9 @@ _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _CHUNK_ROWS = 2
 #: bytes per compressed chunk of the flat contact array (a protein's triangle is ~20 kB).
 _CONTACT_CHUNK = 1 << 14
+#: residues per chunk of the per-residue array (uncompressed: fp16 embeddings barely compress and
+#: gzip would cost more time than the read saves): ~2.6 MB with 320 dimensions.
+_RESIDUE_CHUNK = 4096
 
 
 @dataclass
@@ -56,6 +61,8 @@ class FeatureRows:
     mean: np.ndarray
     contacts: list[np.ndarray]  # upper triangles, uint8
     layers: np.ndarray  # [N, H, D] per-layer mean embeddings
+    #: [L, R] float16 per protein; empty when read without them (``read_rows(residues=False)``).
+    residues: list[np.ndarray] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -70,6 +77,7 @@ class FeatureRows:
             mean=np.concatenate([p.mean for p in parts]),
             contacts=[c for p in parts for c in p.contacts],
             layers=np.concatenate([p.layers for p in parts]),
+            residues=[r for p in parts for r in p.residues],
         )
 
     def select(self, order: Iterable[int]) -> FeatureRows:
@@ -82,6 +90,7 @@ class FeatureRows:
             mean=self.mean[order],
             contacts=[self.contacts[i] for i in order],
             layers=self.layers[order],
+            residues=[self.residues[i] for i in order] if self.residues else [],
         )
 
 
@@ -105,6 +114,12 @@ def _write(path: Path, rows: FeatureRows, settings: dict, model: str) -> None:
         flat = np.concatenate(rows.contacts) if rows.contacts else np.zeros(0, np.uint8)
         f.create_dataset("contact", data=flat, chunks=(min(max(flat.size, 1), _CONTACT_CHUNK),), **_COMPRESSION)
         f.create_dataset("contact_offset", data=offsets)
+        if len(rows.residues) != len(rows):
+            raise ValueError("rows without their per-residue embeddings cannot be written")
+        width = rows.residues[0].shape[1] if rows.residues else 0
+        residue = np.concatenate(rows.residues) if rows.residues else np.zeros((0, width), np.float16)
+        f.create_dataset("residue", data=residue.astype(np.float16, copy=False),
+                         chunks=(min(max(len(residue), 1), _RESIDUE_CHUNK), max(width, 1)) if width else None)
 
 
 def write_file(path: str | os.PathLike, rows: FeatureRows, settings: dict, model: str = "") -> None:
@@ -126,7 +141,7 @@ def _open(path: Path) -> h5py.File:
         f.close()
         if isinstance(found, (int, np.integer)) and found < STORE_FORMAT:
             raise CoevofoldError(f"{path}: feature store of an older coevofold (format {found}, now {STORE_FORMAT}: "
-                                 "it lacks per-layer embeddings); delete it and extract again")
+                                 "it lacks per-residue embeddings); delete it and extract again")
         raise CoevofoldError(f"{path}: not a coevofold feature store (format {STORE_FORMAT})")
     return f
 
@@ -158,8 +173,12 @@ def read_ids(path: str | os.PathLike) -> dict[str, str]:
         return dict(zip(f["id"].asstr()[()], f["sequence"].asstr()[()]))
 
 
-def read_rows(path: str | os.PathLike, ids: list[str] | None = None) -> FeatureRows:
-    """Load (some of) a store into memory; ``ids`` picks and orders rows."""
+def read_rows(path: str | os.PathLike, ids: list[str] | None = None, residues: bool = False) -> FeatureRows:
+    """Load (some of) a store into memory; ``ids`` picks and orders rows.
+
+    Per-residue embeddings (about 70 % of a store's bytes) are read only with ``residues``: the
+    classifiers never need them, the template search and a merge do.
+    """
     path = Path(path)
     with _open(path) as f:
         try:
@@ -186,11 +205,24 @@ def read_rows(path: str | os.PathLike, ids: list[str] | None = None) -> FeatureR
                 ids=[stored[n] for n in order],
                 sequences=[sequences[n] for n in order],
                 contacts=contacts,
+                residues=_residues(f, order, few) if residues else [],
                 **arrays,
             )
         except (KeyError, OSError, ValueError) as exc:
             raise CoevofoldError(f"{path}: damaged feature store ({exc}); delete it and extract again") from None
     return rows
+
+
+def _residues(f: h5py.File, order: np.ndarray, few: bool) -> list[np.ndarray]:
+    """Each row's [L, R] slice of the flat per-residue array (all of it read at once unless ``few``)."""
+    starts = np.zeros(len(f["length"]) + 1, dtype=np.int64)
+    starts[1:] = np.cumsum(f["length"][()])
+    residue = f["residue"]
+    if len(residue) != starts[-1]:
+        raise ValueError(f"{len(residue)} per-residue rows for {starts[-1]} residues")
+    if not few:
+        residue = residue[()]
+    return [np.asarray(residue[starts[n]:starts[n + 1]]) for n in order]
 
 
 def _take(dataset: h5py.Dataset, order: np.ndarray) -> np.ndarray:
@@ -257,8 +289,8 @@ def merge(store: str | os.PathLike, settings: dict, model: str = "") -> int:
     parts = sorted(parts_dir(store).glob("*.h5")) if parts_dir(store).is_dir() else []
     if not parts:
         return 0
-    pieces = [read_rows(store)] if store.exists() else []
-    pieces += [read_rows(part) for part in parts]
+    pieces = [read_rows(store, residues=True)] if store.exists() else []
+    pieces += [read_rows(part, residues=True) for part in parts]
     merged = FeatureRows.concat(pieces)
     seen: set[str] = set()
     keep = [n for n, i in enumerate(merged.ids) if not (i in seen or seen.add(i))]

@@ -89,6 +89,40 @@ def prepared(small_run, tmp_path_factory) -> Path:
     return folder
 
 
+def system_members() -> dict[str, training.TrainConfig]:
+    """Two members of the default recipe, small enough for tests: the probe and a 2-epoch MLP."""
+    from dataclasses import replace
+
+    members = training.default_members(progress=False)
+    return {"probe": members["probe"], "mlp": replace(members["mlp"], max_epochs=2)}
+
+
+@pytest.fixture(scope="session")
+def system_run(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM):
+    """The whole system on real data, small: 8 folds of short domains (up to 24 training domains
+    per fold, their valid and test rows), the two :func:`system_members`, prepared as quickstart
+    prepares the default (homology, templates, proxy, combiner, calibration).
+
+    Returns (model folder, store, table, members, the test and valid rows' Smith-Waterman scores).
+    """
+    from coevofold import benchmark
+
+    short = deepsf[deepsf["length"].between(40, 110)]
+    train = short[short["split"] == "train"]
+    many = train.groupby("fold")["superfamily"].nunique()
+    folds = train[train["fold"].isin(many[many >= 2].index)]["fold"].value_counts().index[:8]
+    picked = [train[train["fold"] == f].groupby("superfamily").head(8).head(24) for f in folds]
+    others = short[(short["split"] != "train") & short["fold"].isin(folds)].groupby(["split", "fold"]).head(3)
+    table = pd.concat([*picked, others], ignore_index=True)
+    root = tmp_path_factory.mktemp("system")
+    store_path = features.extract(table, root / "features.h5", features.FeatureConfig(stride=WINDOW // 2),
+                                  features.RunConfig(progress=False), plm=plm)
+    members = system_members()
+    model = training.train_ensemble(store_path, table, root / "model", members)
+    alignment = benchmark.prepare_system(model, store_path, table, members, "system-test", progress=False)
+    return model, store_path, table, members, alignment
+
+
 # ------------------------------------------------- the fault catalogue (tests/test_faults.py)
 
 

@@ -164,50 +164,12 @@ def test_calibration_split_holds_out_training_units_only(deepsf: pd.DataFrame):
     assert set(train["fold"]) == set(deepsf.loc[deepsf["split"] == "train", "fold"])  # every fold stays a class
 
 
-def test_fit_calibration_sees_held_out_rows_only(deepsf: pd.DataFrame, tmp_path: Path, monkeypatch):
-    """The proxy trains without test or held-out rows, and the map is fitted on held-out rows only."""
-    table = deepsf[deepsf["fold"].isin(deepsf.loc[deepsf["split"] == "train", "fold"].value_counts().index[:40])]
-    table = table.reset_index(drop=True)
-    classes = sorted(table.loc[table["split"] == "train", "fold"].unique())
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    (model_dir / "model.json").write_text(json.dumps({"classes": classes}))
-    (model_dir / "homology_train.tsv").write_text("id\n")
-    (model_dir / "homology.json").write_text(json.dumps({
-        "min_score": 6.0, "rank_probability": [], "valid_proteins": 1, "valid_above_threshold": 0,
-        "valid_top1_model": 0.0, "valid_top1_hybrid": 0.0}))
-    seen: dict = {}
+def test_fit_system_needs_homology(trained: Path, small_run):
+    from coevofold import system
 
-    def fake_train(store_path, proxy_table, run_dir, members, fold_names=None):
-        seen["proxy_train"] = set(proxy_table.loc[proxy_table["split"].isin(["train", "valid"]), "id"])
-        return Path(run_dir)
-
-    def fake_scores(model, store_path, scored_table, wanted):
-        seen.setdefault("scored", {})[Path(model).name] = set(scored_table.loc[scored_table["split"].isin(wanted), "id"])
-        rng = np.random.default_rng(0)
-        probs = {s: rng.dirichlet(np.ones(len(classes)), (scored_table["split"] == s).sum()) for s in wanted}
-        targets = {s: evaluation.encode_labels(scored_table.loc[scored_table["split"] == s, "fold"], classes) for s in wanted}
-        return {"classes": classes}, probs, targets
-
-    monkeypatch.setattr(training, "train_ensemble", fake_train)
-    monkeypatch.setattr(evaluation, "model_scores", fake_scores)
-    carved = splits.calibration_split(table)
-    alignment = {s: np.zeros(((carved["split"] == s).sum(), len(classes))) for s in splits.CALIBRATION_SPLITS}
-    fitted = calibration.fit_calibration(model_dir, "unused.h5", table, {}, alignment, progress=False)
-    tests = set(table.loc[table["split"].str.startswith("test"), "id"])
-    held = set(carved.loc[carved["split"].isin(splits.CALIBRATION_SPLITS), "id"])
-    valid = set(table.loc[table["split"] == "valid", "id"])
-    assert held and seen["scored"] == {calibration.PROXY_DIR: held | valid, "model": valid}
-    assert not seen["proxy_train"] & (tests | held)
-    assert held <= set(table.loc[table["split"] == "train", "id"])
-    assert fitted.fitted_on["proteins"] == len(held)
-    assert calibration.load_calibration(model_dir) == fitted
-
-
-def test_fit_calibration_needs_homology(trained: Path, small_run):
     _, store_path, table = small_run
     with pytest.raises(CoevofoldError, match="fit_homology"):
-        calibration.fit_calibration(trained, store_path, table, {}, progress=False)
+        system.fit_system(trained, store_path, table, {}, progress=False)
 
 
 def test_evaluate_calibration_writes_diagram(prepared: Path, small_run, tmp_path: Path):

@@ -128,28 +128,34 @@ def cached_deepsf() -> tuple[pd.DataFrame, Path]:
 def prepare_system(model_dir: Path, store_path: Path, table: pd.DataFrame, members: dict, name: str,
                    progress: bool = True) -> dict[str, np.ndarray]:
     """Make a trained ensemble of ``members`` the system ``predict`` answers with: homology files
-    (threshold chosen on ``valid``) and calibration (a proxy trained without held-out training
-    superfamilies, families and members), each skipped when the folder has it. Returns the
-    valid and test rows' alignment scores (cached under ``name``, the data set's)."""
-    from coevofold import calibration, homology
+    (threshold chosen on ``valid``), templates, and the combiner and calibration fitted on a
+    proxy's held-out rows (:mod:`coevofold.system`), each skipped when the folder has it. Returns
+    the valid and test rows' Smith-Waterman scores (cached under ``name``, the data set's)."""
+    from coevofold import homology, system, templates
 
     alignment = cached_alignment(name, table, progress)
     if not homology.has_homology(model_dir):
         homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment.get("valid"), progress=progress)
-    if not calibration.has_calibration(model_dir):
-        print("calibrating probabilities: a proxy of the model trained without held-out superfamilies, families "
-              "and members (coevofold.calibration)")
+    if not templates.has_templates(model_dir):
+        print("template search: the training domains' residue embeddings as templates (coevofold.templates)")
+        system.fit_templates(model_dir, store_path, table)
+    if not system.is_prepared(model_dir):
+        print("combiner and calibration: a proxy of the model trained without held-out superfamilies, families "
+              "and members, with its own templates (coevofold.system)")
         held_out = cached_alignment(name, splits.calibration_split(table), progress, splits.CALIBRATION_SPLITS)
-        calibration.fit_calibration(model_dir, store_path, table, members, held_out, progress)
+        system.fit_system(model_dir, store_path, table, members, held_out, progress)
     return alignment
 
 
 def quickstart(progress: bool = True) -> dict:
     """The README's main job: the default system on the full DeepSF benchmark, trained once, cached.
 
-    Prints the default system (the default model behind homology transfer, as ``predict``
-    answers), the model alone, and the all-layer linear probe it must beat, per test level.
+    Prints the default system (classifier + template search + Smith-Waterman, combined and
+    calibrated, as ``predict`` answers), the previous system (the model behind homology transfer
+    alone), the model alone, and the all-layer linear probe, per test level.
     """
+    from coevofold import homology, system
+
     started = time.perf_counter()
     plm = pretrained.load(None)
     print(f"pLM: {plm.label}")
@@ -168,21 +174,26 @@ def quickstart(progress: bool = True) -> dict:
         training.train_ensemble(store_path, table, model_dir, members, fold_names=data.fold_names("deepsf"))
     alignment = prepare_system(model_dir, store_path, table, members, "deepsf", progress)
     scored = evaluation.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
+    combined = system.system_scores(model_dir, store_path, table, alignment, scored, progress)
+    min_score = homology.read_settings(model_dir).min_score
     default = evaluation.evaluate_model(model_dir, store_path, table, scored=scored)
-    threshold, system = homology_first_results(model_dir, store_path, table, alignment, scored)
+    threshold, previous = homology_first_results(model_dir, store_path, table, alignment, scored)
+    _, answer = homology_first_results(model_dir, store_path, table, alignment, combined, min_score)
     probe = evaluation.evaluate_model(model_dir / training.ENSEMBLE_MEMBERS / "probe", store_path, table)
     print()
     print(evaluation.results_markdown({
-        f"coevofold default system (model + homology transfer where E <= 1e-{threshold:g}; what predict answers)": system,
+        f"coevofold default system (model + template search + Smith-Waterman, combined; homology transfer where "
+        f"E <= 1e-{min_score:g}; what predict answers)": answer,
+        f"previous system (model + homology transfer where E <= 1e-{threshold:g})": previous,
         f"coevofold default model alone (ensemble: {', '.join(members)})": default,
         "all-layer linear probe alone (baseline; the ensemble's member)": probe,
     }))
-    calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, scored)
+    calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
     print(evaluation.calibration_markdown(calibrated))
-    _show_examples(model_dir, table, alignment, scored)
+    _show_examples(model_dir, table, alignment, combined)
     print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")
-    return system
+    return answer
 
 
 def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
@@ -205,7 +216,7 @@ def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np
             band = calibration.band_of(probability[i, :1])[0] if fitted is not None else ""
             mark = "correct" if fold == true else f"true fold {true}"
             print(f"  {rows['id'].iat[i]:9s} {level:17s} -> {fold:7s} p={probability[i, 0]:.2f} {band:6s} "
-                  f"{'alignment' if from_alignment[i] else 'model':9s} ({names.get(fold, '')}) [{mark}]")
+                  f"{'alignment' if from_alignment[i] else 'combined':9s} ({names.get(fold, '')}) [{mark}]")
 
 
 # ------------------------------------------------------------------------------ full benchmark
@@ -244,12 +255,15 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
 
 
 def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
-                           scored: evaluation.Scored | None = None) -> tuple[float, dict]:
-    """A trained model behind homology transfer, with the E-value threshold chosen on valid."""
+                           scored: evaluation.Scored | None = None,
+                           threshold: float | None = None) -> tuple[float, dict]:
+    """A trained model (or ``scored``, any scores of it) behind homology transfer, with the E-value
+    threshold chosen on valid unless given."""
     from coevofold import baselines
 
     meta, probs, targets = evaluation.scores_for(run_dir, store_path, table, ("valid", *TEST_SPLITS), scored)
-    threshold = baselines.choose_min_score(probs["valid"], alignment["valid"], targets["valid"])
+    if threshold is None:
+        threshold = baselines.choose_min_score(probs["valid"], alignment["valid"], targets["valid"])
     levels = [s for s in TEST_SPLITS if s in probs]
     combined = {s: baselines.homology_first(probs[s], alignment[s], threshold) for s in levels}
     return threshold, evaluation.evaluate_levels(combined, {s: targets[s] for s in levels},

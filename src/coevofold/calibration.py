@@ -6,7 +6,7 @@ and alignment rows reported the hit rate of the ``valid`` split, which holds clo
 only. A calibration map fixes both, and it must be fitted on proteins that look like what users
 send: as remote from training as each test level, which ``valid`` is not.
 
-How the map is fitted (:func:`fit_calibration`), and why:
+How the map is fitted (:func:`coevofold.system.fit_system` calls :func:`fit`), and why:
 
 * :func:`coevofold.splits.calibration_split` holds out whole superfamilies, whole families and
   family members of the training set; a *proxy* of the model (the same recipe, trained on the
@@ -226,7 +226,7 @@ class Calibration:
 
 
 def has_calibration(model_dir: str | os.PathLike) -> bool:
-    """Whether :func:`fit_calibration` has calibrated this model folder."""
+    """Whether :func:`coevofold.system.fit_system` has calibrated this model folder."""
     return (Path(model_dir) / CALIBRATION_FILE).is_file()
 
 
@@ -238,7 +238,7 @@ def load_calibration(model_dir: str | os.PathLike) -> Calibration:
         maps = {key: LogisticMap(**stored[key]) for key in ("model", "model_only", "alignment")}
         return Calibration(**{**stored, **maps})
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CoevofoldError(f"{path}: unreadable calibration ({exc!r}); re-run fit_calibration") from None
+        raise CoevofoldError(f"{path}: unreadable calibration ({exc!r}); re-run the system's preparation") from None
 
 
 def ranking(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None,
@@ -356,49 +356,3 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
         fitted_on={"proteins": int(len(targets)), "model_rows": int(model.sum()),
                    "alignment_rows": int(aligned.sum()), **(fitted_on or {})},
     )
-
-
-#: Where :func:`fit_calibration` trains the proxy, inside the model folder it calibrates.
-PROXY_DIR = "calibration_proxy"
-
-
-def fit_calibration(model_dir: str | os.PathLike, store_path: str | os.PathLike, table,
-                    members: dict, held_out_alignment: dict[str, np.ndarray] | None = None,
-                    progress: bool = True) -> Calibration:
-    """Calibrate ``model_dir`` (an ensemble of ``members`` with homology files) and save the map.
-
-    ``table`` is the labelled table the model was trained on. A proxy of the same ``members``
-    is trained on its training rows minus :func:`coevofold.splits.calibration_split`'s held-out
-    rows (in ``model_dir/calibration_proxy``, reused when there), and :func:`fit` learns the map
-    from the proxy's answers on those rows; test rows play no part. ``held_out_alignment`` takes
-    the held-out rows' alignment class scores against the proxy's training rows when the caller
-    has them (``quickstart`` caches them), by split of ``calibration_split(table)``.
-    """
-    from coevofold import baselines, evaluation, homology, splits, training
-
-    table = table[table["split"] != "excluded"]
-    model_dir = Path(model_dir)
-    if not homology.has_homology(model_dir):
-        raise CoevofoldError(f"{model_dir}: calibrate after homology.fit_homology (the map needs its threshold)")
-    min_score = homology.read_settings(model_dir).min_score
-    carved = splits.calibration_split(table)
-    held_out = [s for s in splits.CALIBRATION_SPLITS if (carved["split"] == s).any()]
-    if not held_out:
-        raise CoevofoldError("calibration: the training set is too small to hold out superfamilies, families or members")
-    proxy = training.train_ensemble(store_path, carved, model_dir / PROXY_DIR, members)
-    meta, probs, targets = evaluation.model_scores(proxy, store_path, carved, (*held_out, "valid"))
-    final_meta, final_probs, final_targets = evaluation.model_scores(model_dir, store_path, table, ("valid",))
-    if meta["classes"] != final_meta["classes"]:
-        raise CoevofoldError(f"{model_dir}: the calibration proxy's folds are not the model's")
-    if held_out_alignment is None:
-        held_out_alignment = baselines.alignment_scores(carved, held_out, progress=progress)[1]
-    proxy_temperature = top1_temperature(probs["valid"], targets["valid"])
-    calibration = fit(tempered(np.concatenate([probs[s] for s in held_out]), proxy_temperature),
-                      np.concatenate([held_out_alignment[s] for s in held_out]),
-                      np.concatenate([targets[s] for s in held_out]),
-                      np.concatenate([np.full(len(targets[s]), s) for s in held_out]),
-                      min_score, top1_temperature(final_probs["valid"], final_targets["valid"]),
-                      weights=unit_weights(carved, tuple(held_out)),
-                      fitted_on={**{s: int(len(targets[s])) for s in held_out}, "proxy_temperature": proxy_temperature})
-    calibration.save(model_dir)
-    return calibration

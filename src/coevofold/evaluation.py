@@ -29,7 +29,9 @@ from coevofold.splits import TEST_SPLITS
 #: Target code of a protein whose fold has no column in the scores (unseen in training).
 UNSEEN = -1
 #: Column heading of each test level in :func:`results_markdown`.
-LEVEL_NAMES = {"test_fold": "Fold", "test_superfamily": "Superfamily", "test_family": "Family"}
+LEVEL_NAMES = {"test_fold": "Fold", "test_superfamily": "Superfamily", "test_family": "Family", "pooled": "Pooled"}
+#: The three test levels together (3,244 proteins on DeepSF): papers that pool them report one number.
+POOLED = "pooled"
 
 
 @dataclass(frozen=True)
@@ -184,18 +186,23 @@ def evaluate_levels(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, dict]:
-    """:func:`score` for each test level given, in the benchmark's fold/superfamily/family order."""
+    """:func:`score` for each test level given, in the benchmark's fold/superfamily/family order,
+    and :data:`POOLED` (all three together) when all three are given."""
     unknown = sorted(set(probs_by_split) - set(TEST_SPLITS))
     if unknown:
         raise ValueError(f"not a test level: {unknown[0]} (levels: {', '.join(TEST_SPLITS)})")
     missing = sorted(set(probs_by_split) - set(targets_by_split))
     if missing:
         raise ValueError(f"no targets for {missing[0]}")
-    return {
+    results = {
         level: score(probs_by_split[level], targets_by_split[level], ks=ks, n_boot=n_boot, seed=seed)
         for level in TEST_SPLITS
         if level in probs_by_split
     }
+    if len(results) == len(TEST_SPLITS):
+        results[POOLED] = score(np.concatenate([probs_by_split[s] for s in TEST_SPLITS]),
+                                np.concatenate([targets_by_split[s] for s in TEST_SPLITS]), ks=ks, n_boot=n_boot, seed=seed)
+    return results
 
 
 def evaluate_table(scores_by_split: Mapping[str, np.ndarray], table, classes: Sequence[str],
@@ -227,6 +234,8 @@ def results_markdown(results_by_model: Mapping[str, Mapping[str, Mapping]], publ
     the sources give none. ``results_by_model`` maps a model name to :func:`evaluate_levels` output.
     """
     columns = [(metric, level) for metric in ("top1", "top5") for level in TEST_SPLITS]
+    if any(POOLED in levels for levels in results_by_model.values()):
+        columns.insert(len(TEST_SPLITS), ("top1", POOLED))
     header = ["Model", *(f"{LEVEL_NAMES[level]} {metric[:3]}-{metric[3:]}" for metric, level in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, levels in results_by_model.items():

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from coevofold import calibration as calibrating
 from coevofold import checkpoint as model_files
-from coevofold import data, devices, features, homology, pretrained, store
+from coevofold import combiner as combining
+from coevofold import data, devices, features, homology, pretrained, store, system, templates
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, write_text
@@ -29,15 +30,23 @@ from coevofold.files import cache_dir, write_text
 #: Columns of :func:`predict`'s table and of both output formats, in order. ``probability`` is
 #: calibrated where the model folder has a calibration (:mod:`coevofold.calibration`) and
 #: ``confidence`` its band (high / medium / low; empty without a calibration); the rest is the
-#: evidence: ``source`` (alignment|model), the training domain that best supports the row's fold
+#: evidence: ``source`` (alignment: homology transfer; combined: the combiner over the model and the
+#: searches; model: the classifier alone), the training domain that best supports the row's fold
 #: (``hit``, its ``identity`` and pairwise ``evalue``), and, where that hit itself passes the
 #: E-value threshold (a transfer), its superfamily and family.
+#: ``template`` is the training domain of the row's fold that the template search aligned best
+#: (residue embeddings, :mod:`coevofold.templates`), ``template_z`` its z-score against the
+#: query's own decoys, ``query_region`` / ``template_region`` the aligned residues (1-based).
 PREDICTION_COLUMNS = ["id", "rank", "fold", "probability", "confidence", "name",
-                      "source", "hit", "identity", "evalue", "hit_superfamily", "hit_family"]
+                      "source", "hit", "identity", "evalue", "hit_superfamily", "hit_family",
+                      "template", "template_z", "query_region", "template_region"]
 FORMATS = ("tsv", "json")
 #: What ``predict`` says when a model folder cannot do homology transfer.
 MODEL_ONLY_NOTE = ("{folder} has no homology files (homology.fit_homology prepares them); "
                    "predictions are the model's alone")
+#: What ``predict`` says when a model folder has homology files but no template search / combiner.
+NO_TEMPLATES_NOTE = ("{folder} is not prepared for the combined system (templates, combiner; `coevofold train "
+                     "--calibrate` or quickstart prepares it); predictions are the model's behind homology transfer")
 
 
 def default_model_dir() -> Path:
@@ -67,7 +76,8 @@ def feature_config(folder: Path, meta: dict) -> features.FeatureConfig:
     try:
         stored = meta["feature_settings"]
         return features.FeatureConfig(maps=stored["maps"], grid=stored["grid"], embedding_layer=stored["embedding_layer"],
-                                      embedding_bins=stored["embedding_bins"], stride=stored["stride"])
+                                      embedding_bins=stored["embedding_bins"], stride=stored["stride"],
+                                      residue_layer=stored["residue_layer"])
     except (KeyError, TypeError) as exc:
         raise CoevofoldError(f"{folder / model_files.MODEL_META}: no usable feature_settings ({exc!r} missing)") from None
 
@@ -109,6 +119,9 @@ class Predictor:
     calibration: calibrating.Calibration | None = None
     #: why predictions are model-only ("" when homology transfer is on).
     note: str = ""
+    #: the template search and the combiner, None unless the folder is prepared for them.
+    templates: templates.TemplateSearch | None = None
+    combiner: combining.Combiner | None = None
 
     def predict(self, table: pd.DataFrame, top_k: int = 5, run: features.RunConfig | None = None,
                 progress: bool = True, contacts: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
@@ -125,6 +138,8 @@ class Predictor:
         devices.set_threads(run.threads)
         ids, sequences = table["id"].tolist(), table["sequence"].tolist()
         probs = np.zeros((len(ids), len(self.meta["classes"])), dtype=np.float32)
+        residues: list[np.ndarray] = [np.zeros(0)] * len(ids)
+        triangles: list[np.ndarray] = [np.zeros(0)] * len(ids)
         batches = features.make_batches([len(s) for s in sequences], self.plm.window, self.config.stride,
                                         run.max_tokens, run.max_pairs)
         with tqdm(total=len(ids), unit="protein", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
@@ -133,15 +148,68 @@ class Predictor:
                                         run.max_pairs)
                 split = model_files.SplitData.from_rows(rows)
                 probs[batch] = model_files.predict_proba(self.classifier, split)
+                for i, residue, triangle in zip(batch, rows.residues, rows.contacts):
+                    residues[i], triangles[i] = residue, triangle
                 if contacts is not None:
                     for row_id, sequence, triangle in zip(rows.ids, rows.sequences, rows.contacts):
                         contacts[row_id] = store.triangle_to_map(triangle, len(sequence))
                 bar.update(len(batch))
         evidence = self.search.evidence(sequences, progress) if self.search is not None else None
-        frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search, self.calibration)
+        found = None
+        if evidence is not None and self.templates is not None and self.combiner is not None:
+            hits = self.templates.search(_Queries(residues, triangles), progress)
+            combined = system.evidence_of(probs, hits, evidence.scores, self.templates.templates, self.meta["classes"])
+            probs = self.combiner.probabilities(probs, combined.template_z, combined.overlap, combined.alignment,
+                                                combined.fold_size)
+            codes = self.template_codes
+            found = (hits.class_best(codes, len(self.meta["classes"])), residues)
+        frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search, self.calibration,
+                           "combined" if found is not None else "model")
+        _template_columns(frame, found, self.templates, self.meta["classes"])
         frame.attrs["note"] = self.note
         frame.attrs["plm"] = plm_record(self.plm)
         return frame
+
+
+    @property
+    def template_codes(self) -> np.ndarray:
+        """Each template's class column in the model's classes."""
+        from coevofold.evaluation import encode_labels
+
+        return encode_labels(self.templates.templates.folds, self.meta["classes"])
+
+
+@dataclass
+class _Queries:
+    """What :meth:`coevofold.templates.TemplateSearch.search` reads of store rows, for in-memory features."""
+
+    residues: list[np.ndarray]
+    contacts: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.residues)
+
+
+def _template_columns(frame: pd.DataFrame, found, search: templates.TemplateSearch | None, classes: list[str]) -> None:
+    """Fill each row's best template of its fold, its z-score and the aligned regions (in place)."""
+    frame["template"], frame["template_z"], frame["query_region"], frame["template_region"] = "", np.nan, "", ""
+    if found is None or search is None:
+        return
+    (best_z, best, _), residues = found
+    class_of = {fold: n for n, fold in enumerate(classes)}
+    query_of = {query_id: n for n, query_id in enumerate(dict.fromkeys(frame["id"]))}
+    for row in range(len(frame)):
+        q = query_of[frame["id"].iat[row]]
+        c = class_of[frame["fold"].iat[row]]
+        t = int(best[q, c])
+        if t < 0:
+            continue
+        _, pairs = search.align(residues[q], t)
+        frame.iat[row, frame.columns.get_loc("template")] = search.templates.ids[t]
+        frame.iat[row, frame.columns.get_loc("template_z")] = float(best_z[q, c])
+        if len(pairs):
+            frame.iat[row, frame.columns.get_loc("query_region")] = f"{pairs[0, 0] + 1}-{pairs[-1, 0] + 1}"
+            frame.iat[row, frame.columns.get_loc("template_region")] = f"{pairs[0, 1] + 1}-{pairs[-1, 1] + 1}"
 
 
 def check_top_k(top_k: int) -> None:
@@ -178,7 +246,13 @@ def load_predictor(checkpoint: str | os.PathLike | None = None,
     else:
         note = MODEL_ONLY_NOTE.format(folder=folder)
     calibration = calibrating.load_calibration(folder) if calibrating.has_calibration(folder) else None
-    return Predictor(folder, classifier, meta, plm, config, search, calibration, note)
+    search_templates, fitted = None, None
+    if search is not None and system.is_prepared(folder):
+        search_templates = templates.TemplateSearch(templates.load_templates(folder))
+        fitted = combining.load_combiner(folder)
+    elif search is not None:
+        note = NO_TEMPLATES_NOTE.format(folder=folder)
+    return Predictor(folder, classifier, meta, plm, config, search, calibration, note, search_templates, fitted)
 
 
 def predict(
@@ -215,7 +289,7 @@ def predict(
 
 def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: dict, top_k: int,
                evidence: homology.Evidence | None, search: homology.HomologySearch | None,
-               calibration: calibrating.Calibration | None) -> pd.DataFrame:
+               calibration: calibrating.Calibration | None, source: str = "model") -> pd.DataFrame:
     """Long table of the ``top_k`` best-ranked classes per protein, with their evidence.
 
     Probabilities are :func:`coevofold.calibration.stated`'s: calibrated where the folder has a
@@ -233,7 +307,7 @@ def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: di
     names = fold_naming.model_fold_names(meta)
     folds = classes[order].ravel()
     n = len(ids) * k
-    columns: dict[str, list] = {"source": ["model"] * n, "hit": [""] * n, "identity": [np.nan] * n,
+    columns: dict[str, list] = {"source": [source] * n, "hit": [""] * n, "identity": [np.nan] * n,
                                 "evalue": [np.nan] * n, "hit_superfamily": [""] * n, "hit_family": [""] * n}
     if evidence is not None and search is not None:
         train = search.train
@@ -264,7 +338,8 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
     """The numbers both formats carry: probability to 4 decimals, identity to 3, E-value to 3 digits."""
     evalue = frame["evalue"].map(lambda v: float(f"{v:.2e}") if pd.notna(v) else np.nan)
     return frame[PREDICTION_COLUMNS].assign(probability=frame["probability"].round(4),
-                                            identity=frame["identity"].round(3), evalue=evalue)
+                                            identity=frame["identity"].round(3), evalue=evalue,
+                                            template_z=frame["template_z"].astype(float).round(2))
 
 
 def predictions_text(frame: pd.DataFrame, fmt: str = "tsv") -> str:
@@ -283,7 +358,8 @@ def predictions_text(frame: pd.DataFrame, fmt: str = "tsv") -> str:
     if fmt == "tsv":
         tsv = frame.assign(probability=frame["probability"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
                            identity=frame["identity"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
-                           evalue=frame["evalue"].map(lambda v: "" if pd.isna(v) else f"{v:.2e}"))
+                           evalue=frame["evalue"].map(lambda v: "" if pd.isna(v) else f"{v:.2e}"),
+                           template_z=frame["template_z"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"))
         return tsv.to_csv(sep="\t", index=False)
     records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     return json.dumps({"plm": plm, "predictions": records}, indent=1, ensure_ascii=False) + "\n"

@@ -351,11 +351,18 @@ def _cards(frame: pd.DataFrame, table: pd.DataFrame, contacts: dict[str, str]) -
                 "identity": "" if pd.isna(row.identity) else f"{100 * row.identity:.0f} %",
                 "evalue": "" if pd.isna(row.evalue) else f"{row.evalue:.1e}",
                 "superfamily": row.hit_superfamily, "family": row.hit_family,
+                "template": row.template, "template_z": "" if pd.isna(row.template_z) else f"{row.template_z:.1f}",
+                "query_region": row.query_region, "template_region": row.template_region,
             })
         top = shown[0]
         if top["source"] == "alignment":
             evidence = (f"homology transfer: best hit {top['hit']} (E = {top['evalue']}, identity {top['identity']}; "
                         f"superfamily {top['superfamily']}, family {top['family']})")
+        elif top["source"] == "combined":
+            evidence = (f"combined: fold classifier and template search (best template {top['template'] or 'none'}, "
+                        f"z = {top['template_z'] or '–'}, residues {top['query_region'] or '–'} aligned to "
+                        f"{top['template_region'] or '–'}); best Smith-Waterman hit in this fold: "
+                        f"{top['hit']}, E = {top['evalue']}, below the transfer threshold")
         elif top["hit"]:
             evidence = (f"fold classifier: no training domain passes the E-value threshold "
                         f"(best in this fold: {top['hit']}, E = {top['evalue']})")

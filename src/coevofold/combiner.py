@@ -1,0 +1,172 @@
+"""The learned combiner: one probability per candidate fold from every piece of evidence.
+
+The classifier, the template search and Smith-Waterman disagree where it matters: on remote
+homologues the classifier's top fold and the best embedding alignment are right on different
+queries. Per query, each candidate fold (the union of the top folds of each source) gets the
+features of :data:`FEATURE_GROUPS`; a logistic regression of "this candidate is the true fold",
+fitted on the calibration split's held-out training rows (never on valid or test), scores them,
+and a softmax over a query's candidates gives its probabilities. Folds outside the candidates
+get 0. The probabilities then go through :mod:`coevofold.calibration` like the model's did.
+
+Inputs are put on one scale before they meet the regression: the model's probabilities by its
+own temperature on ``valid`` (the proxy the combiner is fitted on is less sharp than the final
+model), the searches' scores are already z-scores and -log10 E-values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from coevofold.calibration import LogisticMap, fit_logistic, tempered
+from coevofold.errors import CoevofoldError
+from coevofold.files import write_text
+
+COMBINER_FILE = "combiner.json"
+#: Candidate folds per source: the model's top 10, the template search's top 10, Smith-Waterman's
+#: top 5 (on held-out rows the true fold is among them for ~90 % of fold-like queries).
+CANDIDATES = {"model": 10, "templates": 10, "alignment": 5}
+#: Each source's features (the ablation drops a group at a time).
+FEATURE_GROUPS = {
+    "model": ["log model p", "log model rank", "log fold size"],
+    "templates": ["best template z", "log template rank"],
+    "contacts": ["contact overlap of best template"],
+    "alignment": ["Smith-Waterman -log10 E"],
+}
+FEATURES = [name for group in FEATURE_GROUPS.values() for name in group]
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Class-level evidence per query, every array [N, n_classes] (rows: queries, columns: the model's folds)."""
+
+    probs: np.ndarray  # the model's probabilities, on the common scale (tempered)
+    template_z: np.ndarray  # best template z-score per fold
+    overlap: np.ndarray  # contact overlap of that best template
+    alignment: np.ndarray  # Smith-Waterman -log10 E of the fold's best member
+    fold_size: np.ndarray  # [n_classes] training domains per fold
+
+    def select(self, rows: np.ndarray) -> Evidence:
+        return Evidence(self.probs[rows], self.template_z[rows], self.overlap[rows], self.alignment[rows], self.fold_size)
+
+    @staticmethod
+    def concat(parts: list[Evidence]) -> Evidence:
+        return Evidence(*(np.concatenate([getattr(p, name) for p in parts]) for name in
+                          ("probs", "template_z", "overlap", "alignment")), parts[0].fold_size)
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """Rank (0 = best) of every class per row."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :].repeat(len(scores), 0), axis=1)
+    return ranks
+
+
+def candidates(evidence: Evidence) -> tuple[np.ndarray, np.ndarray]:
+    """(query, class) pairs to score: each source's top classes, deduplicated, query by query."""
+    picked = np.zeros(evidence.probs.shape, dtype=bool)
+    for source, scores in (("model", evidence.probs), ("templates", evidence.template_z), ("alignment", evidence.alignment)):
+        top = np.argsort(-scores, axis=1, kind="stable")[:, : CANDIDATES[source]]
+        np.put_along_axis(picked, top, True, axis=1)
+    return np.nonzero(picked)
+
+
+def features(evidence: Evidence, query: np.ndarray, klass: np.ndarray) -> np.ndarray:
+    """:data:`FEATURES` of each (query, class) candidate."""
+    model_rank = _ranks(evidence.probs)[query, klass]
+    template_rank = _ranks(evidence.template_z)[query, klass]
+    columns = {
+        "log model p": np.log(np.clip(evidence.probs[query, klass], _EPS, 1.0)),
+        "log model rank": np.log1p(model_rank),
+        "log fold size": np.log(np.maximum(evidence.fold_size[klass], 1)),
+        "best template z": evidence.template_z[query, klass],
+        "log template rank": np.log1p(template_rank),
+        "contact overlap of best template": evidence.overlap[query, klass],
+        "Smith-Waterman -log10 E": np.clip(evidence.alignment[query, klass], 0.0, 300.0),
+    }
+    return np.column_stack([columns[name] for name in FEATURES]).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Combiner:
+    """``combiner.json``: the regression and the model temperature its inputs assume."""
+
+    #: the final model's temperature on ``valid`` (:func:`coevofold.calibration.top1_temperature`).
+    model_temperature: float
+    weights: LogisticMap
+    fitted_on: dict = field(default_factory=dict)
+
+    def probabilities(self, probs: np.ndarray, template_z: np.ndarray, overlap: np.ndarray, alignment: np.ndarray,
+                      fold_size: np.ndarray) -> np.ndarray:
+        """The system's fold probabilities [N, n_classes] from a model's raw probabilities and the searches."""
+        evidence = Evidence(tempered(np.asarray(probs, dtype=np.float64), self.model_temperature),
+                            template_z, overlap, alignment, fold_size)
+        return combine(self.weights, evidence)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        write_text(Path(folder) / COMBINER_FILE, json.dumps(asdict(self), indent=1) + "\n")
+
+
+def combine(weights: LogisticMap, evidence: Evidence) -> np.ndarray:
+    """Softmax over each query's candidates of the regression's logit; 0 elsewhere."""
+    query, klass = candidates(evidence)
+    x = features(evidence, query, klass)
+    used = [FEATURES.index(name) for name in weights.features]
+    logit = x[:, used] @ np.asarray(weights.coef) + weights.intercept
+    out = np.zeros(evidence.probs.shape, dtype=np.float64)
+    peak = np.full(len(out), -np.inf)
+    np.maximum.at(peak, query, logit)
+    value = np.exp(logit - peak[query])
+    total = np.zeros(len(out))
+    np.add.at(total, query, value)
+    out[query, klass] = value / total[query]
+    return out
+
+
+def fit_weights(evidence: Evidence, targets: np.ndarray, weights: np.ndarray | None = None,
+                groups: tuple[str, ...] = tuple(FEATURE_GROUPS)) -> LogisticMap:
+    """The regression over the candidates of held-out rows; ``weights`` per query, ``groups`` the
+    feature groups to use (the ablation leaves some out)."""
+    query, klass = candidates(evidence)
+    names = [name for group in groups for name in FEATURE_GROUPS[group]]
+    x = features(evidence, query, klass)[:, [FEATURES.index(name) for name in names]]
+    row_weights = None if weights is None else np.asarray(weights, dtype=float)[query]
+    return fit_logistic(x, klass == np.asarray(targets)[query], names, weights=row_weights)
+
+
+def cross_fitted(evidence: Evidence, targets: np.ndarray, groups_of_rows: np.ndarray, weights: np.ndarray | None = None,
+                 feature_groups: tuple[str, ...] = tuple(FEATURE_GROUPS), n_splits: int = 5) -> np.ndarray:
+    """Out-of-fold combined probabilities of held-out rows: each row scored by a regression fitted
+    without its superfamily (``groups_of_rows``), so the calibration fitted on them sees what
+    unseen queries get, not what the regression memorised."""
+    from sklearn.model_selection import GroupKFold
+
+    out = np.zeros(evidence.probs.shape, dtype=np.float64)
+    n_splits = min(n_splits, len(set(groups_of_rows)))
+    if n_splits < 2:
+        raise CoevofoldError("the combiner needs held-out rows from at least two superfamilies")
+    for train, held in GroupKFold(n_splits=n_splits).split(targets, groups=groups_of_rows):
+        fitted = fit_weights(evidence.select(train), targets[train], None if weights is None else weights[train],
+                             feature_groups)
+        out[held] = combine(fitted, evidence.select(held))
+    return out
+
+
+def has_combiner(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / COMBINER_FILE).is_file()
+
+
+def load_combiner(folder: str | os.PathLike) -> Combiner:
+    path = Path(folder) / COMBINER_FILE
+    try:
+        stored = json.loads(path.read_text())
+        return Combiner(model_temperature=float(stored["model_temperature"]), weights=LogisticMap(**stored["weights"]),
+                        fitted_on=stored.get("fitted_on", {}))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CoevofoldError(f"{path}: unreadable combiner ({exc!r}); re-run the system's preparation") from None

@@ -1,0 +1,133 @@
+"""The combined system on small real data: templates, the search's prefilter, the combiner's
+training rows, and predict answering as the benchmark scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from coevofold import baselines, combiner, evaluation, homology, prediction, splits, store, system, templates
+from coevofold.errors import CoevofoldError
+
+
+def test_templates_save_load_round_trip(system_run, tmp_path):
+    model, store_path, table, _, _ = system_run
+    built = system.fit_templates(tmp_path, store_path, table)
+    loaded = templates.load_templates(tmp_path)
+    train = table[table["split"] == "train"]
+    assert loaded.ids.tolist() == train["id"].tolist() and loaded.folds.tolist() == train["fold"].tolist()
+    assert loaded.lengths.tolist() == train["sequence"].str.len().tolist()
+    for name in ("offsets", "vectors", "pooled", "center", "contacts", "contact_offsets"):
+        assert np.array_equal(np.asarray(getattr(loaded, name)), getattr(built, name)), name
+    # unit vectors quantised to int8: norms within rounding of 127
+    norms = np.linalg.norm(np.asarray(loaded.vectors, dtype=np.float32), axis=1)
+    assert np.allclose(norms, 127, atol=3)
+    queries = store.read_rows(store_path, table.loc[table["split"] == "valid", "id"].tolist()[:4], residues=True)
+    a, b = templates.TemplateSearch(built).search(queries, False), templates.TemplateSearch(loaded).search(queries, False)
+    assert np.array_equal(a.index, b.index) and np.allclose(a.z, b.z)
+    (tmp_path / templates.VECTORS_FILE).write_bytes(b"broken")
+    with pytest.raises(CoevofoldError, match="template search files"):
+        templates.load_templates(tmp_path)
+
+
+def test_search_finds_itself_and_prefilter_recall(system_run):
+    """A training domain's best template is itself; the pooled-cosine prefilter keeps the
+    exhaustive search's best template for most real queries."""
+    model, store_path, table, _, _ = system_run
+    found = templates.load_templates(model)
+    train = store.read_rows(store_path, found.ids[:10].tolist(), residues=True)
+    own = templates.TemplateSearch(found).search(train, False)
+    assert own.index[:, 0].tolist() == list(range(10))
+    queries = store.read_rows(store_path, table.loc[table["split"] != "train", "id"].tolist(), residues=True)
+    full = templates.TemplateSearch(found, templates.SearchConfig(prefilter=len(found))).search(queries, False)
+    half = templates.TemplateSearch(found, templates.SearchConfig(prefilter=len(found) // 2)).search(queries, False)
+    recall = np.mean(full.index[:, 0] == half.index[:, 0])  # a quarter of the templates: 0.80
+    assert recall >= 0.8, recall
+    right = found.folds[full.index[:, 0]] == table.loc[table["split"] != "train", "fold"].to_numpy()
+    assert right.mean() >= 0.5  # short domains of 8 folds: the search alone finds most folds
+
+
+def test_contact_overlap_by_hand():
+    query_contacts = np.array([[0, 7], [1, 9]])
+    template_contacts = np.array([[2, 9], [3, 12], [4, 20]])
+    pairs = np.array([[0, 2], [1, 3], [7, 9], [9, 12]])  # template 2->0, 3->1, 9->7, 12->9; 20 unaligned
+    assert templates.contact_overlap(pairs, query_contacts, 10, template_contacts) == pytest.approx(2 / 3)
+    assert templates.contact_overlap(pairs[:0], query_contacts, 10, template_contacts) == 0.0
+
+
+def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
+    """Refit the system with spies: the combiner's regression and the calibration see the proxy's
+    held-out rows and nothing else; no valid or test protein is searched against the proxy."""
+    model, store_path, table, members, _ = system_run
+    carved = splits.calibration_split(table)
+    held = carved[carved["split"].isin(splits.CALIBRATION_SPLITS)]
+    searched, fitted = [], []
+    real_hits, real_fit = system.cached_hits, combiner.fit_weights
+
+    def spy_hits(folder, store_path, searched_table, split, config=None, progress=True):
+        searched.append((folder, set(searched_table.loc[searched_table["split"] == split, "id"])))
+        return real_hits(folder, store_path, searched_table, split, config, progress)
+
+    def spy_fit(evidence, targets, weights=None, groups=tuple(combiner.FEATURE_GROUPS)):
+        fitted.append(np.asarray(targets))
+        return real_fit(evidence, targets, weights, groups)
+
+    monkeypatch.setattr(system, "cached_hits", spy_hits)
+    monkeypatch.setattr(combiner, "fit_weights", spy_fit)
+    rows = system.held_out(model, store_path, table, members, progress=False)
+    weights = combiner.fit_weights(rows.evidence, rows.targets, rows.weights)
+    combiner.cross_fitted(rows.evidence, rows.targets, rows.superfamilies, rows.weights)
+    classes = evaluation.model_scores(model, store_path, table, ())[0]["classes"]
+    assert len(rows.targets) == len(held)
+    assert np.array_equal(rows.targets, evaluation.encode_labels(
+        pd.concat([held[held["split"] == s] for s in splits.CALIBRATION_SPLITS])["fold"], classes))
+    assert fitted[0].shape == (len(held),) and all(len(t) < len(held) for t in fitted[1:])
+    outside = set(table.loc[table["split"] != "train", "id"])
+    assert searched and all(not ids & outside and ids <= set(held["id"]) for _, ids in searched)
+    assert all(name in combiner.FEATURES for name in weights.features)
+    # a regression fitted on test rows would be refused by the same spy: they are not held out
+    assert not set(held["id"]) & outside
+
+
+def test_combined_probabilities_are_a_distribution_over_candidates():
+    rng = np.random.default_rng(0)
+    n, c = 6, 40
+    evidence = combiner.Evidence(rng.dirichlet(np.ones(c), n), rng.normal(size=(n, c)), rng.random((n, c)),
+                                 rng.exponential(size=(n, c)), rng.integers(1, 30, c))
+    targets = rng.integers(0, c, n)
+    weights = combiner.fit_weights(combiner.Evidence.concat([evidence] * 5), np.tile(targets, 5))
+    out = combiner.combine(weights, evidence)
+    assert np.allclose(out.sum(axis=1), 1.0) and (out >= 0).all()
+    query, klass = combiner.candidates(evidence)
+    outside = np.ones((n, c), dtype=bool)
+    outside[query, klass] = False
+    assert (out[outside] == 0).all()
+    assert (np.bincount(query, minlength=n) <= sum(combiner.CANDIDATES.values())).all()
+
+
+def test_predict_equals_benchmark_and_names_templates(system_run, plm):
+    """predict's top-1 on test rows is the benchmark's system answer, and each row names the
+    best template of its fold with the aligned regions."""
+    model, store_path, table, _, alignment = system_run
+    assert system.is_prepared(model)
+    scored = evaluation.model_scores(model, store_path, table, splits.TEST_SPLITS)
+    meta, combined, targets = system.system_scores(model, store_path, table, alignment, scored, progress=False)
+    min_score = homology.read_settings(model).min_score
+    test = table[table["split"].isin(splits.TEST_SPLITS)]
+    frame = prediction.predict(test[["id", "sequence"]], model, top_k=3, model=plm, progress=False)
+    top = frame[frame["rank"] == 1].set_index("id")["fold"]
+    classes = np.asarray(meta["classes"])
+    for level in combined:
+        expected = classes[baselines.homology_first(combined[level], alignment[level], min_score).argmax(1)]
+        assert top.loc[table.loc[table["split"] == level, "id"]].tolist() == expected.tolist()
+    assert set(frame["source"]) <= {"combined", "alignment"}
+    named = frame[frame["template"] != ""]
+    assert len(named) > 0 and named["template_z"].notna().all()
+    found = templates.load_templates(model)
+    folds = dict(zip(found.ids, found.folds))
+    assert (named["template"].map(folds) == named["fold"]).all()  # the template is of the row's fold
+    start, end = zip(*(r.split("-") for r in named["query_region"]))
+    assert all(1 <= int(a) <= int(b) for a, b in zip(start, end))
+    text = prediction.predictions_text(frame, "tsv")
+    assert text.splitlines()[0].split("\t") == prediction.PREDICTION_COLUMNS

@@ -214,7 +214,9 @@ def _same_rows(a: store.FeatureRows, b: store.FeatureRows) -> bool:
     return (a.ids == b.ids and a.sequences == b.sequences
             and all(np.array_equal(getattr(a, name), getattr(b, name)) for name in ("maps", "embedding", "mean"))
             and len(a.contacts) == len(b.contacts)
-            and all(np.array_equal(x, y) for x, y in zip(a.contacts, b.contacts)))
+            and all(np.array_equal(x, y) for x, y in zip(a.contacts, b.contacts))
+            and len(a.residues) == len(b.residues)
+            and all(np.array_equal(x, y) for x, y in zip(a.residues, b.residues)))
 
 
 # ---------------------------------------------------------------------------------- running
@@ -547,7 +549,7 @@ def _kill_at(command: list[str], out: Path, point: str, after_parts: int) -> boo
 def _extract_killed(ctx: Context, folder: Path) -> str:
     """SIGKILL ``coevofold extract`` at seeded random points and resume each time; every
     extraction completed this way must store what an uninterrupted run stores, bit for bit."""
-    reference = store.read_rows(ctx.feature_store)
+    reference = store.read_rows(ctx.feature_store, residues=True)
     out = folder / "features.h5"
     command = _cli_command("extract", ctx.fasta, "--out", out, *ctx.extract_flags)
     rng = random.Random(ctx.seed)
@@ -562,14 +564,14 @@ def _extract_killed(ctx: Context, folder: Path) -> str:
             kills[point] += 1
             _finished_files_read(out)
         else:  # resumed through earlier kills to the end: check it, then start over
-            if not _same_rows(store.read_rows(out, reference.ids), reference):
+            if not _same_rows(store.read_rows(out, reference.ids, residues=True), reference):
                 raise Lost(f"a store resumed after {sum(kills.values())} kills differs from an uninterrupted run")
             completed += 1
             out.unlink()
     code, lines, _ = _run_process(command)
     if code != 0:
         raise Lost(f"the last resume failed: {lines[-1] if lines else code}")
-    if store.parts_dir(out).exists() or not _same_rows(store.read_rows(out, reference.ids), reference):
+    if store.parts_dir(out).exists() or not _same_rows(store.read_rows(out, reference.ids, residues=True), reference):
         raise Lost(f"a store resumed after {sum(kills.values())} kills differs from an uninterrupted run")
     landed = ", ".join(f"{n} {point}" for point, n in kills.items() if n)
     return (f"{sum(kills.values())} kills ({landed}) in {runs + 1} runs, {completed + 1} extraction(s) resumed "
@@ -628,8 +630,8 @@ def _disk_full_merge(ctx: Context, folder: Path) -> str:
     if len(parts) != len(ctx.table):
         raise Lost(f"{len(parts)} of {len(ctx.table)} finished parts kept")
     code, lines = _cli("extract", ctx.fasta, "--out", out, *ctx.extract_flags)
-    if code != 0 or not _same_rows(store.read_rows(out, ctx.table["id"].tolist()),
-                                   store.read_rows(ctx.feature_store, ctx.table["id"].tolist())):
+    if code != 0 or not _same_rows(store.read_rows(out, ctx.table["id"].tolist(), residues=True),
+                                   store.read_rows(ctx.feature_store, ctx.table["id"].tolist(), residues=True)):
         raise Lost(f"re-running once space is back did not complete the store: {lines[-1:] or code}")
     return f"{message} [simulated: ENOSPC midway through the store; parts kept, re-run completes it]"
 
@@ -683,7 +685,7 @@ def _nan_features(split: str) -> Callable[[Context, Path], str]:
     """Training on a store where one protein of ``split`` has NaN maps: refused, no model saved."""
 
     def check(ctx: Context, folder: Path) -> str:
-        rows = store.read_rows(ctx.feature_store)
+        rows = store.read_rows(ctx.feature_store, residues=True)
         victim = ctx.table.loc[ctx.table["split"] == split, "id"].iloc[0]
         rows.maps[rows.ids.index(victim)] = np.nan
         poisoned = folder / "nan.h5"

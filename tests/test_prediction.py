@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import baselines, benchmark, evaluation, features, homology, pretrained, training
+from coevofold import baselines, benchmark, evaluation, features, homology, prediction, pretrained, training
 from coevofold.errors import CoevofoldError
 from coevofold.names import fold_name
 from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, predictions_text, write_predictions
@@ -167,7 +167,7 @@ def test_homology_first_rows_and_evidence(prepared: Path, small_run, plm: pretra
     train = table[table["split"] == "train"]
     query = train.iloc[[0]][["id", "sequence"]].assign(id="query")
     frame = predict(query, prepared, top_k=3, model=plm, progress=False)
-    assert frame.attrs["note"] == ""
+    assert frame.attrs["note"] == prediction.NO_TEMPLATES_NOTE.format(folder=prepared)  # homology, no templates
     top = frame.iloc[0]
     assert (top["hit"], top["identity"]) == (train["id"].iat[0], 1.0)
     assert -np.log10(top["evalue"]) >= settings["min_score"]

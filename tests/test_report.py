@@ -58,7 +58,8 @@ def _fake_store(path: Path, ids: list[str], seed: int = 0) -> Path:
     rows = store.FeatureRows(ids, sequences, rng.random((len(ids), 7, 8, 8)).astype(np.float16),
                              rng.random((len(ids), 4, 16)).astype(np.float16), rng.random((len(ids), 16)).astype(np.float32),
                              [rng.integers(0, 256, n * (n - 1) // 2).astype(np.uint8) for n in lengths],
-                             rng.random((len(ids), 7, 16)).astype(np.float16))
+                             rng.random((len(ids), 7, 16)).astype(np.float16),
+                             [rng.random((n, 16)).astype(np.float16) for n in lengths])
     store.write_file(path, rows, {"fake": True})
     return path
 

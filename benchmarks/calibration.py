@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
-from coevofold import benchmark, calibration, evaluation, homology, splits
+from coevofold import benchmark, calibration, evaluation, homology, splits, system
 from coevofold.prediction import default_model_dir
 from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
@@ -46,7 +46,7 @@ def main() -> None:
     test_alignment = benchmark.cached_alignment("deepsf", table, False)
     settings = homology.read_settings(model_dir)
     default = calibration.load_calibration(model_dir)
-    _, proxy_probs, proxy_targets = evaluation.model_scores(model_dir / calibration.PROXY_DIR, store_path, carved,
+    _, proxy_probs, proxy_targets = evaluation.model_scores(model_dir / system.PROXY_DIR, store_path, carved,
                                                             (*CALIBRATION_SPLITS, "valid"))
     _, probs, targets = evaluation.model_scores(model_dir, store_path, table, TEST_SPLITS)
     proxy_t = calibration.top1_temperature(proxy_probs["valid"], proxy_targets["valid"])

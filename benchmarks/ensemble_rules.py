@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from scipy.special import softmax
 
-from coevofold import benchmark, calibration, evaluation, splits, store, training
+from coevofold import benchmark, evaluation, splits, store, system, training
 from coevofold.prediction import default_model_dir
 from coevofold.splits import CALIBRATION_SPLITS
 
@@ -122,7 +122,7 @@ def main() -> None:
     groups = training.seed_groups(members)
     proxy, targets = {}, None
     for name in members:
-        meta, proxy[name], targets = evaluation.model_scores(model_dir / calibration.PROXY_DIR / "members" / name,
+        meta, proxy[name], targets = evaluation.model_scores(model_dir / system.PROXY_DIR / "members" / name,
                                                             store_path, carved, KINDS)
     classes = list(meta["classes"])
     recipes = {k: [np.mean([proxy[n][k] for n in g], axis=0) for g in groups] for k in KINDS}

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from coevofold import baselines, benchmark, calibration, evaluation, homology, splits
+from coevofold import baselines, benchmark, evaluation, homology, splits, system
 from coevofold.prediction import default_model_dir
 from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
@@ -56,7 +56,7 @@ def main() -> None:
     table, store_path = benchmark.cached_deepsf()
     carved = splits.calibration_split(table)
     min_score = homology.read_settings(model_dir).min_score
-    meta, proxy, proxy_t = evaluation.model_scores(model_dir / calibration.PROXY_DIR, store_path, carved,
+    meta, proxy, proxy_t = evaluation.model_scores(model_dir / system.PROXY_DIR, store_path, carved,
                                                    (*CALIBRATION_SPLITS, "valid"))
     classes = list(meta["classes"])
     alignment = benchmark.cached_alignment("deepsf", table, False)

@@ -18,7 +18,7 @@ import argparse
 
 import numpy as np
 
-from coevofold import benchmark, calibration, evaluation, splits, training
+from coevofold import benchmark, evaluation, splits, system, training
 from coevofold.prediction import default_model_dir
 from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
@@ -32,7 +32,7 @@ def main() -> None:
     held = (*CALIBRATION_SPLITS, "valid")
     proxy, final, proxy_t, final_t = {}, {}, None, None
     for name in members:
-        _, proxy[name], proxy_t = evaluation.model_scores(model_dir / calibration.PROXY_DIR / "members" / name,
+        _, proxy[name], proxy_t = evaluation.model_scores(model_dir / system.PROXY_DIR / "members" / name,
                                                           store_path, carved, held)
         _, final[name], final_t = evaluation.model_scores(model_dir / "members" / name, store_path, table,
                                                           ("valid", *TEST_SPLITS))

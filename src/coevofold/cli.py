@@ -350,7 +350,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from coevofold import benchmark, evaluation, homology
+    from coevofold import benchmark, evaluation, homology, system
     from coevofold.splits import TEST_SPLITS
 
     table = _load_split(args)
@@ -361,6 +361,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     alignment = None
     if homology.has_homology(args.model_dir) and not args.no_homology:
         alignment = benchmark.cached_alignment(Path(args.source).stem, table, not args.quiet, TEST_SPLITS)
+    if alignment is not None and system.is_prepared(args.model_dir):  # the combined system, as predict answers
+        scored = system.system_scores(args.model_dir, args.store, table, alignment, scored, not args.quiet)
+        min_score = homology.read_settings(args.model_dir).min_score
+        _, answer = benchmark.homology_first_results(args.model_dir, args.store, table, alignment, scored, min_score)
+        print(evaluation.results_markdown({f"system (combined; homology transfer where E <= 1e-{min_score:g})": answer}))
     calibrated = evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment, scored)
     print(evaluation.calibration_markdown(calibrated))
     print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv, {evaluation.RELIABILITY_PNG}")

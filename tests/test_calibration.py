@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import calibration, evaluation, pretrained, splits, training
+from coevofold import calibration, evaluation, pretrained, splits
 from coevofold.calibration import Calibration, LogisticMap
 from coevofold.errors import CoevofoldError
 from coevofold.prediction import load_predictor, predict

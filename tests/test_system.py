@@ -131,3 +131,27 @@ def test_predict_equals_benchmark_and_names_templates(system_run, plm):
     assert all(1 <= int(a) <= int(b) for a, b in zip(start, end))
     text = prediction.predictions_text(frame, "tsv")
     assert text.splitlines()[0].split("\t") == prediction.PREDICTION_COLUMNS
+
+
+def test_no_homology_on_a_prepared_folder_is_the_model_uncalibrated(system_run, plm):
+    """--no-homology turns the searches and the combiner off; the folder's calibration, fitted to the
+    combiner's probabilities, is not applied to the model's."""
+    model, _, table, _, _ = system_run
+    query = table[table["split"] == "test_family"].head(2)[["id", "sequence"]]
+    frame = prediction.predict(query, model, top_k=2, model=plm, progress=False, use_homology=False)
+    assert set(frame["source"]) == {"model"} and set(frame["confidence"]) == {""}
+    assert "uncalibrated" in frame.attrs["note"] and (frame["template"] == "").all()
+
+
+def test_evaluate_scores_the_combined_system(system_run, monkeypatch, capsys, tmp_path):
+    import shutil
+
+    from coevofold import cli
+
+    model, store_path, table, _, _ = system_run
+    folder = shutil.copytree(model, tmp_path / "model")
+    monkeypatch.setattr(cli, "_load_split", lambda args: table)
+    assert cli.main(["evaluate", str(folder), "system-test", "--store", str(store_path), "--quiet",
+                     "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "system (combined; homology transfer where E <= 1e-" in out and "after" in out

@@ -466,16 +466,18 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p = _add(sub, "predict", cmd_predict,
              "Predict the top-k SCOP folds of every sequence in a FASTA file, with their evidence.\n\n"
              "TSV columns: id rank fold probability confidence name source hit identity evalue hit_superfamily "
-             "hit_family (one row per sequence and rank). Homology first: where the best Smith-Waterman hit among "
-             "the model's training domains passes the E-value threshold chosen on the validation split, the "
-             "alignment's folds are reported (source=alignment), elsewhere the model's (source=model). "
-             "probability: calibrated (coevofold.calibration, fitted on training superfamilies, families and "
-             "members held out from a proxy of the model) so that it reads as how often such an answer is right; "
-             "per sequence the probabilities sum to at most 1. confidence: the band of the calibrated probability, "
-             "high (>= 0.9), medium (>= 0.5) or low. Measured precision of the top-1 answer per band on proteins "
-             "never seen in training (python benchmarks/calibration.py): fold-like held-out proteins (superfamily "
-             "unseen; maps cross-fitted) high 0.98, medium 0.73, low 0.18; DeepSF test, fold level high 0.88, "
-             "medium 0.50, low 0.13; superfamily level 0.98 / 0.71 / 0.19; family level 1.00 / 0.95 / 0.38. "
+             "hit_family template template_z query_region template_region (one row per sequence and rank). "
+             "Homology first: where the best Smith-Waterman hit among the model's training domains passes the "
+             "E-value threshold chosen on the validation split, the alignment's folds are reported "
+             "(source=alignment); elsewhere the combiner's (source=combined): a logistic regression over candidate "
+             "folds of the classifier's probability, the template search (the query's per-residue embeddings "
+             "aligned to every training domain; template = the fold's best-aligned domain, template_z its z-score "
+             "against the query's own decoys, query_region/template_region the aligned residues), the contact "
+             "overlap along that alignment and the Smith-Waterman E-value, fitted on training rows held out of "
+             "a proxy of the model. probability: calibrated on the same held-out rows (cross-fitted) so that it "
+             "reads as how often such an answer is right; per sequence the probabilities sum to at most 1. "
+             "confidence: the band of the calibrated probability, high (>= 0.9), medium (>= 0.5) or low"
+             "<!-- BANDS -->. "
              "A model folder without calibration.json reports the raw model probability (alignment rows: the "
              "validation hit rate of the rank) and no confidence. Without --checkpoint the default model made by "
              "'coevofold quickstart' is used.")
@@ -485,8 +487,8 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5, help="folds reported per sequence")
     p.add_argument("--format", choices=["tsv", "json"], default="tsv", help="output format")
     p.add_argument("--no-homology", action="store_true",
-                   help="model only: no homology transfer from the training domains (on by default where the model "
-                   "folder has homology files)")
+                   help="model only: no homology transfer, template search or combiner (all on by default where the "
+                   "model folder has them)")
     p.add_argument("--out", default=None, help="output file (default: standard output)")
     p.add_argument("--model", default=None,
                    help="pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)")

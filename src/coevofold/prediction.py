@@ -246,6 +246,9 @@ def load_predictor(checkpoint: str | os.PathLike | None = None,
     else:
         note = MODEL_ONLY_NOTE.format(folder=folder)
     calibration = calibrating.load_calibration(folder) if calibrating.has_calibration(folder) else None
+    if search is None and system.is_prepared(folder):  # its maps read the combiner's probabilities, not the model's
+        calibration = None
+        note += " (probabilities uncalibrated: the folder's calibration is the combined system's)"
     search_templates, fitted = None, None
     if search is not None and system.is_prepared(folder):
         search_templates = templates.TemplateSearch(templates.load_templates(folder))

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from coevofold import data, evaluation
+from coevofold import data, metrics
 from coevofold.baselines import AlignmentNearestNeighbour
 from coevofold.splits import TEST_SPLITS
 
@@ -40,10 +40,10 @@ def main() -> None:
 
     bounds = np.cumsum([0, *(len(part) for part in tests.values())])
     rows = {level: slice(bounds[i], bounds[i + 1]) for i, level in enumerate(tests)}
-    results = evaluation.evaluate_table({level: hits.scores[rows[level]] for level in tests}, table, model.classes_,
+    results = metrics.evaluate_table({level: hits.scores[rows[level]] for level in tests}, table, model.classes_,
                                         n_boot=args.n_boot)
     print()
-    print(evaluation.results_markdown({MODEL_NAME: results}))
+    print(metrics.results_markdown({MODEL_NAME: results}))
     for level, result in results.items():
         macro = result["metrics"]["macro_top1"]
         identity = np.percentile(hits.nearest_identity[rows[level]], [25, 50, 75])
@@ -54,7 +54,7 @@ def main() -> None:
         )
     print(f"wall time {wall:.0f} s ({len(train) * len(queries) / wall:,.0f} alignments/s)")
     if args.out:
-        evaluation.write_results_json({MODEL_NAME: results, "wall_time_s": wall}, args.out)
+        metrics.write_results_json({MODEL_NAME: results, "wall_time_s": wall}, args.out)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
-from coevofold import benchmark, calibration, evaluation, homology, splits, system
+from coevofold import benchmark, calibration, evaluation, homology, metrics, splits, system
 from coevofold.prediction import default_model_dir
 from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
@@ -42,8 +42,8 @@ def main() -> None:
     model_dir = Path(args.model_dir)
     table, store_path = benchmark.cached_deepsf()
     carved = splits.calibration_split(table)
-    held_alignment = benchmark.cached_alignment("deepsf", carved, False, CALIBRATION_SPLITS)
-    test_alignment = benchmark.cached_alignment("deepsf", table, False)
+    held_alignment = system.cached_alignment("deepsf", carved, False, CALIBRATION_SPLITS)
+    test_alignment = system.cached_alignment("deepsf", table, False)
     settings = homology.read_settings(model_dir)
     default = calibration.load_calibration(model_dir)
     _, proxy_probs, proxy_targets = evaluation.model_scores(model_dir / system.PROXY_DIR, store_path, carved,
@@ -91,11 +91,11 @@ def main() -> None:
             np.where(from_alignment, after, iso)
         methods.setdefault("logistic maps fitted on every held-out row", {})[level] = stated(pooled_maps, level)[1][:, 0]
         methods.setdefault("default calibration (coevofold.calibration)", {})[level] = after
-    header = "| Method | " + " | ".join(evaluation.LEVEL_NAMES[level] for level in TEST_SPLITS) + " | pooled |"
+    header = "| Method | " + " | ".join(metrics.LEVEL_NAMES[level] for level in TEST_SPLITS) + " | pooled |"
     print("## ECE of the default system's top-1 on the DeepSF test levels (10 bins, bootstrap 95 % interval)\n")
     print(header + "\n|" + "---|" * (len(TEST_SPLITS) + 2))
     for name, stated_p in methods.items():
-        levels = evaluation.calibration_levels(stated_p, correct)
+        levels = metrics.calibration_levels(stated_p, correct)
         print(f"| {name} | " + " | ".join(
             f"{levels[k]['ece']:.3f} [{levels[k]['ece_ci_low']:.3f}–{levels[k]['ece_ci_high']:.3f}]"
             for k in (*TEST_SPLITS, "pooled")) + " |")
@@ -118,11 +118,11 @@ def main() -> None:
     order, _, _ = calibration.Calibration(1.0, ms, default.model, default.model_only, default.alignment,
                                           []).top_k(held["probs"], held["scores"], 1)
     held_right = order[:, 0] == held["targets"]
-    rows = {f"DeepSF {evaluation.LEVEL_NAMES[level]}": (methods["default calibration (coevofold.calibration)"][level],
+    rows = {f"DeepSF {metrics.LEVEL_NAMES[level]}": (methods["default calibration (coevofold.calibration)"][level],
                                                         correct[level]) for level in TEST_SPLITS}
     rows["held-out fold-like rows (calibration_fold), cross-fitted maps"] = (cross[fold_like], held_right[fold_like])
     for name, (p, c) in rows.items():
-        bands = calibration.band_of(p)
+        bands = metrics.band_of(p)
         cells = [f"{(bands == b).sum()}, {c[bands == b].mean():.3f}" if (bands == b).any() else "0, –"
                  for b in ("high", "medium", "low")]
         print(f"| {name} | " + " | ".join(cells) + " |")
@@ -131,7 +131,7 @@ def main() -> None:
     print("| Map for model rows | " + " | ".join(CALIBRATION_SPLITS) + " | log-loss, fold-like model rows |\n|---|---|---|---|---|")
     fold_model = fold_like & ~aligned_rows
     for name, p in (("logistic (default)", cross), ("isotonic on top-1 p", cross_iso)):
-        eces = [calibration.expected_calibration_error(p[held["levels"] == s], held_right[held["levels"] == s])
+        eces = [metrics.expected_calibration_error(p[held["levels"] == s], held_right[held["levels"] == s])
                 for s in CALIBRATION_SPLITS]
         q = np.clip(np.where(held_right, p, 1 - p)[fold_model], 1e-6, 1)
         print(f"| {name} | " + " | ".join(f"{e:.3f}" for e in eces) + f" | {-np.log(q).mean():.3f} |")

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from coevofold import benchmark, training
+from coevofold import benchmark, checkpoint, training
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     started = time.perf_counter()
     for name, config in members.items():
         begun = time.perf_counter()
-        training.train(store_path, table, args.out / training.ENSEMBLE_MEMBERS / name, config)
+        training.train(store_path, table, args.out / checkpoint.ENSEMBLE_MEMBERS / name, config)
         seconds[name] = round(time.perf_counter() - begun)
         print(f"{name}: {seconds[name]} s", flush=True)
     begun = time.perf_counter()

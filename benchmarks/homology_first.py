@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from coevofold import baselines, benchmark, evaluation
+from coevofold import baselines, benchmark, metrics, prediction, system_evaluation
 from coevofold.splits import TEST_SPLITS
 
 
@@ -18,8 +18,8 @@ def main() -> None:
     started = time.perf_counter()
     table, store_path = benchmark.cached_deepsf()
     scores = baselines.alignment_scores(table, ("valid", *TEST_SPLITS))[1]
-    threshold, results = benchmark.homology_first_results(benchmark.default_model_dir(), store_path, table, scores)
-    print(evaluation.results_markdown({f"coevofold fused, homology transfer where E <= 1e-{threshold:g}": results}))
+    threshold, results = system_evaluation.homology_first_results(prediction.default_model_dir(), store_path, table, scores)
+    print(metrics.results_markdown({f"coevofold fused, homology transfer where E <= 1e-{threshold:g}": results}))
     print(f"threshold chosen on valid: E <= 1e-{threshold:g}; {time.perf_counter() - started:.0f} s")
 
 

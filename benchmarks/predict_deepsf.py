@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coevofold import baselines, benchmark, data, features, homology, prediction, pretrained, training
+from coevofold import baselines, benchmark, data, features, homology, names, prediction, pretrained, system, system_evaluation, training
 from coevofold.splits import TEST_SPLITS
 
 
@@ -49,10 +49,10 @@ def compare(model_dir: Path, store_path: Path, table: pd.DataFrame, plm: pretrai
     subset = pd.concat([train, table[table["split"] == "valid"], *levels.values()])
     if len(subset) == len(table):  # every protein: the search quickstart cached
         subset = table
-        scores = benchmark.cached_alignment("deepsf", table, progress=False)
+        scores = system.cached_alignment("deepsf", table, progress=False)
     else:
         scores = baselines.alignment_scores(subset, ("valid", *TEST_SPLITS))[1]
-    threshold, results = benchmark.homology_first_results(model_dir, store_path, subset, scores)
+    threshold, results = system_evaluation.homology_first_results(model_dir, store_path, subset, scores)
     for row in rows:
         row["benchmark homology-first top-1 %"] = 100 * results[row["level"]]["metrics"]["top1"]["value"]
         row["equal"] = abs(row["predict top-1 %"] - row["benchmark homology-first top-1 %"]) < 1e-9
@@ -73,7 +73,7 @@ def main() -> None:
         table = benchmark.benchmark_table(benchmark.BENCHMARKS["deepsf-ci"])
         store_path = benchmark.cached_features("deepsf-ci", table, plm, features.FeatureConfig(), progress=False)
         model_dir = training.train(store_path, table, args.out, training.TrainConfig(max_epochs=4, progress=False),
-                                   fold_names=data.fold_names("deepsf"))
+                                   fold_names=names.fold_names("deepsf"))
     else:
         table = data.load("deepsf")
         store_path = features.cached_store("deepsf", plm, features.FeatureConfig())

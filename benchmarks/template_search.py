@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coevofold import baselines, benchmark, combiner, evaluation, homology, splits, store, system, templates, training
+from coevofold import benchmark, combiner, evaluation, homology, metrics, splits, store, system, templates, training
 from coevofold.calibration import tempered
 from coevofold.prediction import default_model_dir, load_predictor
 from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
@@ -53,7 +53,7 @@ def _top1(probs: np.ndarray, targets: np.ndarray) -> str:
 
 
 def _diff(a: np.ndarray, b: np.ndarray, targets: np.ndarray) -> str:
-    d = evaluation.paired_difference(a, b, targets)
+    d = metrics.paired_difference(a, b, targets)
     return f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
 
 
@@ -150,12 +150,12 @@ def ablation(model_dir: Path, store_path: Path, table, rows: system.HeldOut, ali
     for name, groups in ROWS.items():
         held[name] = combiner.cross_fitted(rows.evidence, rows.targets, rows.superfamilies, rows.weights, groups)
         weights = combiner.fit_weights(rows.evidence, rows.targets, rows.weights, groups)
-        test[name] = {s: baselines.homology_first(combiner.combine(weights, e), alignment[s], min_score)
+        test[name] = {s: homology.homology_first(combiner.combine(weights, e), alignment[s], min_score)
                       for s, e in test_evidence.items()}
     test_targets = scored[2]
     pooled_targets = np.concatenate([test_targets[s] for s in TEST_SPLITS])
     header = ["combiner inputs", *(f"held-out {k[12:]}-like" for k in CALIBRATION_SPLITS),
-              *(evaluation.LEVEL_NAMES[s] for s in TEST_SPLITS), "pooled test"]
+              *(metrics.LEVEL_NAMES[s] for s in TEST_SPLITS), "pooled test"]
     print("4. ablation (top-1 %; test: homology transfer first, as predict answers)\n")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name in ROWS:
@@ -209,8 +209,8 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
     table, store_path = benchmark.cached_deepsf()
-    alignment = benchmark.cached_alignment("deepsf", table, False)
-    held_alignment = benchmark.cached_alignment("deepsf", splits.calibration_split(table), False, CALIBRATION_SPLITS)
+    alignment = system.cached_alignment("deepsf", table, False)
+    held_alignment = system.cached_alignment("deepsf", splits.calibration_split(table), False, CALIBRATION_SPLITS)
     rows = system.held_out(model_dir, store_path, table, training.default_members(False), held_alignment, False)
     ablation(model_dir, store_path, table, rows, alignment)
     transfer_reliability(model_dir, rows)

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coevofold import data, features, pretrained, store, training
+from coevofold import checkpoint, data, features, pretrained, store, training
 from coevofold.coevolution import window_starts
 from coevofold.models import MODELS, FoldClassifier, ModelConfig
 
@@ -68,9 +68,9 @@ def attention_cost(lengths: np.ndarray, window: int, stride: int) -> int:
     return total
 
 
-def rows_to_split(rows: store.FeatureRows, labels: torch.Tensor) -> training.SplitData:
+def rows_to_split(rows: store.FeatureRows, labels: torch.Tensor) -> checkpoint.SplitData:
     """In-memory features as training reads them (what a no-cache pipeline would hand on)."""
-    return training.SplitData.from_rows(rows, labels)
+    return checkpoint.SplitData.from_rows(rows, labels)
 
 
 def recompute_features(plm: pretrained.ProteinLM, config: features.FeatureConfig,
@@ -91,7 +91,7 @@ def recompute_features(plm: pretrained.ProteinLM, config: features.FeatureConfig
 class EpochRunner:
     """Trains a fresh default classifier epoch by epoch, as ``LitFold`` would, and times epochs."""
 
-    def __init__(self, split: training.SplitData, n_classes: int, weights: torch.Tensor,
+    def __init__(self, split: checkpoint.SplitData, n_classes: int, weights: torch.Tensor,
                  config: training.TrainConfig) -> None:
         torch.manual_seed(config.seed)  # same initial weights for every data source
         self.split, self.config, self.weights = split, config, weights
@@ -190,7 +190,7 @@ def main() -> None:
             store.write_file(store_path, rows, features.settings_of(plm, feature_config))
             source = "temporary store of the recomputed features (cache store missing or incomplete)"
         started = time.perf_counter()
-        split = training.load_split(store_path, sample, classes)
+        split = checkpoint.load_split(store_path, sample, classes)
         load_s = time.perf_counter() - started
     runner = EpochRunner(split, len(classes), weights, config)
     epochs = [runner.run_epoch() for _ in range(args.epochs)]

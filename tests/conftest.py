@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coevofold import data, features, homology, pretrained, training
+from coevofold import data, features, homology, pretrained, system, training
 from coevofold.data import data_root
 
 #: pLM window of the small test model: long chains are windowed in seconds.
@@ -105,8 +105,6 @@ def system_run(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM
 
     Returns (model folder, store, table, members, the test and valid rows' Smith-Waterman scores).
     """
-    from coevofold import benchmark
-
     short = deepsf[deepsf["length"].between(40, 110)]
     train = short[short["split"] == "train"]
     many = train.groupby("fold")["superfamily"].nunique()
@@ -119,7 +117,7 @@ def system_run(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM
                                   features.RunConfig(progress=False), plm=plm)
     members = system_members()
     model = training.train_ensemble(store_path, table, root / "model", members)
-    alignment = benchmark.prepare_system(model, store_path, table, members, "system-test", progress=False)
+    alignment = system.prepare(model, store_path, table, members, "system-test", progress=False)
     return model, store_path, table, members, alignment
 
 

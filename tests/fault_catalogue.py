@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from coevofold import cli, data, features, pretrained, store, training
+from coevofold import checkpoint, cli, data, features, pretrained, store, training
 from coevofold.coevolution import window_starts
 from coevofold.errors import CoevofoldError
 
@@ -661,13 +661,13 @@ def _training_killed(ctx: Context, folder: Path) -> str:
     finally:
         process.kill()
         process.wait()
-    if process.returncode != -signal.SIGKILL or (run_dir / training.MODEL_META).exists():
+    if process.returncode != -signal.SIGKILL or (run_dir / checkpoint.MODEL_META).exists():
         raise Lost(f"training ended (exit status {process.returncode}) before the kill")
     code, lines, _ = _run_process(command)
     if code != 0:
         raise Lost(f"resuming failed: {lines[-1] if lines else code}")
-    metas = [json.loads((d / training.MODEL_META).read_text()) for d in (run_dir, reference)]
-    weights = [load_file(str(d / training.MODEL_WEIGHTS)) for d in (run_dir, reference)]
+    metas = [json.loads((d / checkpoint.MODEL_META).read_text()) for d in (run_dir, reference)]
+    weights = [load_file(str(d / checkpoint.MODEL_WEIGHTS)) for d in (run_dir, reference)]
     if metas[0]["best_val_acc"] != metas[1]["best_val_acc"] or weights[0].keys() != weights[1].keys() or not all(
             torch.equal(weights[0][k], weights[1][k]) for k in weights[0]):
         raise Lost("the resumed run's best_val_acc or weights differ from an uninterrupted run's")
@@ -692,7 +692,7 @@ def _nan_features(split: str) -> Callable[[Context, Path], str]:
         store.write_file(poisoned, rows, store.read_settings(ctx.feature_store))
         run_dir = folder / "run"
         return _refused(ctx.train_args(poisoned, run_dir), f"features of '{victim}' are NaN",
-                        run_dir / training.MODEL_WEIGHTS, run_dir / training.MODEL_META)
+                        run_dir / checkpoint.MODEL_WEIGHTS, run_dir / checkpoint.MODEL_META)
 
     return check
 
@@ -700,7 +700,7 @@ def _nan_features(split: str) -> Callable[[Context, Path], str]:
 def _huge_learning_rate(ctx: Context, folder: Path) -> str:
     run_dir = folder / "run"
     return _refused([*ctx.train_args(ctx.feature_store, run_dir), "--lr", "1e9", "--max-epochs", "10"],
-                    "training diverged", run_dir / training.MODEL_WEIGHTS, run_dir / training.MODEL_META)
+                    "training diverged", run_dir / checkpoint.MODEL_WEIGHTS, run_dir / checkpoint.MODEL_META)
 
 
 def _bad_checkpoint(damage: Callable[[Path], None], expect: str) -> Callable[[Context, Path], str]:
@@ -709,9 +709,9 @@ def _bad_checkpoint(damage: Callable[[Path], None], expect: str) -> Callable[[Co
     def check(ctx: Context, folder: Path) -> str:
         run_dir = shutil.copytree(ctx.trained, folder / "run")
         damage(run_dir / "checkpoints" / "last.ckpt")
-        weights = (run_dir / training.MODEL_WEIGHTS).read_bytes()
+        weights = (run_dir / checkpoint.MODEL_WEIGHTS).read_bytes()
         message = _refused(ctx.train_args(ctx.feature_store, run_dir), expect)
-        _check_unchanged(run_dir / training.MODEL_WEIGHTS, weights)
+        _check_unchanged(run_dir / checkpoint.MODEL_WEIGHTS, weights)
         return message
 
     return check
@@ -782,7 +782,7 @@ def _resume_target(ctx: Context, folder: Path) -> tuple[Path, list[str | os.Path
 
 def _model_weights_target(ctx: Context, folder: Path) -> tuple[Path, list[str | os.PathLike]]:
     run_dir = shutil.copytree(ctx.trained, folder / "run", ignore=shutil.ignore_patterns("checkpoints"))
-    return run_dir / training.MODEL_WEIGHTS, ["predict", ctx.fasta, "--checkpoint", run_dir, "--model", ctx.model,
+    return run_dir / checkpoint.MODEL_WEIGHTS, ["predict", ctx.fasta, "--checkpoint", run_dir, "--model", ctx.model,
                                               "--quiet"]
 
 

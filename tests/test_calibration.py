@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import calibration, evaluation, pretrained, splits
+from coevofold import calibration, metrics, pretrained, splits, system_evaluation
 from coevofold.calibration import Calibration, LogisticMap
 from coevofold.errors import CoevofoldError
 from coevofold.prediction import load_predictor, predict
@@ -19,12 +19,12 @@ from coevofold.prediction import load_predictor, predict
 def test_ece_hand_computed():
     # bin [0.9, 1.0]: stated 0.95, right 1 of 2 -> gap 0.45; bin [0.1, 0.2): stated 0.15, right 0 of 2 -> 0.15
     confidence = np.array([0.95, 0.95, 0.15, 0.15])
-    assert calibration.expected_calibration_error(confidence, np.array([1, 0, 0, 0])) == pytest.approx(0.5 * 0.45 + 0.5 * 0.15)
-    assert calibration.expected_calibration_error(np.array([0.25, 0.75]), np.array([0, 1])) == pytest.approx(0.25)
+    assert metrics.expected_calibration_error(confidence, np.array([1, 0, 0, 0])) == pytest.approx(0.5 * 0.45 + 0.5 * 0.15)
+    assert metrics.expected_calibration_error(np.array([0.25, 0.75]), np.array([0, 1])) == pytest.approx(0.25)
 
 
 def test_bands():
-    assert calibration.band_of(np.array([0.95, 0.9, 0.89, 0.5, 0.49, np.nan])).tolist() == [
+    assert metrics.band_of(np.array([0.95, 0.9, 0.89, 0.5, 0.49, np.nan])).tolist() == [
         "high", "high", "medium", "medium", "low", "low"]
 
 
@@ -45,7 +45,7 @@ def test_temperature_undoes_overconfidence_and_keeps_ranking():
     assert (fixed.argmax(1) == stated.argmax(1)).all()
     assert np.allclose(fixed.sum(1), 1.0)
     correct = stated.argmax(1) == targets
-    assert calibration.expected_calibration_error(fixed.max(1), correct) < calibration.expected_calibration_error(stated.max(1), correct) / 2
+    assert metrics.expected_calibration_error(fixed.max(1), correct) < metrics.expected_calibration_error(stated.max(1), correct) / 2
 
 
 def _fitted(seed: int = 0) -> tuple[Calibration, np.ndarray, np.ndarray, np.ndarray]:
@@ -68,7 +68,7 @@ def test_top1_temperature_matches_confidence_to_accuracy():
 
 def test_top_k_sums_to_at_most_one_and_keeps_ranking():
     fitted, stated, scores, targets = _fitted()
-    from coevofold.baselines import homology_first
+    from coevofold.homology import homology_first
 
     for probs, alignment in ((stated, scores), (stated, None)):
         order, probability, from_alignment = fitted.top_k(probs, alignment, 5)
@@ -82,8 +82,8 @@ def test_top_k_sums_to_at_most_one_and_keeps_ranking():
     order, probability, _ = fitted.top_k(stated2, scores2, 1)
     correct = order[:, 0] == targets2
     raw = calibration.stated(stated2, scores2, 6.0, [0.5], None, 1)[1][:, 0]
-    assert calibration.expected_calibration_error(probability[:, 0], correct) < 0.05
-    assert calibration.expected_calibration_error(probability[:, 0], correct) < calibration.expected_calibration_error(raw, correct)
+    assert metrics.expected_calibration_error(probability[:, 0], correct) < 0.05
+    assert metrics.expected_calibration_error(probability[:, 0], correct) < metrics.expected_calibration_error(raw, correct)
 
 
 def test_constant_map_when_too_few_rows():
@@ -175,10 +175,10 @@ def test_fit_system_needs_homology(trained: Path, small_run):
 def test_evaluate_calibration_writes_diagram(prepared: Path, small_run, tmp_path: Path):
     _, store_path, table = small_run
     folder = shutil.copytree(prepared, tmp_path / "evaluated")
-    result = evaluation.evaluate_calibration(folder, store_path, table)
+    result = system_evaluation.evaluate_calibration(folder, store_path, table)
     assert result["system"] is False and "after" not in result
     pooled = result["before"]["pooled"]
     assert pooled["proteins"] == (table["split"] == "test_family").sum() and 0 <= pooled["ece"] <= 1
-    assert (folder / evaluation.RELIABILITY_PNG).stat().st_size > 1000
+    assert (folder / metrics.RELIABILITY_PNG).stat().st_size > 1000
     assert json.loads((folder / "results.json").read_text())["calibration"]["before"]["pooled"] == pooled
-    assert "ECE before" in evaluation.calibration_markdown(result)
+    assert "ECE before" in metrics.calibration_markdown(result)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coevofold import cli
+from coevofold import cli, system
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -59,7 +59,7 @@ def test_summarize_everything_excluded(tmp_path: Path, write_fasta, capsys):
 def test_train_default_calibrate_prepares_the_system(tmp_path: Path, monkeypatch, capsys):
     """--calibrate runs what quickstart runs after training (homology, calibration) on the same
     folder, table and members; without the default ensemble it is refused in one line."""
-    from coevofold import benchmark, training
+    from coevofold import training
 
     calls = {}
 
@@ -72,7 +72,7 @@ def test_train_default_calibrate_prepares_the_system(tmp_path: Path, monkeypatch
         return {}
 
     monkeypatch.setattr(training, "train_ensemble", fake_train)
-    monkeypatch.setattr(benchmark, "prepare_system", fake_prepare)
+    monkeypatch.setattr(system, "prepare", fake_prepare)
     out = tmp_path / "default"
     args = ["train", "deepsf", "--store", "unused.h5", "--out", str(out), "--model-type", "default", "--quiet"]
     assert cli.main(args) == 0 and "prepared" not in calls

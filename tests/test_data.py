@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from coevofold import data
+from coevofold import data, names
 from coevofold.cli import main
 from coevofold.errors import CoevofoldError
 
@@ -38,8 +38,8 @@ def test_scop2_and_scope_tables_load(shared_data):
     assert set(scop2["class"]) <= {"a", "b", "c", "d", "g"}
     scope = data.load(shared_data / "scope208_astral_filtered" / "scope2.08_astral_th10.tsv")
     assert scope["family"].str.count(r"\.").eq(3).all()
-    names = data.fold_names("scop2")
-    assert names["2000031"] == "TIM beta/alpha-barrel"
+    named = names.fold_names("scop2")
+    assert named["2000031"] == "TIM beta/alpha-barrel"
 
 
 def test_unlabelled_fasta_loads_for_prediction(write_fasta):

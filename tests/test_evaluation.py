@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from coevofold import evaluation
+from coevofold import metrics
 from coevofold.errors import CoevofoldError
 
 # Four proteins, three classes. Ranked columns per row: [0,1,2], [2,1,0], [1,0|2], [0,1,2].
@@ -20,19 +20,19 @@ TARGETS = np.array([0, 1, 1, 1])
 
 
 def test_hand_computed_accuracies():
-    result = evaluation.score(PROBS, TARGETS, ks=(1, 2), n_boot=200)
-    metrics = result["metrics"]
-    assert metrics["top1"]["value"] == pytest.approx(0.5)
-    assert metrics["top2"]["value"] == pytest.approx(1.0)
+    result = metrics.score(PROBS, TARGETS, ks=(1, 2), n_boot=200)
+    found = result["metrics"]
+    assert found["top1"]["value"] == pytest.approx(0.5)
+    assert found["top2"]["value"] == pytest.approx(1.0)
     # torchmetrics' own macro would count class 2 (predicted, never a target) as 0 -> 4/9
-    assert metrics["macro_top1"]["value"] == pytest.approx(2 / 3)
+    assert found["macro_top1"]["value"] == pytest.approx(2 / 3)
     assert (result["n_proteins"], result["n_unseen"], result["n_classes_present"]) == (4, 0, 2)
 
 
 def test_micro_accuracy_agrees_with_torchmetrics_on_random_scores():
     rng = np.random.default_rng(1)
     probs, targets = rng.random((500, 20)), rng.integers(0, 20, 500)
-    result = evaluation.score(probs, targets, ks=(1, 5), n_boot=10)
+    result = metrics.score(probs, targets, ks=(1, 5), n_boot=10)
     for k in (1, 5):
         expected = MulticlassAccuracy(num_classes=20, top_k=k, average="micro")(torch.tensor(probs), torch.tensor(targets))
         assert result["metrics"][f"top{k}"]["value"] == pytest.approx(float(expected))
@@ -41,19 +41,19 @@ def test_micro_accuracy_agrees_with_torchmetrics_on_random_scores():
 def test_bootstrap_interval_contains_estimate_and_is_seeded():
     rng = np.random.default_rng(2)
     probs, targets = rng.random((300, 8)), rng.integers(0, 8, 300)
-    first = evaluation.score(probs, targets, n_boot=1000, seed=7)
-    assert first == evaluation.score(probs, targets, n_boot=1000, seed=7)
-    assert first["metrics"] != evaluation.score(probs, targets, n_boot=1000, seed=8)["metrics"]
+    first = metrics.score(probs, targets, n_boot=1000, seed=7)
+    assert first == metrics.score(probs, targets, n_boot=1000, seed=7)
+    assert first["metrics"] != metrics.score(probs, targets, n_boot=1000, seed=8)["metrics"]
     for metric in first["metrics"].values():
         assert metric["ci_low"] <= metric["value"] <= metric["ci_high"]
         assert 0.02 < metric["ci_high"] - metric["ci_low"] < 0.25  # about ±2 standard errors at n=300
 
 
 def test_unseen_targets_count_as_wrong():
-    codes = evaluation.encode_labels(["a.1", "b.2", "z.9"], ["a.1", "b.2"])
-    assert codes.tolist() == [0, 1, evaluation.UNSEEN]
+    codes = metrics.encode_labels(["a.1", "b.2", "z.9"], ["a.1", "b.2"])
+    assert codes.tolist() == [0, 1, metrics.UNSEEN]
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
-    result = evaluation.score(probs, codes, ks=(1,), n_boot=50)
+    result = metrics.score(probs, codes, ks=(1,), n_boot=50)
     assert result["n_unseen"] == 1
     assert result["metrics"]["top1"]["value"] == pytest.approx(2 / 3)
     assert result["metrics"]["macro_top1"]["value"] == pytest.approx(1.0)
@@ -61,19 +61,19 @@ def test_unseen_targets_count_as_wrong():
 
 def test_bad_inputs():
     with pytest.raises(CoevofoldError, match="no proteins"):
-        evaluation.score(np.zeros((0, 3)), np.zeros(0, dtype=int))
+        metrics.score(np.zeros((0, 3)), np.zeros(0, dtype=int))
     with pytest.raises(ValueError, match="top-5"):
-        evaluation.score(PROBS, TARGETS)
+        metrics.score(PROBS, TARGETS)
     with pytest.raises(ValueError, match="not a test level"):
-        evaluation.evaluate_levels({"train": PROBS}, {"train": TARGETS})
+        metrics.evaluate_levels({"train": PROBS}, {"train": TARGETS})
 
 
 def test_levels_markdown_and_json(tmp_path):
-    levels = evaluation.evaluate_levels(
+    levels = metrics.evaluate_levels(
         {"test_family": PROBS, "test_fold": PROBS}, {"test_family": TARGETS, "test_fold": TARGETS}, ks=(1, 2), n_boot=100
     )
     assert list(levels) == ["test_fold", "test_family"]  # benchmark order, not argument order
-    text = evaluation.results_markdown({"toy": levels})
+    text = metrics.results_markdown({"toy": levels})
     assert text.startswith("| Model | Fold top-1 | Superfamily top-1 | Family top-1 | Fold top-5 |")
     toy_row = next(line for line in text.splitlines() if line.startswith("| toy |"))
     low, high = (100 * levels["test_fold"]["metrics"]["top1"][key] for key in ("ci_low", "ci_high"))
@@ -82,12 +82,12 @@ def test_levels_markdown_and_json(tmp_path):
                    "| PEER ESM-1b (frozen) (published) | 29.95 |", "| PEER ESM-1b + contact (published) | 32.1 |"):
         assert anchor in text
     path = tmp_path / "out" / "results.json"
-    evaluation.write_results_json({"toy": levels}, path)
+    metrics.write_results_json({"toy": levels}, path)
     assert json.loads(path.read_text()) == {"toy": levels}
 
 
 def test_paired_difference_hand_computed():
-    from coevofold.evaluation import paired_difference
+    from coevofold.metrics import paired_difference
 
     targets = np.array([0, 1, 0, 1])
     a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])  # 3 of 4 right

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coevofold import benchmark, cli, data, fetch, files
+from coevofold import benchmark, cli, data, fetch, files, names
 from coevofold.errors import CoevofoldError
 
 DEEPSF_TABLE = "deepsf_tape_remote_homology/deepsf_d2_all_splits.tsv"
@@ -238,7 +238,7 @@ def test_fetch_scope_and_scop2_write_the_shared_tables(upstream, isolated, share
     assert upstream.requests[f"/astral20/{fetch._ASTRAL20.name}"] == 0
     for preset in ("scope208", "astral20", "scop2", "binary"):
         assert len(data.load(preset)) > 0
-    assert data.fold_names("scop2")["2000051"] == "Immunoglobulin-like beta-sandwich"
+    assert names.fold_names("scop2")["2000051"] == "Immunoglobulin-like beta-sandwich"
 
 
 # ------------------------------------------------------------------ what goes wrong

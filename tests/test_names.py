@@ -69,4 +69,4 @@ def test_shipped_table_is_what_the_shared_data_give(tmp_path: Path):
 
 @pytest.mark.parametrize("fold", ["a.1", "b.1", "c.1", "d.58"])
 def test_deepsf_fold_names_are_not_class_names(fold):
-    assert data.fold_names("deepsf")[fold] not in data.SCOP_CLASSES.values()
+    assert names.fold_names("deepsf")[fold] not in data.SCOP_CLASSES.values()

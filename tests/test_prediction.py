@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import baselines, benchmark, evaluation, features, homology, prediction, pretrained, training
+from coevofold import baselines, evaluation, features, homology, prediction, pretrained, system_evaluation, training
 from coevofold.errors import CoevofoldError
 from coevofold.names import fold_name
 from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, predictions_text, write_predictions
@@ -189,7 +189,7 @@ def test_hybrid_top1_equals_benchmark_row(prepared: Path, small_run, plm: pretra
     train = table[table["split"] == "train"]
     search = baselines.AlignmentNearestNeighbour(n_jobs=1, progress=False).fit(train["sequence"].tolist(), train["fold"].tolist())
     scores = {s: search.class_scores(table.loc[table["split"] == s, "sequence"].tolist()) for s in ("valid", "test_family")}
-    threshold, results = benchmark.homology_first_results(model, store_path, table, scores)
+    threshold, results = system_evaluation.homology_first_results(model, store_path, table, scores)
     assert threshold == json.loads((prepared / homology.META_FILE).read_text())["min_score"]
     tests = table[table["split"] == "test_family"]
     frame = predict(tests[["id", "sequence"]], prepared, top_k=1, model=plm, progress=False)
@@ -202,7 +202,7 @@ def test_hybrid_top1_equals_benchmark_row(prepared: Path, small_run, plm: pretra
     settings = json.loads((forced / homology.META_FILE).read_text())
     (forced / homology.META_FILE).write_text(json.dumps(settings | {"min_score": 5.0}))
     _, probs, targets = evaluation.model_scores(model, store_path, table, ("test_family",))
-    expected = baselines.homology_first(probs["test_family"], scores["test_family"], 5.0).argmax(1)
+    expected = homology.homology_first(probs["test_family"], scores["test_family"], 5.0).argmax(1)
     frame = predict(tests[["id", "sequence"]], forced, top_k=1, model=plm, progress=False)
     assert (frame["source"] == "alignment").sum() == (scores["test_family"].max(1) >= 5.0).sum() > 0
     assert frame["fold"].tolist() == [sorted(set(train["fold"]))[i] for i in expected]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import evaluation, plots, report, store
+from coevofold import metrics, plots, report, store
 from coevofold.errors import CoevofoldError
 from coevofold.names import fold_name
 from coevofold.splits import TEST_SPLITS
@@ -26,12 +26,12 @@ def _fake_run(run_dir: Path, n_classes: int = 20, n_test: int = 90, seed: int = 
     classes = [f"{'abcd'[i % 4]}.{i + 1}" for i in range(n_classes)]
     counts = rng.integers(1, 300, n_classes).tolist()
     folds = rng.choice([*classes, "g.99"], size=n_test, p=np.r_[np.full(n_classes, 0.97 / n_classes), 0.03])
-    targets = evaluation.encode_labels(folds, classes)
+    targets = metrics.encode_labels(folds, classes)
     probs = rng.dirichlet(np.ones(n_classes), n_test)
     probs[np.arange(n_test), np.maximum(targets, 0)] += rng.random(n_test) * 2 * (targets >= 0)
     probs /= probs.sum(1, keepdims=True)
     split = np.array(TEST_SPLITS)[np.arange(n_test) % 3]
-    levels = evaluation.evaluate_levels({s: probs[split == s] for s in TEST_SPLITS},
+    levels = metrics.evaluate_levels({s: probs[split == s] for s in TEST_SPLITS},
                                         {s: targets[split == s] for s in TEST_SPLITS}, n_boot=50)
     predictions = pd.DataFrame({"id": [f"d{i:03d}" for i in range(n_test)], "split": split, "fold": folds,
                                 "predicted": np.array(classes)[probs.argmax(1)], "probability": probs.max(1).round(4)})
@@ -45,8 +45,8 @@ def _fake_run(run_dir: Path, n_classes: int = 20, n_test: int = 90, seed: int = 
     pd.DataFrame({"epoch": [0, 0, 1, 1, 2, 2], "step": [9, 9, 19, 19, 29, 29],
                   "train_loss": [3.0, None, 2.5, None, 2.2, None], "val_loss": [None, 2.9, None, 2.6, None, 2.5],
                   "val_acc": [None, 0.2, None, 0.3, None, 0.35]}).to_csv(run_dir / "metrics.csv", index=False)
-    evaluation.write_results_json({"model": "fused", "levels": levels}, run_dir / "results.json")
-    (run_dir / "results.md").write_text(evaluation.results_markdown({"fused": levels}))
+    metrics.write_results_json({"model": "fused", "levels": levels}, run_dir / "results.json")
+    (run_dir / "results.md").write_text(metrics.results_markdown({"fused": levels}))
     predictions.to_csv(run_dir / "predictions.tsv", sep="\t", index=False)
     return predictions
 
@@ -157,13 +157,13 @@ def test_calibration_section_when_evaluated(run):
     rng = np.random.default_rng(0)
     stated = {level: {when: (rng.random(50), rng.random(50) < 0.5) for when in ("before", "after")}
               for level in ("Fold", "pooled")}
-    plots.reliability_diagram(stated, run_dir / evaluation.RELIABILITY_PNG)
+    plots.reliability_diagram(stated, run_dir / metrics.RELIABILITY_PNG)
     levels = {"test_fold": rng.random(50)}
     right = {"test_fold": rng.random(50) < 0.5}
-    result = {"system": True, "before": evaluation.calibration_levels(levels, right),
-              "after": evaluation.calibration_levels({"test_fold": levels["test_fold"] / 2}, right, bands=True)}
+    result = {"system": True, "before": metrics.calibration_levels(levels, right),
+              "after": metrics.calibration_levels({"test_fold": levels["test_fold"] / 2}, right, bands=True)}
     stored = json.loads((run_dir / "results.json").read_text())
-    evaluation.write_results_json({**stored, "calibration": result}, run_dir / "results.json")
+    metrics.write_results_json({**stored, "calibration": result}, run_dir / "results.json")
     index = report.write_report(run_dir)
-    assert evaluation.RELIABILITY_PNG in _images(index)
+    assert metrics.RELIABILITY_PNG in _images(index)
     assert "<h2>Calibration</h2>" in index.read_text() and "ECE after" in index.read_text()

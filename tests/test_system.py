@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import baselines, combiner, evaluation, homology, prediction, splits, store, system, templates
+from coevofold import combiner, evaluation, homology, metrics, prediction, splits, store, system, system_evaluation, templates
 from coevofold.errors import CoevofoldError
 
 
@@ -80,7 +80,7 @@ def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
     combiner.cross_fitted(rows.evidence, rows.targets, rows.superfamilies, rows.weights)
     classes = evaluation.model_scores(model, store_path, table, ())[0]["classes"]
     assert len(rows.targets) == len(held)
-    assert np.array_equal(rows.targets, evaluation.encode_labels(
+    assert np.array_equal(rows.targets, metrics.encode_labels(
         pd.concat([held[held["split"] == s] for s in splits.CALIBRATION_SPLITS])["fold"], classes))
     assert fitted[0].shape == (len(held),) and all(len(t) < len(held) for t in fitted[1:])
     outside = set(table.loc[table["split"] != "train", "id"])
@@ -112,14 +112,14 @@ def test_predict_equals_benchmark_and_names_templates(system_run, plm):
     model, store_path, table, _, alignment = system_run
     assert system.is_prepared(model)
     scored = evaluation.model_scores(model, store_path, table, splits.TEST_SPLITS)
-    meta, combined, targets = system.system_scores(model, store_path, table, alignment, scored, progress=False)
+    meta, combined, targets = system_evaluation.system_scores(model, store_path, table, alignment, scored, progress=False)
     min_score = homology.read_settings(model).min_score
     test = table[table["split"].isin(splits.TEST_SPLITS)]
     frame = prediction.predict(test[["id", "sequence"]], model, top_k=3, model=plm, progress=False)
     top = frame[frame["rank"] == 1].set_index("id")["fold"]
     classes = np.asarray(meta["classes"])
     for level in combined:
-        expected = classes[baselines.homology_first(combined[level], alignment[level], min_score).argmax(1)]
+        expected = classes[homology.homology_first(combined[level], alignment[level], min_score).argmax(1)]
         assert top.loc[table.loc[table["split"] == level, "id"]].tolist() == expected.tolist()
     assert set(frame["source"]) <= {"combined", "alignment"}
     named = frame[frame["template"] != ""]

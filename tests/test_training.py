@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from coevofold import benchmark, data, features, models, pretrained, training
+from coevofold import benchmark, checkpoint, data, features, models, pretrained, training
 from coevofold.errors import CoevofoldError
 
 
@@ -56,7 +56,7 @@ def tiny(tmp_path_factory, model_dir: Path) -> tuple[Path, pd.DataFrame]:
 def _train(store: Path, table: pd.DataFrame, out: Path, epochs: int) -> dict[str, torch.Tensor]:
     config = training.TrainConfig(max_epochs=epochs, patience=100, batch_size=4, progress=False)
     training.train(store, table, out, config)
-    return load_file(str(out / training.MODEL_WEIGHTS))
+    return load_file(str(out / checkpoint.MODEL_WEIGHTS))
 
 
 def test_same_seed_same_model_and_resume_repeats_the_run(tiny, tmp_path):
@@ -80,9 +80,9 @@ def test_every_model_trains_and_reloads_weights_only(tiny, tmp_path, name):
     store, table = tiny
     out = tmp_path / name
     training.train(store, table, out, training.TrainConfig(model=models.ModelConfig(name=name), max_epochs=1, progress=False))
-    classifier, meta = training.load_model(out)
-    split = training.load_split(store, table[table["split"] == "valid"], meta["classes"])
-    probs = training.predict_proba(classifier, split)
+    classifier, meta = checkpoint.load_model(out)
+    split = checkpoint.load_split(store, table[table["split"] == "valid"], meta["classes"])
+    probs = checkpoint.predict_proba(classifier, split)
     assert probs.shape == (4, 4)
     assert torch.allclose(torch.from_numpy(probs).sum(1), torch.ones(4), atol=1e-5)
 
@@ -153,10 +153,10 @@ def test_graph_model_lowers_its_loss_and_repeats_with_its_seed(tiny, tmp_path):
                                   max_epochs=2, patience=100, batch_size=4, progress=False)
     first = training.train(store, table, tmp_path / "g1", config)
     second = training.train(store, table, tmp_path / "g2", config)
-    a, b = load_file(str(first / training.MODEL_WEIGHTS)), load_file(str(second / training.MODEL_WEIGHTS))
+    a, b = load_file(str(first / checkpoint.MODEL_WEIGHTS)), load_file(str(second / checkpoint.MODEL_WEIGHTS))
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    classifier, meta = training.load_model(first)
-    split = training.load_split(store, table[table["split"] == "train"], meta["classes"])
+    classifier, meta = checkpoint.load_model(first)
+    split = checkpoint.load_split(store, table[table["split"] == "train"], meta["classes"])
     batch = split.batch(list(range(len(split))), classifier.uses)
     assert batch.graphs.residues.shape[0] == sum(len(s) for s in split.sequences)
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-2)
@@ -178,10 +178,10 @@ def test_hierarchy_heads_lower_their_loss_and_round_trip(tiny, tmp_path):
     config = training.TrainConfig(model=models.ModelConfig(name="layers", levels=levels), max_epochs=1,
                                   progress=False, smoothing_target="class")
     out = training.train(store, table, tmp_path / "h", config)
-    classifier, meta = training.load_model(out)
+    classifier, meta = checkpoint.load_model(out)
     assert meta["model"]["levels"] == list(levels) and set(meta["level_classes"]) == {"superfamily", "family"}
     train_rows = table[table["split"] == "train"]
-    split = training.load_split(store, train_rows, meta["classes"], meta["level_classes"])
+    split = checkpoint.load_split(store, train_rows, meta["classes"], meta["level_classes"])
     batch = split.batch(list(range(len(split))), models.MODELS["layers"])
     classifier.train()
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-2)
@@ -201,10 +201,10 @@ def test_hierarchy_heads_lower_their_loss_and_round_trip(tiny, tmp_path):
     classifier.eval()
     with torch.no_grad():
         assert loss() < before
-    reloaded, _ = training.load_model(out)
-    valid = training.load_split(store, table[table["split"] == "valid"], meta["classes"])
-    np_a = training.predict_proba(reloaded, valid)
-    np_b = training.predict_proba(training.load_model(out)[0], valid)
+    reloaded, _ = checkpoint.load_model(out)
+    valid = checkpoint.load_split(store, table[table["split"] == "valid"], meta["classes"])
+    np_a = checkpoint.predict_proba(reloaded, valid)
+    np_b = checkpoint.predict_proba(checkpoint.load_model(out)[0], valid)
     assert (np_a == np_b).all() and np_a.shape == (4, 4)
 
 
@@ -214,15 +214,15 @@ def test_lbfgs_probe_equals_scikit_learn(tiny, tmp_path):
     store, table = tiny
     config = training.TrainConfig(model=models.ModelConfig(name="probe"), solver="lbfgs", C=0.5, progress=False)
     out = training.train(store, table, tmp_path / "p", config)
-    classifier, meta = training.load_model(out)
+    classifier, meta = checkpoint.load_model(out)
     train_rows, valid_rows = table[table["split"] == "train"], table[table["split"] == "valid"]
-    train = training.load_split(store, train_rows, meta["classes"])
-    valid = training.load_split(store, valid_rows, meta["classes"])
+    train = checkpoint.load_split(store, train_rows, meta["classes"])
+    valid = checkpoint.load_split(store, valid_rows, meta["classes"])
     x = train.layers.float().flatten(1)
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
     reference = LogisticRegression(C=0.5, max_iter=1000, random_state=0).fit(((x - mean) / std).numpy(), train.labels.numpy())
     expected = reference.predict_proba(((valid.layers.float().flatten(1) - mean) / std).numpy())
-    assert np.allclose(training.predict_proba(classifier, valid), expected, atol=1e-5)
+    assert np.allclose(checkpoint.predict_proba(classifier, valid), expected, atol=1e-5)
     with pytest.raises(CoevofoldError, match="lbfgs"):
         training.train(store, table, tmp_path / "q", training.TrainConfig(model=models.ModelConfig(name="layers"),
                                                                           solver="lbfgs", progress=False))
@@ -252,18 +252,18 @@ def test_ensemble_trains_members_mixes_on_valid_and_reloads(tiny, tmp_path):
     members = {"probe": training.TrainConfig(model=models.ModelConfig(name="probe"), solver="lbfgs", progress=False),
                "mlp": mlp, "mlp_seed1": dataclasses.replace(mlp, seed=1)}
     out = training.train_ensemble(store, table, tmp_path / "e", members)
-    ensemble, meta = training.load_model(out)
+    ensemble, meta = checkpoint.load_model(out)
     assert isinstance(ensemble, models.Ensemble) and meta["model"]["name"] == "ensemble"
     # model.json names the pLM that made the features as it was loaded (the offline copy, here)
-    plm_label = training.load_model(out / "members" / "mlp")[1]["plm"]
+    plm_label = checkpoint.load_model(out / "members" / "mlp")[1]["plm"]
     assert meta["plm"] == plm_label and plm_label.startswith("offline copy ") and "sha256 " in plm_label
     weights = meta["ensemble"]["weights"]
     assert set(weights) == set(members) and sum(weights.values()) == pytest.approx(1.0)
     assert weights["mlp"] == weights["mlp_seed1"]  # seeds share their recipe's weight
-    valid = training.load_split(store, table[table["split"] == "valid"], meta["classes"])
-    parts = {name: training.predict_proba(training.load_model(out / "members" / name)[0], valid) for name in members}
+    valid = checkpoint.load_split(store, table[table["split"] == "valid"], meta["classes"])
+    parts = {name: checkpoint.predict_proba(checkpoint.load_model(out / "members" / name)[0], valid) for name in members}
     expected = sum(weights[name] * parts[name] for name in members)
-    assert np.allclose(training.predict_proba(ensemble, valid), expected, atol=1e-5)
+    assert np.allclose(checkpoint.predict_proba(ensemble, valid), expected, atol=1e-5)
 
 
 def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
@@ -273,7 +273,7 @@ def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
     assert not training.trained_as(folder, members, {"grid": 32})
     meta = {"feature_settings": {"grid": 32}, "ensemble": {"members": {
         name: json.loads(json.dumps(dataclasses.asdict(config))) for name, config in members.items()}}}
-    (folder / training.MODEL_META).write_text(json.dumps(meta))
+    (folder / checkpoint.MODEL_META).write_text(json.dumps(meta))
     assert training.trained_as(folder, training.default_members(progress=True), {"grid": 32})
     elsewhere = {n: dataclasses.replace(c, device="auto", threads=1) for n, c in members.items()}
     assert training.trained_as(folder, elsewhere, {"grid": 32})  # where it ran does not change the model

@@ -220,32 +220,3 @@ def embedding_knn(n_neighbors: int = 10) -> Pipeline:
     still rank further classes for top-5.
     """
     return make_pipeline(KNeighborsClassifier(n_neighbors=n_neighbors, metric="cosine", weights="distance", algorithm="brute"))
-
-
-def homology_first(model_scores: np.ndarray, alignment_scores: np.ndarray, min_score: float) -> np.ndarray:
-    """Homology transfer where the alignment is confident, the model's ranking everywhere else.
-
-    What a bioinformatician does by hand: trust a significant Smith-Waterman hit (best class
-    score, -log10 E-value, at least ``min_score``) and fall back to the fold classifier for
-    queries without one. Both score matrices must share the same class columns. Returned rows
-    rank classes by alignment for confident queries (shifted above every probability) and by
-    the model otherwise, so top-k reads from the result as from either input.
-    """
-    if model_scores.shape != alignment_scores.shape:
-        raise ValueError(f"score shapes differ: {model_scores.shape} vs {alignment_scores.shape}")
-    confident = alignment_scores.max(axis=1) >= min_score
-    shifted = alignment_scores - alignment_scores.min() + model_scores.max() + 1.0
-    return np.where(confident[:, None], shifted, model_scores)
-
-
-def choose_min_score(model_scores: np.ndarray, alignment_scores: np.ndarray, targets: np.ndarray,
-                     grid: Sequence[float] = tuple(range(0, 41))) -> float:
-    """The confidence threshold of :func:`homology_first` with the best validation top-1.
-
-    Chosen on the validation split only, so the test levels stay untouched; ties go to the
-    strictest threshold (trust the alignment least).
-    """
-    def top1(threshold: float) -> float:
-        return float((homology_first(model_scores, alignment_scores, threshold).argmax(1) == targets).mean())
-
-    return max(reversed(list(grid)), key=top1)

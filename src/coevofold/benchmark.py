@@ -9,7 +9,6 @@ everything already computed, so re-runs are fast.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coevofold import data, evaluation, features, pretrained, splits, store, training
+from coevofold import checkpoint, data, evaluation, features, metrics, names, pretrained, store, system, system_evaluation, training
 from coevofold.checkpoint import RESULTS_JSON, RESULTS_MD
 from coevofold.files import write_text
 from coevofold.prediction import default_model_dir
@@ -82,69 +81,10 @@ def cached_features(name: str, table: pd.DataFrame, plm: pretrained.ProteinLM, c
     return features.extract(table, path, config, features.RunConfig(progress=progress), plm=plm)
 
 
-def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True,
-                     splits: tuple[str, ...] = ("valid", *TEST_SPLITS)) -> dict[str, np.ndarray]:
-    """Smith-Waterman class scores of ``splits``' proteins against the training set, cached.
-
-    They depend only on the sequences and training folds (not on any model), take ~10 min on 2
-    cores for DeepSF's valid and test splits, and are what the homology-first rows,
-    ``fit_homology`` and (on the calibration splits) ``fit_calibration`` need. The cache file is
-    keyed on the table and holds every split searched so far: a call asking for a split it
-    lacks (``prepare_system``'s ``valid`` after ``evaluate``'s test splits) searches only that
-    split and adds it.
-    """
-    from coevofold import baselines
-    from coevofold.files import atomic_path, cache_dir
-
-    splits = [s for s in splits if (table["split"] == s).any()]
-    train = table[table["split"] == "train"]
-    key = hashlib.sha1("\n".join(f"{i}\t{q}\t{f}\t{s}" for i, q, f, s in
-                                 zip(table["id"], table["sequence"], table["fold"], table["split"])).encode()).hexdigest()[:10]
-    path = cache_dir() / "alignment" / f"{name}-{key}.npz"
-    scores: dict[str, np.ndarray] = {}
-    if path.exists():
-        with np.load(path) as stored:
-            scores = {split: stored[split] for split in stored.files}
-    missing = [s for s in splits if s not in scores]
-    if missing:
-        started = time.perf_counter()
-        found = baselines.alignment_scores(table, missing, progress=progress)[1]
-        scores.update(found)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **scores)
-        if progress:
-            print(f"alignment of {sum(len(v) for v in found.values())} proteins ({', '.join(missing)}) against "
-                  f"{len(train)} training domains: {time.perf_counter() - started:.0f} s (cached in {path})")
-    return {split: scores[split] for split in splits}
-
-
 def cached_deepsf() -> tuple[pd.DataFrame, Path]:
     """The DeepSF table and the feature store ``quickstart`` extracted for it (default pLM and
     feature settings): what the benchmarks that study the default model read."""
     return data.load("deepsf"), features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
-
-
-def prepare_system(model_dir: Path, store_path: Path, table: pd.DataFrame, members: dict, name: str,
-                   progress: bool = True) -> dict[str, np.ndarray]:
-    """Make a trained ensemble of ``members`` the system ``predict`` answers with: homology files
-    (threshold chosen on ``valid``), templates, and the combiner and calibration fitted on a
-    proxy's held-out rows (:mod:`coevofold.system`), each skipped when the folder has it. Returns
-    the valid and test rows' Smith-Waterman scores (cached under ``name``, the data set's)."""
-    from coevofold import homology, system, templates
-
-    alignment = cached_alignment(name, table, progress)
-    if not homology.has_homology(model_dir):
-        homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment.get("valid"), progress=progress)
-    if not templates.has_templates(model_dir):
-        print("template search: the training domains' residue embeddings as templates (coevofold.templates)")
-        system.fit_templates(model_dir, store_path, table)
-    if not system.is_prepared(model_dir):
-        print("combiner and calibration: a proxy of the model trained without held-out superfamilies, families "
-              "and members, with its own templates (coevofold.system)")
-        held_out = cached_alignment(name, splits.calibration_split(table), progress, splits.CALIBRATION_SPLITS)
-        system.fit_system(model_dir, store_path, table, members, held_out, progress)
-    return alignment
 
 
 def quickstart(progress: bool = True) -> dict:
@@ -154,7 +94,7 @@ def quickstart(progress: bool = True) -> dict:
     calibrated, as ``predict`` answers), the previous system (the model behind homology transfer
     alone), the model alone, and the all-layer linear probe, per test level.
     """
-    from coevofold import homology, system
+    from coevofold import homology
 
     started = time.perf_counter()
     plm = pretrained.load(None)
@@ -171,25 +111,25 @@ def quickstart(progress: bool = True) -> dict:
         print(f"training the default model ({' + '.join(members)}) on {int((table['split'] == 'train').sum())} proteins")
         if model_dir.exists():  # another recipe or other features: start afresh, not resume
             shutil.rmtree(model_dir)
-        training.train_ensemble(store_path, table, model_dir, members, fold_names=data.fold_names("deepsf"))
-    alignment = prepare_system(model_dir, store_path, table, members, "deepsf", progress)
+        training.train_ensemble(store_path, table, model_dir, members, fold_names=names.fold_names("deepsf"))
+    alignment = system.prepare(model_dir, store_path, table, members, "deepsf", progress)
     scored = evaluation.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
-    combined = system.system_scores(model_dir, store_path, table, alignment, scored, progress)
+    combined = system_evaluation.system_scores(model_dir, store_path, table, alignment, scored, progress)
     min_score = homology.read_settings(model_dir).min_score
     default = evaluation.evaluate_model(model_dir, store_path, table, scored=scored)
-    threshold, previous = homology_first_results(model_dir, store_path, table, alignment, scored)
-    _, answer = homology_first_results(model_dir, store_path, table, alignment, combined, min_score)
-    probe = evaluation.evaluate_model(model_dir / training.ENSEMBLE_MEMBERS / "probe", store_path, table)
+    threshold, previous = system_evaluation.homology_first_results(model_dir, store_path, table, alignment, scored)
+    _, answer = system_evaluation.homology_first_results(model_dir, store_path, table, alignment, combined, min_score)
+    probe = evaluation.evaluate_model(model_dir / checkpoint.ENSEMBLE_MEMBERS / "probe", store_path, table)
     print()
-    print(evaluation.results_markdown({
+    print(metrics.results_markdown({
         f"coevofold default system (model + template search + Smith-Waterman, combined; homology transfer where "
         f"E <= 1e-{min_score:g}; what predict answers)": answer,
         f"previous system (model + homology transfer where E <= 1e-{threshold:g})": previous,
         f"coevofold default model alone (ensemble: {', '.join(members)})": default,
         "all-layer linear probe alone (baseline; the ensemble's member)": probe,
     }))
-    calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
-    print(evaluation.calibration_markdown(calibrated))
+    calibrated = system_evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
+    print(metrics.calibration_markdown(calibrated))
     _show_examples(model_dir, table, alignment, combined)
     print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")
@@ -213,7 +153,7 @@ def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np
             probs[level], alignment[level], settings.min_score, settings.rank_probability, fitted, 1)
         for i in sorted(rng.choice(len(rows), min(per_level, len(rows)), replace=False)):
             fold, true = classes[order[i, 0]], rows["fold"].iat[i]
-            band = calibration.band_of(probability[i, :1])[0] if fitted is not None else ""
+            band = metrics.band_of(probability[i, :1])[0] if fitted is not None else ""
             mark = "correct" if fold == true else f"true fold {true}"
             print(f"  {rows['id'].iat[i]:9s} {level:17s} -> {fold:7s} p={probability[i, 0]:.2f} {band:6s} "
                   f"{'alignment' if from_alignment[i] else 'combined':9s} ({names.get(fold, '')}) [{mark}]")
@@ -243,31 +183,15 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
         model.fit(train_rows.mean, train["fold"].to_numpy())
         probs = {level: model.predict_proba(store.read_rows(store_path, table.loc[table["split"] == level, "id"].tolist()).mean)
                  for level in TEST_SPLITS}
-        out[name] = evaluation.evaluate_table(probs, table, model.classes_)
+        out[name] = metrics.evaluate_table(probs, table, model.classes_)
         print(f"{name}: {time.perf_counter() - started:.0f} s")
     scores: dict[str, np.ndarray] = {}
     if alignment:
         started = time.perf_counter()
-        scores = cached_alignment("benchmark", table, progress)
-        out[ALIGNMENT] = evaluation.evaluate_table(scores, table, sorted(train["fold"].unique()))
+        scores = system.cached_alignment("benchmark", table, progress)
+        out[ALIGNMENT] = metrics.evaluate_table(scores, table, sorted(train["fold"].unique()))
         print(f"alignment nearest neighbour: {time.perf_counter() - started:.0f} s")
     return out, scores
-
-
-def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
-                           scored: evaluation.Scored | None = None,
-                           threshold: float | None = None) -> tuple[float, dict]:
-    """A trained model (or ``scored``, any scores of it) behind homology transfer, with the E-value
-    threshold chosen on valid unless given."""
-    from coevofold import baselines
-
-    meta, probs, targets = evaluation.scores_for(run_dir, store_path, table, ("valid", *TEST_SPLITS), scored)
-    if threshold is None:
-        threshold = baselines.choose_min_score(probs["valid"], alignment["valid"], targets["valid"])
-    levels = [s for s in TEST_SPLITS if s in probs]
-    combined = {s: baselines.homology_first(probs[s], alignment[s], threshold) for s in levels}
-    return threshold, evaluation.evaluate_levels(combined, {s: targets[s] for s in levels},
-                                                 ks=evaluation.topk_for(len(meta["classes"])))
 
 
 def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark", models: tuple[str, ...] = tuple(MODELS),
@@ -293,8 +217,8 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
                  "accuracy after one 11,466 s epoch.\n")
 
     def save() -> str:  # after every model, so an interrupted run keeps what it finished
-        evaluation.write_results_json(results, out / RESULTS_JSON)
-        markdown = evaluation.results_markdown(results, published=preset.source == "deepsf") + note
+        metrics.write_results_json(results, out / RESULTS_JSON)
+        markdown = metrics.results_markdown(results, published=preset.source == "deepsf") + note
         write_text(out / RESULTS_MD, markdown)
         return markdown
 
@@ -304,14 +228,14 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
         run_dir = out / name
         training.train(store_path, table, run_dir,
                        training.TrainConfig(model=ModelConfig(name=name), max_epochs=preset.max_epochs, progress=progress),
-                       fold_names=data.fold_names(preset.source))
+                       fold_names=names.fold_names(preset.source))
         results[f"coevofold {name}"] = evaluation.evaluate_model(run_dir, store_path, table)
-        meta = json.loads((run_dir / training.MODEL_META).read_text())
+        meta = json.loads((run_dir / checkpoint.MODEL_META).read_text())
         seconds = time.perf_counter() - started
         print(f"{name}: {seconds:.0f} s for {meta['epochs']} epochs ({seconds / max(meta['epochs'], 1):.1f} s/epoch "
               f"incl. evaluation), best validation accuracy {100 * meta['best_val_acc']:.1f} %")
         if alignment_scores:
-            threshold, hybrid = homology_first_results(run_dir, store_path, table, alignment_scores)
+            threshold, hybrid = system_evaluation.homology_first_results(run_dir, store_path, table, alignment_scores)
             results[f"coevofold {name}, homology transfer where E <= 1e-{threshold:g}"] = hybrid
         save()
     markdown = save()

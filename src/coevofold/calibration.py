@@ -40,7 +40,7 @@ How the map is fitted (:func:`coevofold.system.fit_system` calls :func:`fit`), a
 Temperature scaling alone (one temperature fitted by log-loss on the held-out rows,
 :func:`fit_temperature`) is the baseline ``benchmarks/calibration.py`` compares against.
 
-Confidence bands (:data:`BANDS`) cut the calibrated top-1 probability; their measured precision
+Confidence bands (:data:`coevofold.metrics.BANDS`) cut the calibrated top-1 probability; their measured precision
 is in the README and ``coevofold predict --help``.
 """
 
@@ -54,39 +54,11 @@ from pathlib import Path
 import numpy as np
 
 from coevofold.errors import CoevofoldError
+from coevofold.homology import rank_hit_rates, ranking
 from coevofold.files import write_text
 
 CALIBRATION_FILE = "calibration.json"
-#: Equal-width bins of expected calibration error (the issue's and most papers' choice).
-ECE_BINS = 10
-#: Confidence bands on the calibrated probability of a row: (name, lowest probability).
-BANDS = (("high", 0.9), ("medium", 0.5), ("low", 0.0))
 _EPS = 1e-12
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size.
-
-    torchmetrics' binary calibration error on (confidence, correct) is exactly the top-1 ECE of
-    a classifier when ``confidence`` is its top-1 probability and ``correct`` whether it was right.
-    """
-    import torch
-    from torchmetrics.functional.classification import binary_calibration_error
-
-    confidence = np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=0.0)
-    if len(confidence) == 0:
-        raise ValueError("no predictions to measure")
-    return float(binary_calibration_error(torch.from_numpy(confidence).float(),
-                                          torch.from_numpy(np.asarray(correct, dtype=np.int64)), n_bins=n_bins))
-
-
-def band_of(probability: np.ndarray) -> np.ndarray:
-    """The :data:`BANDS` name of each probability (missing probability: low)."""
-    probability = np.nan_to_num(np.asarray(probability, dtype=np.float64), nan=0.0)
-    names = np.full(probability.shape, BANDS[-1][0], dtype=object)
-    for name, lowest in reversed(BANDS[:-1]):
-        names[probability >= lowest] = name
-    return names
 
 
 def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -241,19 +213,6 @@ def load_calibration(model_dir: str | os.PathLike) -> Calibration:
         raise CoevofoldError(f"{path}: unreadable calibration ({exc!r}); re-run the system's preparation") from None
 
 
-def ranking(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None,
-            k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The system's top-``k`` classes per query and which queries the alignment ranks: homology
-    transfer (:func:`coevofold.baselines.homology_first`) where ``scores`` pass ``min_score``, the
-    model's order elsewhere and everywhere when ``scores`` is None."""
-    from coevofold.baselines import homology_first
-
-    if scores is None:
-        return np.argsort(-probs, axis=1, kind="stable")[:, :k], np.zeros(len(probs), dtype=bool)
-    order = np.argsort(-homology_first(probs, scores, min_score), axis=1, kind="stable")[:, :k]
-    return order, scores.max(axis=1) >= min_score
-
-
 def stated(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None, rank_probability: list[float],
            calibration: Calibration | None, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the system states for each query: (order [N,k], probability [N,k], from_alignment [N]).
@@ -330,7 +289,6 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
     model folder the calibration will serve; ``weights``: each row's weight in the maps
     (:func:`unit_weights`; None: rows weigh the same).
     """
-    from coevofold.homology import rank_hit_rates
 
     probs, scores, targets, levels = np.asarray(probs), np.asarray(scores), np.asarray(targets), np.asarray(levels)
     weights = np.ones(len(targets)) if weights is None else np.asarray(weights, dtype=float)

@@ -27,6 +27,7 @@ from coevofold import store
 from coevofold.coevolution import TOPOLOGY_FEATURES, contact_graph, contact_topology
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, write_text
+from coevofold.metrics import encode_labels
 from coevofold.models import EMBEDDING_INPUTS, Batch, Ensemble, FoldClassifier, Graphs, ModelConfig, onehot, onehot_codes
 
 MODEL_WEIGHTS = "model.safetensors"
@@ -148,10 +149,9 @@ class SplitData:
         return batch
 
 
-def encode(values: pd.Series, classes: list[str]) -> torch.Tensor:
-    """Class indices of ``values`` in ``classes``; -1 for values not among them."""
-    index = {c: i for i, c in enumerate(classes)}
-    return torch.tensor([index.get(v, -1) for v in values], dtype=torch.long)
+def _labels(values: pd.Series, classes: list[str]) -> torch.Tensor:
+    """Class indices of ``values`` in ``classes`` (:data:`coevofold.metrics.UNSEEN` for others), as a tensor."""
+    return torch.from_numpy(encode_labels(values, classes))
 
 
 def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list[str],
@@ -170,8 +170,8 @@ def load_split(store_path: str | os.PathLike, table: pd.DataFrame, classes: list
             f"{store_path}: features of '{rows.ids[int(np.argmin(finite))]}' are NaN or infinite "
             f"({int((~finite).sum())} of {len(finite)} proteins); delete the store and extract again"
         )
-    levels = {level: encode(table[level], names) for level, names in (level_classes or {}).items()}
-    return SplitData.from_rows(rows, encode(table["fold"], classes), levels)
+    levels = {level: _labels(table[level], names) for level, names in (level_classes or {}).items()}
+    return SplitData.from_rows(rows, _labels(table["fold"], classes), levels)
 
 
 # ------------------------------------------------------------------------- saving & loading

@@ -319,16 +319,16 @@ def _train_config(args: argparse.Namespace):
 
 
 def _fold_names(source: str) -> dict[str, str]:
-    from coevofold import data
+    from coevofold import names
 
     try:
-        return data.fold_names(source)
+        return names.fold_names(source)
     except CoevofoldError:
         return {}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from coevofold import training
+    from coevofold import checkpoint, training
 
     table = _load_split(args)
     if args.calibrate and args.model_type != "default":
@@ -338,10 +338,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                    for name, config in training.default_members(not args.quiet).items()}
         run_dir = training.train_ensemble(args.store, table, args.out, members, fold_names=_fold_names(args.source))
         if args.calibrate:
-            from coevofold import benchmark
+            from coevofold import system
 
-            benchmark.prepare_system(run_dir, Path(args.store), table, members, Path(args.source).stem, not args.quiet)
-        print(f"model saved in {run_dir} (members in {run_dir / training.ENSEMBLE_MEMBERS}"
+            system.prepare(run_dir, Path(args.store), table, members, Path(args.source).stem, not args.quiet)
+        print(f"model saved in {run_dir} (members in {run_dir / checkpoint.ENSEMBLE_MEMBERS}"
               f"{'; homology transfer and calibration prepared' if args.calibrate else ''})")
         return 0
     run_dir = training.train(args.store, table, args.out, _train_config(args), fold_names=_fold_names(args.source))
@@ -350,25 +350,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from coevofold import benchmark, evaluation, homology, system
+    from coevofold import evaluation, homology, metrics, system, system_evaluation
     from coevofold.splits import TEST_SPLITS
 
     table = _load_split(args)
     scored = evaluation.model_scores(args.model_dir, args.store, table, TEST_SPLITS)  # once, for both below
     meta = scored[0]
     results = evaluation.evaluate_model(args.model_dir, args.store, table, n_boot=args.bootstrap, scored=scored)
-    print(evaluation.results_markdown({meta["model"]["name"]: results}))
+    print(metrics.results_markdown({meta["model"]["name"]: results}))
     alignment = None
     if homology.has_homology(args.model_dir) and not args.no_homology:
-        alignment = benchmark.cached_alignment(Path(args.source).stem, table, not args.quiet, TEST_SPLITS)
+        alignment = system.cached_alignment(Path(args.source).stem, table, not args.quiet, TEST_SPLITS)
     if alignment is not None and system.is_prepared(args.model_dir):  # the combined system, as predict answers
-        scored = system.system_scores(args.model_dir, args.store, table, alignment, scored, not args.quiet)
+        scored = system_evaluation.system_scores(args.model_dir, args.store, table, alignment, scored, not args.quiet)
         min_score = homology.read_settings(args.model_dir).min_score
-        _, answer = benchmark.homology_first_results(args.model_dir, args.store, table, alignment, scored, min_score)
-        print(evaluation.results_markdown({f"system (combined; homology transfer where E <= 1e-{min_score:g})": answer}))
-    calibrated = evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment, scored)
-    print(evaluation.calibration_markdown(calibrated))
-    print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv, {evaluation.RELIABILITY_PNG}")
+        _, answer = system_evaluation.homology_first_results(args.model_dir, args.store, table, alignment, scored, min_score)
+        print(metrics.results_markdown({f"system (combined; homology transfer where E <= 1e-{min_score:g})": answer}))
+    calibrated = system_evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment, scored)
+    print(metrics.calibration_markdown(calibrated))
+    print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv, {metrics.RELIABILITY_PNG}")
     return 0
 
 

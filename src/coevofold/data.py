@@ -456,19 +456,3 @@ def as_table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     ids = source["id"].astype(str).tolist()
     sequences = [clean_sequence(s, path="input table", record_id=i) for i, s in zip(ids, source["sequence"])]
     return source.assign(id=ids, sequence=sequences)
-
-
-def fold_names(source: str | os.PathLike) -> dict[str, str]:
-    """Human-readable names for the folds of a data set.
-
-    SCOP2 folds are named by ``scop-des-latest.txt``; SCOP 1.75 / SCOPe folds by the SCOP2 name
-    borrowed through shared PDB chains (:mod:`coevofold.names`), or ``fold a.80, name not in
-    SCOP2`` where none was found: the class name is not a fold name.
-    """
-    from coevofold import names as fold_naming
-
-    table = load(source)
-    scop2_names: dict[str, str] = {}
-    if str(source) in ("scop2", "binary"):
-        scop2_names = read_scop2_names(preset_file(PRESETS[str(source)], "scop2_represeq_clusters/scop-des-latest.txt"))
-    return {fold: fold_naming.fold_name(fold, scop2_names) for fold in table["fold"].dropna().unique()}

@@ -7,7 +7,7 @@ README). :func:`fit_homology` stores what ``predict`` needs for that in the mode
 * ``homology_train.tsv``: the model's training domains (id, sequence, fold, superfamily, family),
   the search database, so a prediction can name its nearest training domain;
 * ``homology.json``: the E-value threshold chosen on the ``valid`` split with the model's own
-  scores (:func:`coevofold.baselines.choose_min_score`, as the benchmark's homology-first row),
+  scores (:func:`choose_min_score` through :func:`transfer`, as the benchmark's homology-first row),
   and the probabilities alignment-sourced rows report.
 
 What "probability" means on an alignment row: among ``valid`` proteins whose best hit passed
@@ -16,7 +16,7 @@ empirical hit rate (so a sequence's probabilities still sum to at most 1), measu
 with close relatives in training; for remote homologues it is optimistic. Where no validation
 protein passed the threshold there is no such rate, and the probability is missing (NaN / null).
 
-The ranking itself is :func:`coevofold.baselines.homology_first`, the function the benchmark
+The ranking itself is :func:`homology_first`, the function the benchmark
 scores, so ``predict``'s top-1 per test level is the benchmark's homology-first row.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,6 +79,56 @@ def read_settings(model_dir: str | os.PathLike) -> HomologySettings:
         raise CoevofoldError(f"{path}: unreadable homology settings ({exc}); re-run fit_homology") from None
 
 
+def homology_first(model_scores: np.ndarray, alignment_scores: np.ndarray, min_score: float) -> np.ndarray:
+    """Homology transfer where the alignment is confident, the model's ranking everywhere else.
+
+    What a bioinformatician does by hand: trust a significant Smith-Waterman hit (best class
+    score, -log10 E-value, at least ``min_score``) and fall back to the fold classifier for
+    queries without one. Both score matrices must share the same class columns. Returned rows
+    rank classes by alignment for confident queries (shifted above every probability) and by
+    the model otherwise, so top-k reads from the result as from either input.
+    """
+    if model_scores.shape != alignment_scores.shape:
+        raise ValueError(f"score shapes differ: {model_scores.shape} vs {alignment_scores.shape}")
+    confident = alignment_scores.max(axis=1) >= min_score
+    shifted = alignment_scores - alignment_scores.min() + model_scores.max() + 1.0
+    return np.where(confident[:, None], shifted, model_scores)
+
+
+def choose_min_score(model_scores: np.ndarray, alignment_scores: np.ndarray, targets: np.ndarray,
+                     grid: Sequence[float] = tuple(range(0, 41))) -> float:
+    """The confidence threshold of :func:`homology_first` with the best validation top-1.
+
+    Chosen on the validation split only, so the test levels stay untouched; ties go to the
+    strictest threshold (trust the alignment least).
+    """
+    def top1(threshold: float) -> float:
+        return float((homology_first(model_scores, alignment_scores, threshold).argmax(1) == targets).mean())
+
+    return max(reversed(list(grid)), key=top1)
+
+def transfer(probs: dict[str, np.ndarray], alignment: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+             threshold: float | None = None) -> tuple[float, dict[str, np.ndarray]]:
+    """Homology transfer over every split of ``probs``: the E-value threshold (chosen on the
+    ``valid`` split with :func:`choose_min_score` unless given) and each split's ranking by
+    :func:`homology_first`. The one place the threshold is chosen: :func:`fit_homology` and the
+    benchmark's homology-first rows both come through here."""
+    if threshold is None:
+        threshold = choose_min_score(probs["valid"], alignment["valid"], targets["valid"])
+    return float(threshold), {s: homology_first(p, alignment[s], threshold) for s, p in probs.items()}
+
+
+def ranking(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None,
+            k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The system's top-``k`` classes per query and which queries the alignment ranks: homology
+    transfer (:func:`homology_first`) where ``scores`` pass ``min_score``, the
+    model's order elsewhere and everywhere when ``scores`` is None."""
+    if scores is None:
+        return np.argsort(-probs, axis=1, kind="stable")[:, :k], np.zeros(len(probs), dtype=bool)
+    order = np.argsort(-homology_first(probs, scores, min_score), axis=1, kind="stable")[:, :k]
+    return order, scores.max(axis=1) >= min_score
+
+
 def rank_hit_rates(alignment_scores: np.ndarray, targets: np.ndarray, min_score: float,
                    ranks: int = MAX_RANKS) -> list[float]:
     """Fraction of queries above ``min_score`` whose target is the alignment's class at each rank."""
@@ -110,8 +161,8 @@ def fit_homology(model_dir: str | os.PathLike, store_path: str | os.PathLike, ta
     if valid_alignment is None:
         valid_alignment = baselines.alignment_scores(table, ("valid",), n_jobs, progress)[1]["valid"]
     model_valid, target_valid = probs["valid"], targets["valid"]
-    threshold = baselines.choose_min_score(model_valid, valid_alignment, target_valid)
-    hybrid = baselines.homology_first(model_valid, valid_alignment, threshold)
+    threshold, ranked = transfer({"valid": model_valid}, {"valid": valid_alignment}, {"valid": target_valid})
+    hybrid = ranked["valid"]
     settings = HomologySettings(
         min_score=float(threshold),
         rank_probability=rank_hit_rates(valid_alignment, target_valid, threshold),

@@ -186,6 +186,20 @@ def model_fold_names(meta: Mapping) -> dict[str, str]:
     return {fold: fold_name(fold, stored) for fold in meta["classes"]}
 
 
+def fold_names(source: str | os.PathLike) -> dict[str, str]:
+    """Human-readable names for the folds of a data set.
+
+    SCOP2 folds are named by ``scop-des-latest.txt``; SCOP 1.75 / SCOPe folds by the SCOP2 name
+    borrowed through shared PDB chains (above), or ``fold a.80, name not in
+    SCOP2`` where none was found: the class name is not a fold name.
+    """
+    table = data.load(source)
+    scop2_names: dict[str, str] = {}
+    if str(source) in ("scop2", "binary"):
+        scop2_names = data.read_scop2_names(data.preset_file(data.PRESETS[str(source)], "scop2_represeq_clusters/scop-des-latest.txt"))
+    return {fold: fold_name(fold, scop2_names) for fold in table["fold"].dropna().unique()}
+
+
 def write_shipped(root: str | os.PathLike | None = None, out: str | os.PathLike = SHIPPED) -> pd.DataFrame:
     """Rebuild the shipped TSV from the shared data (atomically) and return it."""
     mapping = build_scop175_names(root)

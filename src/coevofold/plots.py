@@ -176,7 +176,7 @@ def reliability_diagram(curves: dict[str, dict[str, tuple]], path: str | os.Path
     """
     import numpy as np
 
-    from coevofold.calibration import expected_calibration_error
+    from coevofold.metrics import expected_calibration_error
 
     fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.8), sharey=True, squeeze=False)
     edges = np.linspace(0.0, 1.0, n_bins + 1)

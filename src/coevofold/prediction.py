@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from coevofold import calibration as calibrating
+from coevofold import calibration as calibrating, metrics
 from coevofold import checkpoint as model_files
 from coevofold import combiner as combining
 from coevofold import data, devices, features, homology, pretrained, store, system, templates
@@ -174,7 +174,7 @@ class Predictor:
     @property
     def template_codes(self) -> np.ndarray:
         """Each template's class column in the model's classes."""
-        from coevofold.evaluation import encode_labels
+        from coevofold.metrics import encode_labels
 
         return encode_labels(self.templates.templates.folds, self.meta["classes"])
 
@@ -331,7 +331,7 @@ def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: di
         "rank": np.tile(np.arange(1, k + 1), len(ids)),
         "fold": folds,
         "probability": probability.ravel(),
-        "confidence": calibrating.band_of(probability.ravel()) if calibration is not None else [""] * n,
+        "confidence": metrics.band_of(probability.ravel()) if calibration is not None else [""] * n,
         "name": [names.get(fold, "") for fold in folds],
         **columns,
     }, columns=PREDICTION_COLUMNS)

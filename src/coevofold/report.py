@@ -26,7 +26,7 @@ from coevofold import __version__, plots, store
 from coevofold import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON, is_ensemble
-from coevofold.evaluation import LEVEL_NAMES, RELIABILITY_PNG, calibration_markdown, results_markdown
+from coevofold.metrics import LEVEL_NAMES, RELIABILITY_PNG, calibration_markdown, results_markdown
 from coevofold.files import write_text
 
 #: Files of a model folder the report reads, and the step that writes each.

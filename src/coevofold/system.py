@@ -14,7 +14,7 @@ Preparing a trained ensemble's folder (:func:`fit_templates`, then :func:`fit_sy
    the same rows (each row scored by a combiner fitted without its superfamily), so the maps see
    the combiner's out-of-sample behaviour.
 
-Homology transfer (a significant Smith-Waterman hit decides, :func:`coevofold.baselines.homology_first`)
+Homology transfer (a significant Smith-Waterman hit decides, :func:`coevofold.homology.homology_first`)
 stays on top: its threshold is the model folder's ``homology.json``.
 """
 
@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from coevofold import baselines, calibration, combiner, evaluation, splits, store, templates
+from coevofold import baselines, calibration, combiner, evaluation, homology, metrics, splits, store, templates
 from coevofold.errors import CoevofoldError
-from coevofold.files import cache_dir
+from coevofold.files import atomic_path, cache_dir
+from coevofold.splits import TEST_SPLITS
 
 #: Where :func:`fit_system` trains the proxy, inside the model folder it prepares.
 PROXY_DIR = "calibration_proxy"
@@ -69,7 +71,7 @@ def cached_hits(folder: str | os.PathLike, store_path: str | os.PathLike, table:
 def evidence_of(probs: np.ndarray, hits: templates.Hits, alignment: np.ndarray, found: templates.Templates,
                 classes: list[str]) -> combiner.Evidence:
     """Class-level evidence of a model's raw ``probs``, template ``hits`` and Smith-Waterman class scores."""
-    codes = evaluation.encode_labels(found.folds, classes)
+    codes = metrics.encode_labels(found.folds, classes)
     best_z, _, overlap = hits.class_best(codes, len(classes))
     fold_size = np.bincount(codes, minlength=len(classes))
     return combiner.Evidence(np.asarray(probs, dtype=np.float64), best_z, overlap, np.asarray(alignment), fold_size)
@@ -125,8 +127,6 @@ def fit_system(model_dir: str | os.PathLike, store_path: str | os.PathLike, tabl
                progress: bool = True) -> tuple[combiner.Combiner, calibration.Calibration]:
     """Fit and save the combiner and the calibration of ``model_dir`` (an ensemble of ``members``
     with homology files and templates) on the proxy's held-out rows; test rows play no part."""
-    from coevofold import homology
-
     model_dir = Path(model_dir)
     if not homology.has_homology(model_dir):
         raise CoevofoldError(f"{model_dir}: prepare the system after homology.fit_homology (the maps need its threshold)")
@@ -150,18 +150,55 @@ def is_prepared(model_dir: str | os.PathLike) -> bool:
             and calibration.has_calibration(model_dir))
 
 
-def system_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame,
-                  alignment: dict[str, np.ndarray], scored: evaluation.Scored,
-                  progress: bool = True) -> evaluation.Scored:
-    """The combined probabilities of every split in ``scored`` (the model's own scores), as
-    :func:`coevofold.evaluation.model_scores` returns them, so every evaluation reads them alike."""
-    meta, probs, targets = scored
-    found = templates.load_templates(model_dir)
-    fitted = combiner.load_combiner(model_dir)
-    combined = {}
-    for split, split_probs in probs.items():
-        hits = cached_hits(model_dir, store_path, table, split, progress=progress)
-        evidence = evidence_of(split_probs, hits, alignment[split], found, meta["classes"])
-        combined[split] = fitted.probabilities(evidence.probs, evidence.template_z, evidence.overlap,
-                                               evidence.alignment, evidence.fold_size)
-    return meta, combined, targets
+def cached_alignment(name: str, table: pd.DataFrame, progress: bool = True,
+                     splits: tuple[str, ...] = ("valid", *TEST_SPLITS)) -> dict[str, np.ndarray]:
+    """Smith-Waterman class scores of ``splits``' proteins against the training set, cached.
+
+    They depend only on the sequences and training folds (not on any model), take ~10 min on 2
+    cores for DeepSF's valid and test splits, and are what the homology-first rows,
+    ``fit_homology`` and (on the calibration splits) ``fit_calibration`` need. The cache file is
+    keyed on the table and holds every split searched so far: a call asking for a split it
+    lacks (``prepare``'s ``valid`` after ``evaluate``'s test splits) searches only that
+    split and adds it.
+    """
+    splits = [s for s in splits if (table["split"] == s).any()]
+    train = table[table["split"] == "train"]
+    key = hashlib.sha1("\n".join(f"{i}\t{q}\t{f}\t{s}" for i, q, f, s in
+                                 zip(table["id"], table["sequence"], table["fold"], table["split"])).encode()).hexdigest()[:10]
+    path = cache_dir() / "alignment" / f"{name}-{key}.npz"
+    scores: dict[str, np.ndarray] = {}
+    if path.exists():
+        with np.load(path) as stored:
+            scores = {split: stored[split] for split in stored.files}
+    missing = [s for s in splits if s not in scores]
+    if missing:
+        started = time.perf_counter()
+        found = baselines.alignment_scores(table, missing, progress=progress)[1]
+        scores.update(found)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **scores)
+        if progress:
+            print(f"alignment of {sum(len(v) for v in found.values())} proteins ({', '.join(missing)}) against "
+                  f"{len(train)} training domains: {time.perf_counter() - started:.0f} s (cached in {path})")
+    return {split: scores[split] for split in splits}
+
+
+def prepare(model_dir: Path, store_path: Path, table: pd.DataFrame, members: dict, name: str,
+                   progress: bool = True) -> dict[str, np.ndarray]:
+    """Make a trained ensemble of ``members`` the system ``predict`` answers with: homology files
+    (threshold chosen on ``valid``), templates, and the combiner and calibration fitted on a
+    proxy's held-out rows (below), each skipped when the folder has it. Returns
+    the valid and test rows' Smith-Waterman scores (cached under ``name``, the data set's)."""
+    alignment = cached_alignment(name, table, progress)
+    if not homology.has_homology(model_dir):
+        homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment.get("valid"), progress=progress)
+    if not templates.has_templates(model_dir):
+        print("template search: the training domains' residue embeddings as templates (coevofold.templates)")
+        fit_templates(model_dir, store_path, table)
+    if not is_prepared(model_dir):
+        print("combiner and calibration: a proxy of the model trained without held-out superfamilies, families "
+              "and members, with its own templates (coevofold.system)")
+        held_out = cached_alignment(name, splits.calibration_split(table), progress, splits.CALIBRATION_SPLITS)
+        fit_system(model_dir, store_path, table, members, held_out, progress)
+    return alignment

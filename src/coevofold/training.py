@@ -23,14 +23,12 @@ import pandas as pd
 import torch
 
 from coevofold import devices, store
-# the model folder and split data live in coevofold.checkpoint; re-exported for existing callers
-from coevofold.checkpoint import (  # noqa: F401  (re-exported: training.load_model etc. keep working)
+from coevofold.checkpoint import (
     ENSEMBLE_MEMBERS,
     METRICS,
     MODEL_META,
     MODEL_WEIGHTS,
     SplitData,
-    encode,
     load_model,
     load_split,
     predict_proba,

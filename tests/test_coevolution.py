@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -116,38 +115,4 @@ def test_stitcher_averages_overlaps_and_leaves_unshared_pairs_zero():
     assert torch.equal(profile, torch.tensor([[1.0], [2.0], [2.0], [3.0]]))
 
 
-def test_contact_topology_of_a_hairpin_hand_computed():
-    from coevofold.coevolution import TOPOLOGY_FEATURES, contact_topology
 
-    p = np.zeros((10, 10))
-    for i, j in [(0, 9), (1, 8), (2, 7)]:  # an antiparallel hairpin, separations 9, 7, 5
-        p[i, j] = p[j, i] = 1.0
-    got = dict(zip(TOPOLOGY_FEATURES, contact_topology(p).tolist()))
-    assert got["contacts_sep6_11"] == pytest.approx(2 / 10)  # separations 9 and 7
-    assert got["contacts_sep12_23"] == got["contacts_sep48_up"] == 0.0
-    assert got["relative_contact_order"] == pytest.approx((9 + 7) / (2 * 10))
-    assert got["antiparallel_pairing"] == pytest.approx(2 / 10)  # (0,9)-(1,8) and (1,8)-(2,7)
-    assert got["parallel_pairing"] == 0.0 and got["helix_i_i4"] == 0.0
-    assert got["log_length"] == pytest.approx(np.log(10))
-    parallel = np.zeros((20, 20))
-    for i, j in [(0, 10), (1, 11), (2, 12)]:
-        parallel[i, j] = parallel[j, i] = 1.0
-    got = dict(zip(TOPOLOGY_FEATURES, contact_topology(parallel).tolist()))
-    assert got["parallel_pairing"] == pytest.approx(2 / 20) and got["antiparallel_pairing"] == 0.0
-    helix = np.diag(np.ones(6), 4) + np.diag(np.ones(6), -4)
-    assert dict(zip(TOPOLOGY_FEATURES, contact_topology(helix).tolist()))["helix_i_i4"] == pytest.approx(1.0)
-
-
-def test_contact_graph_keeps_chain_and_strongest_far_contacts():
-    from coevofold.coevolution import contact_graph
-    from coevofold.store import map_to_triangle
-
-    p = np.zeros((10, 10), dtype=np.float32)
-    for i, j, v in ((0, 9, 0.9), (1, 8, 0.5), (2, 7, 0.2), (0, 3, 1.0)):  # (0, 3): too close, never an edge
-        p[i, j] = p[j, i] = v
-    edges, weights = contact_graph(map_to_triangle(p), 10, per_residue=0.2)  # budget: 2 contacts
-    pairs = {(int(a), int(b)): float(w) for (a, b), w in zip(edges.T, weights)}
-    assert len(pairs) == 2 * (9 + 2)  # 9 chain links and 2 contacts, both directions
-    assert all(pairs[(i, i + 1)] == pairs[(i + 1, i)] == 1.0 for i in range(9))
-    assert pairs[(0, 9)] == pytest.approx(0.9, abs=1 / 255) and pairs[(8, 1)] == pytest.approx(0.5, abs=1 / 255)
-    assert (2, 7) not in pairs and (0, 3) not in pairs

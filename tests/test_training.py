@@ -23,20 +23,8 @@ def test_class_weights_hand_computed():
     assert torch.allclose(training.class_weights(torch.tensor([0, 0, 1]), 2, power=0.0), torch.ones(2))
 
 
-def test_kmax_pool_keeps_order_and_respects_mask():
-    x = torch.tensor([[[3.0, 1.0, 4.0, 2.0, 5.0]]])
-    assert models.kmax_pool(x, 3).tolist() == [[[3.0, 4.0, 5.0]]]
-    mask = torch.tensor([[True, True, True, True, False]])
-    assert models.kmax_pool(x, 3, mask).tolist() == [[[3.0, 4.0, 2.0]]]
-    assert models.kmax_pool(x[..., :2], 3).tolist() == [[[3.0, 1.0, 0.0]]]  # short chains padded
 
 
-def test_onehot_maps_rare_residues_to_one_column():
-    x, mask = models.onehot(["ACX", "A"])
-    assert x.shape == (2, models.ONEHOT_SIZE, 3)
-    assert x[0, :, 2].argmax() == models.ONEHOT_SIZE - 1  # X
-    assert mask.tolist() == [[True, True, True], [True, False, False]]
-    assert x[1, :, 1:].sum() == 0
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +77,11 @@ def test_every_model_trains_and_reloads_weights_only(tiny, tmp_path, name):
 
 def test_ci_benchmark_preset_runs_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path / "cache"))
-    results = benchmark.run_benchmark("deepsf-ci", tmp_path / "bench", models=("fused",), progress=False)
-    assert "coevofold fused" in results and "alignment nearest neighbour (Smith-Waterman, E-value)" in results
-    assert any(name.startswith("coevofold fused, homology transfer where E <= 1e-") for name in results)
+    results = benchmark.run_benchmark("deepsf-ci", tmp_path / "bench", models=("maps2d",), progress=False)
+    assert "coevofold maps2d" in results and "alignment nearest neighbour (Smith-Waterman, E-value)" in results
+    assert any(name.startswith("coevofold maps2d, homology transfer where E <= 1e-") for name in results)
     for level in ("test_fold", "test_superfamily", "test_family"):
-        top1 = results["coevofold fused"][level]["metrics"]["top1"]
+        top1 = results["coevofold maps2d"][level]["metrics"]["top1"]
         assert 0 <= top1["ci_low"] <= top1["value"] <= top1["ci_high"] <= 1
     out = capsys.readouterr().out
     assert "DeepSF (published)" in out and "not comparable" in out
@@ -122,54 +110,8 @@ def test_light_attention_is_a_weighted_mean_plus_max():
     assert torch.allclose(branch(x), torch.tensor([[3.0, 0.0, 6.0, 3.0]]))
 
 
-def test_graph_branch_keeps_proteins_apart():
-    """A batch is one disjoint graph: each protein's output is what it gets alone."""
-    torch.manual_seed(0)
-    branch = models.GraphBranch(dim=4, channels=8)
-    embedding = torch.randn(2, 3, 4)
-
-    def graphs(lengths: list[int], edge_lists: list[list[tuple[int, int]]]) -> models.Graphs:
-        offset, parts = 0, []
-        for row, (length, pairs) in enumerate(zip(lengths, edge_lists)):
-            e = torch.tensor(pairs).T + offset
-            parts.append((torch.arange(length) % 21, torch.full((length,), row), torch.arange(length) * 3 // length,
-                          torch.cat([e, e.flip(0)], dim=1)))
-            offset += length
-        edges = torch.cat([p[3] for p in parts], dim=1)
-        return models.Graphs(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                             torch.cat([p[2] for p in parts]), edges, torch.ones(edges.shape[1]))
-
-    a, b = [(0, 1), (1, 2), (0, 2)], [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4)]
-    together = branch(graphs([3, 5], [a, b]), embedding)
-    alone = branch(graphs([5], [b]), embedding[1:])
-    assert together.shape == (2, branch.out_dim)
-    assert torch.allclose(together[1], alone[0], atol=1e-6)
 
 
-def test_graph_model_lowers_its_loss_and_repeats_with_its_seed(tiny, tmp_path):
-    """The contact-graph model on real domains: a few steps lower the loss; a seed repeats the run."""
-    store, table = tiny
-    config = training.TrainConfig(model=models.ModelConfig(name="graph", levels=("fold", "superfamily")),
-                                  max_epochs=2, patience=100, batch_size=4, progress=False)
-    first = training.train(store, table, tmp_path / "g1", config)
-    second = training.train(store, table, tmp_path / "g2", config)
-    a, b = load_file(str(first / checkpoint.MODEL_WEIGHTS)), load_file(str(second / checkpoint.MODEL_WEIGHTS))
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    classifier, meta = checkpoint.load_model(first)
-    split = checkpoint.load_split(store, table[table["split"] == "train"], meta["classes"])
-    batch = split.batch(list(range(len(split))), classifier.uses)
-    assert batch.graphs.residues.shape[0] == sum(len(s) for s in split.sequences)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-2)
-    classifier.train()
-    torch.manual_seed(0)
-    losses = []
-    for _ in range(15):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(classifier(batch), split.labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
 
 
 def test_hierarchy_heads_lower_their_loss_and_round_trip(tiny, tmp_path):

@@ -24,11 +24,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from coevofold import store
-from coevofold.coevolution import TOPOLOGY_FEATURES, contact_graph, contact_topology
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, write_text
 from coevofold.metrics import encode_labels
-from coevofold.models import EMBEDDING_INPUTS, Batch, Ensemble, FoldClassifier, Graphs, ModelConfig, onehot, onehot_codes
+from coevofold.models import EMBEDDING_INPUTS, Batch, Ensemble, FoldClassifier, ModelConfig
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"
@@ -75,50 +74,12 @@ class SplitData:
     embedding: torch.Tensor
     mean: torch.Tensor
     layers: torch.Tensor
-    #: full-resolution contact maps, uint8 upper triangles (what :attr:`topology` is made from).
-    contacts: list[np.ndarray]
     labels: torch.Tensor
     #: labels of the auxiliary levels (superfamily, family), -1 where unseen in training.
     level_labels: dict[str, torch.Tensor] = field(default_factory=dict)
-    _topology: torch.Tensor | None = field(default=None, init=False, repr=False)
-    _graphs: list[tuple[np.ndarray, np.ndarray]] | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @property
-    def topology(self) -> torch.Tensor:
-        """[N, T] contact-map topology descriptors, computed on first use: ~1 ms a protein, which
-        only the models that read them should pay on every load."""
-        if self._topology is None:
-            self._topology = torch.from_numpy(np.stack([
-                contact_topology(store.triangle_to_map(c, len(s))) for c, s in zip(self.contacts, self.sequences)
-            ])) if len(self) else torch.zeros(0, len(TOPOLOGY_FEATURES))
-        return self._topology
-
-    @property
-    def graphs(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per protein, its residue graph's (edges, weights) (:func:`contact_graph`), built on first use."""
-        if self._graphs is None:
-            self._graphs = [contact_graph(c, len(s)) for c, s in zip(self.contacts, self.sequences)]
-        return self._graphs
-
-    def graph_batch(self, index: list[int], bins: int) -> Graphs:
-        """The residue graphs of ``index`` as one disjoint graph; ``bins``: the embedding's segments."""
-        residues, protein, segment, edges, weights, offset = [], [], [], [], [], 0
-        for row, i in enumerate(index):
-            sequence = self.sequences[i]
-            length = len(sequence)
-            residues.append(onehot_codes(sequence, length))  # the whole chain: the contact map covers it
-            protein.append(np.full(length, row))
-            segment.append(np.minimum(np.arange(length) * bins // length, bins - 1))
-            e, w = self.graphs[i]
-            edges.append(e + offset)
-            weights.append(w)
-            offset += length
-        return Graphs(torch.from_numpy(np.concatenate(residues)), torch.from_numpy(np.concatenate(protein)),
-                      torch.from_numpy(np.concatenate(segment)), torch.from_numpy(np.concatenate(edges, axis=1)),
-                      torch.from_numpy(np.concatenate(weights)))
 
     @classmethod
     def from_rows(cls, rows: store.FeatureRows, labels: torch.Tensor | None = None,
@@ -127,7 +88,7 @@ class SplitData:
         if labels is None:
             labels = torch.full((len(rows),), -1, dtype=torch.long)
         return cls(rows.ids, rows.sequences, torch.from_numpy(rows.maps), torch.from_numpy(rows.embedding),
-                   torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), rows.contacts, labels, level_labels or {})
+                   torch.from_numpy(rows.mean), torch.from_numpy(rows.layers), labels, level_labels or {})
 
     def batch(self, index: list[int] | torch.Tensor, uses: tuple[str, ...]) -> Batch:
         index = torch.as_tensor(index)
@@ -136,16 +97,8 @@ class SplitData:
             batch.maps = self.maps[index].float()
         if EMBEDDING_INPUTS & set(uses):
             batch.embedding = self.embedding[index].float()
-        if "graph" in uses:
-            batch.graphs = self.graph_batch(index.tolist(), self.embedding.shape[1])
-        if "mean" in uses:
-            batch.mean = self.mean[index]
         if "layers" in uses:
             batch.layers = self.layers[index].float()
-        if "topology" in uses:
-            batch.topology = self.topology[index]
-        if "onehot" in uses:
-            batch.onehot, batch.onehot_mask = onehot([self.sequences[i] for i in index.tolist()])
         return batch
 
 

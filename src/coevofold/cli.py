@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from coevofold import __version__
@@ -34,30 +34,49 @@ def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Na
     return parser
 
 
+#: An option mirrored from a config dataclass: (flag, field, help[, extra add_argument keywords]).
+#: Its default and type come from the dataclass field; :func:`_from_options` builds the config back.
+Option = tuple
+
+
+def _add_options(group: argparse._ArgumentGroup, config_class: type, options: tuple[Option, ...]) -> None:
+    """One option per entry of ``options``, default and type read from ``config_class``'s fields."""
+    defaults = config_class()
+    kinds = {f.name: str(f.type).split("|")[0].strip() for f in fields(config_class)}
+    for flag, name, text, *extra in options:
+        keywords = dict(extra[0]) if extra else {}
+        if "choices" not in keywords and kinds[name] in ("int", "float"):
+            keywords.setdefault("type", int if kinds[name] == "int" else float)
+        group.add_argument(flag, default=getattr(defaults, name), help=text, **keywords)
+
+
+def _from_options(args: argparse.Namespace, config_class: type, options: tuple[Option, ...], **more):
+    """``config_class`` from the parsed values of ``options`` (plus ``more`` fields)."""
+    return config_class(**{name: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, name, *_ in options},
+                        **more)
+
+
+SPLIT_OPTIONS: tuple[Option, ...] = (
+    ("--split-seed", "seed", "random seed of the split maker"),
+    ("--min-members", "min_members_per_fold", "exclude folds with fewer proteins"),
+    ("--fold-test-fraction", "fold_test_fraction", "share of superfamilies held out as test_fold"),
+    ("--superfamily-test-fraction", "superfamily_test_fraction", "share of families held out as test_superfamily"),
+    ("--family-test-fraction", "family_test_fraction", "share of family members held out as test_family"),
+    ("--valid-fraction", "valid_fraction", "share of family members held out as valid"),
+)
+
+
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
     from coevofold.splits import SplitConfig
 
-    d = SplitConfig()
-    g = parser.add_argument_group("split maker (used when the source has no published split)")
-    g.add_argument("--split-seed", type=int, default=d.seed, help="random seed of the split maker")
-    g.add_argument("--min-members", type=int, default=d.min_members_per_fold, help="exclude folds with fewer proteins")
-    g.add_argument("--fold-test-fraction", type=float, default=d.fold_test_fraction, help="share of superfamilies held out as test_fold")
-    g.add_argument("--superfamily-test-fraction", type=float, default=d.superfamily_test_fraction, help="share of families held out as test_superfamily")
-    g.add_argument("--family-test-fraction", type=float, default=d.family_test_fraction, help="share of family members held out as test_family")
-    g.add_argument("--valid-fraction", type=float, default=d.valid_fraction, help="share of family members held out as valid")
+    _add_options(parser.add_argument_group("split maker (used when the source has no published split)"),
+                 SplitConfig, SPLIT_OPTIONS)
 
 
 def _split_config(args: argparse.Namespace):
     from coevofold.splits import SplitConfig
 
-    return SplitConfig(
-        seed=args.split_seed,
-        min_members_per_fold=args.min_members,
-        fold_test_fraction=args.fold_test_fraction,
-        superfamily_test_fraction=args.superfamily_test_fraction,
-        family_test_fraction=args.family_test_fraction,
-        valid_fraction=args.valid_fraction,
-    )
+    return _from_options(args, SplitConfig, SPLIT_OPTIONS)
 
 
 def _load_split(args: argparse.Namespace):
@@ -169,27 +188,29 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------- extract
 
 
+FEATURE_OPTIONS: tuple[Option, ...] = (
+    ("--model", "model", "hub id or local folder of an ESM-2 / ProtBert / ProtAlbert model; default: $COEVOFOLD_MODEL, "
+     "else facebook/esm2_t6_8M_UR50D (offline copy in ../shared/models used when the hub is out of reach)"),
+    ("--maps", "maps", "map channels after the contact map: per-layer head average, or every head",
+     {"choices": ["layers", "heads"]}),
+    ("--grid", "grid", "maps are average-pooled to GRID x GRID"),
+    ("--embedding-layer", "embedding_layer", "hidden layer for embeddings (-1 = last)"),
+    ("--bins", "embedding_bins", "per-residue embeddings pooled to BINS segments"),
+    ("--stride", "stride", "window step for chains longer than the model window"),
+)
+
+
 def _add_feature_options(parser: argparse.ArgumentParser) -> None:
     from coevofold.features import FeatureConfig
 
-    d = FeatureConfig()
-    g = parser.add_argument_group("features (stored with the features; a store refuses other values)")
-    g.add_argument("--model", default=d.model,
-                   help="hub id or local folder of an ESM-2 / ProtBert / ProtAlbert model; default: $COEVOFOLD_MODEL, "
-                   "else facebook/esm2_t6_8M_UR50D (offline copy in ../shared/models used when the hub is out of reach)")
-    g.add_argument("--maps", choices=["layers", "heads"], default=d.maps,
-                   help="map channels after the contact map: per-layer head average, or every head")
-    g.add_argument("--grid", type=int, default=d.grid, help="maps are average-pooled to GRID x GRID")
-    g.add_argument("--embedding-layer", type=int, default=d.embedding_layer, help="hidden layer for embeddings (-1 = last)")
-    g.add_argument("--bins", type=int, default=d.embedding_bins, help="per-residue embeddings pooled to BINS segments")
-    g.add_argument("--stride", type=int, default=d.stride, help="window step for chains longer than the model window")
+    _add_options(parser.add_argument_group("features (stored with the features; a store refuses other values)"),
+                 FeatureConfig, FEATURE_OPTIONS)
 
 
 def _feature_config(args: argparse.Namespace):
     from coevofold.features import FeatureConfig
 
-    return FeatureConfig(model=args.model, maps=args.maps, grid=args.grid, embedding_layer=args.embedding_layer,
-                         embedding_bins=args.bins, stride=args.stride)
+    return _from_options(args, FeatureConfig, FEATURE_OPTIONS)
 
 
 def _add_device_options(group: argparse._ArgumentGroup, device: str, threads: int | None, what: str,
@@ -204,26 +225,32 @@ def _add_device_options(group: argparse._ArgumentGroup, device: str, threads: in
     group.add_argument("--threads", type=int, default=threads, help="CPU threads for torch (default: all cores)")
 
 
+RUN_OPTIONS: tuple[Option, ...] = (
+    ("--max-tokens", "max_tokens", "padded tokens per batch"),
+    ("--max-pairs", "max_pairs", "cap on batch x length^2 (attention memory)"),
+)
+RUN_PROCESS_OPTIONS: tuple[Option, ...] = (
+    ("--devices", "devices", "processes to extract with (GPUs with --device cuda, CPU processes with --device cpu)"),
+    ("--part-size", "part_size", "proteins per atomic part file (most work a kill loses)"),
+)
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     from coevofold.features import RunConfig
 
     d = RunConfig()
     g = parser.add_argument_group("execution (does not change stored values)")
-    g.add_argument("--max-tokens", type=int, default=d.max_tokens, help="padded tokens per batch")
-    g.add_argument("--max-pairs", type=int, default=d.max_pairs, help="cap on batch x length^2 (attention memory)")
+    _add_options(g, RunConfig, RUN_OPTIONS)
     _add_device_options(g, d.device, d.threads, "the pLM")
-    g.add_argument("--devices", type=int, default=d.devices,
-                   help="processes to extract with (GPUs with --device cuda, CPU processes with --device cpu)")
-    g.add_argument("--part-size", type=int, default=d.part_size, help="proteins per atomic part file (most work a kill loses)")
+    _add_options(g, RunConfig, RUN_PROCESS_OPTIONS)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _run_config(args: argparse.Namespace):
     from coevofold.features import RunConfig
 
-    return RunConfig(max_tokens=args.max_tokens, max_pairs=args.max_pairs, threads=args.threads,
-                     device=args.device, devices=args.devices, part_size=args.part_size,
-                     progress=not args.quiet)
+    return _from_options(args, RunConfig, RUN_OPTIONS + RUN_PROCESS_OPTIONS, threads=args.threads,
+                         device=args.device, progress=not args.quiet)
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -265,6 +292,20 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------- train
 
 
+TRAIN_OPTIONS: tuple[Option, ...] = (
+    ("--solver", "solver", "lbfgs: linear models fitted to convergence by scikit-learn", {"choices": ["adamw", "lbfgs"]}),
+    ("--C", "C", "inverse L2 strength for --solver lbfgs"),
+    ("--seed", "seed", "seed for initialisation, shuffling and dropout"),
+    ("--max-epochs", "max_epochs", "upper bound on epochs"),
+    ("--patience", "patience", "early stopping: epochs without val_acc gain"),
+    ("--batch-size", "batch_size", "proteins per step"),
+    ("--lr", "lr", "AdamW learning rate"),
+    ("--weight-decay", "weight_decay", "AdamW weight decay"),
+    ("--label-smoothing", "label_smoothing", "cross-entropy label smoothing"),
+    ("--class-weight-power", "class_weight_power", "class weights = count^-power (0: none, 1: full rebalancing)"),
+)
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     from coevofold.models import MODELS, ModelConfig
     from coevofold.training import TrainConfig
@@ -276,8 +317,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         "light-attention MLP seeds, superfamily/family heads; the options below do not apply: its "
                         "recipe is fixed, see README); probe: "
                         "all-layer linear probe; layers: MLP on all-layer means; attention: + light attention; "
-                        "coevo: + maps CNN; topo: + contact topology; graph: + contact-graph network; fused: maps + "
-                        "embeddings; maps2d: maps only; deepsf1d: embeddings only; onehot1d: no pLM")
+                        "maps2d: the original study's 2D CNN over the co-evolution maps")
     g.add_argument("--calibrate", action="store_true",
                    help="with --model-type default: also prepare what predict's default system needs, as "
                         "quickstart does: homology transfer (Smith-Waterman search of valid against train; "
@@ -286,18 +326,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         "training, plus its search)")
     g.add_argument("--levels", default=",".join(m.levels),
                    help="SCOP levels with a head of their own, comma-separated, fold first (e.g. fold,superfamily,family)")
-    g.add_argument("--solver", choices=["adamw", "lbfgs"], default=t.solver,
-                   help="lbfgs: linear models fitted to convergence by scikit-learn")
-    g.add_argument("--C", type=float, default=t.C, help="inverse L2 strength for --solver lbfgs")
-    g.add_argument("--seed", type=int, default=t.seed, help="seed for initialisation, shuffling and dropout")
-    g.add_argument("--max-epochs", type=int, default=t.max_epochs, help="upper bound on epochs")
-    g.add_argument("--patience", type=int, default=t.patience, help="early stopping: epochs without val_acc gain")
-    g.add_argument("--batch-size", type=int, default=t.batch_size, help="proteins per step")
-    g.add_argument("--lr", type=float, default=t.lr, help="AdamW learning rate")
-    g.add_argument("--weight-decay", type=float, default=t.weight_decay, help="AdamW weight decay")
-    g.add_argument("--label-smoothing", type=float, default=t.label_smoothing, help="cross-entropy label smoothing")
-    g.add_argument("--class-weight-power", type=float, default=t.class_weight_power,
-                   help="class weights = count^-power (0: none, 1: full rebalancing)")
+    _add_options(g, TrainConfig, TRAIN_OPTIONS)
     g = parser.add_argument_group("execution (does not change the model; applies to --model-type default too)")
     _add_device_options(g, t.device, t.threads, "the classifier",
                         "; cpu by default: these small models train in minutes there and runs repeat bit for bit")
@@ -311,11 +340,8 @@ def _train_config(args: argparse.Namespace):
         model = ModelConfig(name=args.model_type, levels=tuple(args.levels.split(",")))
     except ValueError as exc:
         raise CoevofoldError(f"--levels: {exc}") from None
-    return TrainConfig(model=model, seed=args.seed, max_epochs=args.max_epochs,
-                       patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                       class_weight_power=args.class_weight_power, threads=args.threads, device=args.device,
-                       progress=not args.quiet, solver=args.solver, C=args.C)
+    return _from_options(args, TrainConfig, TRAIN_OPTIONS, model=model, threads=args.threads, device=args.device,
+                         progress=not args.quiet)
 
 
 def _fold_names(source: str) -> dict[str, str]:
@@ -507,13 +533,27 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from coevofold import serve
 
-    serve.serve(serve.ServeConfig(host=args.host, port=args.port, checkpoint=args.checkpoint, model=args.model,
-                                  use_homology=not args.no_homology, top_k=args.top_k,
-                                  max_sequences=args.max_sequences, max_residues=args.max_residues,
-                                  max_bytes=args.max_bytes, max_queue=args.max_queue,
-                                  body_timeout=args.body_timeout, max_pairs=args.max_pairs,
-                                  device=args.device, threads=args.threads))
+    serve.serve(_from_options(args, serve.ServeConfig, SERVE_OPTIONS + SERVE_LIMITS, use_homology=not args.no_homology,
+                              device=args.device, threads=args.threads))
     return 0
+
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    ("--host", "host", "address to listen on (0.0.0.0 exposes it to the network)"),
+    ("--port", "port", "port to listen on"),
+    ("--checkpoint", "checkpoint",
+     "trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')"),
+    ("--model", "model", "pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)"),
+)
+SERVE_LIMITS: tuple[Option, ...] = (
+    ("--top-k", "top_k", "folds shown per sequence unless the request says"),
+    ("--max-sequences", "max_sequences", "sequences per request"),
+    ("--max-residues", "max_residues", "residues per sequence"),
+    ("--max-bytes", "max_bytes", "bytes per request body, counted as it arrives (413 past it)"),
+    ("--max-queue", "max_queue", "requests waiting behind the running one; more get 503 with Retry-After"),
+    ("--body-timeout", "body_timeout", "seconds a client may take to send its request body (408 after)"),
+    ("--max-pairs", "max_pairs", "attention residue pairs per pLM pass: bounds a request's memory (~0.5 KB per pair)"),
+)
 
 
 def _register_serve(sub: argparse._SubParsersAction) -> None:
@@ -527,24 +567,9 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
              "'coevofold predict --format json' writes; every refusal is a 4xx JSON {\"error\": ...} (503 with Retry-After "
              "when --max-queue requests already wait). Requests run one at a time. Binds to 127.0.0.1 (this machine "
              "only) unless --host says otherwise.")
-    p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=d.port, help="port to listen on")
-    p.add_argument("--checkpoint", default=d.checkpoint,
-                   help="trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')")
-    p.add_argument("--model", default=d.model,
-                   help="pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)")
+    _add_options(p, ServeConfig, SERVE_OPTIONS)
     p.add_argument("--no-homology", action="store_true", help="model only: no homology transfer")
-    p.add_argument("--top-k", type=int, default=d.top_k, help="folds shown per sequence unless the request says")
-    p.add_argument("--max-sequences", type=int, default=d.max_sequences, help="sequences per request")
-    p.add_argument("--max-residues", type=int, default=d.max_residues, help="residues per sequence")
-    p.add_argument("--max-bytes", type=int, default=d.max_bytes,
-                   help="bytes per request body, counted as it arrives (413 past it)")
-    p.add_argument("--max-queue", type=int, default=d.max_queue,
-                   help="requests waiting behind the running one; more get 503 with Retry-After")
-    p.add_argument("--body-timeout", type=float, default=d.body_timeout,
-                   help="seconds a client may take to send its request body (408 after)")
-    p.add_argument("--max-pairs", type=int, default=d.max_pairs,
-                   help="attention residue pairs per pLM pass: bounds a request's memory (~0.5 KB per pair)")
+    _add_options(p, ServeConfig, SERVE_LIMITS)
     _add_device_options(p.add_argument_group("execution"), d.device, d.threads, "the pLM")
 
 

@@ -13,9 +13,10 @@ import time
 
 import numpy as np
 
-from coevofold import data, metrics
-from coevofold.baselines import AlignmentNearestNeighbour
-from coevofold.splits import TEST_SPLITS
+from coevofold import metrics
+from coevofold.data import tables
+from coevofold.models.baselines import AlignmentNearestNeighbour
+from coevofold.data.splits import TEST_SPLITS
 
 MODEL_NAME = "Smith-Waterman nearest neighbour"
 
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args()
 
-    table = data.load("deepsf")
+    table = tables.load("deepsf")
     train = table[table["split"] == "train"]
     tests = {level: table[table["split"] == level] for level in TEST_SPLITS}
     queries = [s for part in tests.values() for s in part["sequence"]]

@@ -1,7 +1,7 @@
 """Time of predict's homology search: 300 DeepSF test queries against all 12,312 training domains.
 
 Run: ``python benchmarks/alignment_search_time.py [--n 300] [--jobs -1]``. It times exactly what
-``predict`` runs (:class:`coevofold.homology.HomologySearch` goes through
+``predict`` runs (:class:`coevofold.system.homology.HomologySearch` goes through
 ``AlignmentNearestNeighbour.search``: exhaustive striped Smith-Waterman, query chunks over
 processes) and prints the machine's load, since a shared machine changes the number.
 """
@@ -14,8 +14,9 @@ import time
 
 import joblib
 
-from coevofold import baselines, data
-from coevofold.splits import TEST_SPLITS
+from coevofold.data import tables
+from coevofold.models import baselines
+from coevofold.data.splits import TEST_SPLITS
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="test queries (random, seed 0, all three levels)")
     parser.add_argument("--jobs", type=int, default=-1, help="processes (joblib convention, -1 = all cores)")
     args = parser.parse_args()
-    table = data.load("deepsf")
+    table = tables.load("deepsf")
     train = table[table["split"] == "train"]
     queries = table[table["split"].isin(TEST_SPLITS)].sample(args.n, random_state=0)
     search = baselines.AlignmentNearestNeighbour(n_jobs=args.jobs, progress=False)

@@ -17,7 +17,7 @@ Prints, for the top-1 answer of the default system (homology transfer first, as 
 2. Precision of the confidence bands on each test level, and on the fold-like held-out rows with
    the maps cross-fitted (5 folds grouped by superfamily: each row's map never saw its superfamily);
    then the logistic and isotonic maps compared on the held-out rows alone (how the map was chosen).
-3. The cross-level checks ``coevofold/calibration.py`` cites: maps fitted on the less remote
+3. The cross-level checks ``coevofold/system/calibration.py`` cites: maps fitted on the less remote
    held-out rows, applied to the fold-like ones.
 """
 
@@ -30,9 +30,13 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import GroupKFold
 
-from coevofold import benchmark, calibration, evaluation, homology, metrics, splits, system
+from coevofold import metrics
+from coevofold.app import runs
+from coevofold.data import splits
+from coevofold.system import calibration, homology, preparation
+from coevofold.training import scoring
 from coevofold.prediction import default_model_dir
-from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
+from coevofold.data.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
 
 def main() -> None:
@@ -40,15 +44,15 @@ def main() -> None:
     parser.add_argument("--model-dir", default=str(default_model_dir()), help="calibrated default model folder")
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
-    table, store_path = benchmark.cached_deepsf()
+    table, store_path = runs.cached_deepsf()
     carved = splits.calibration_split(table)
-    held_alignment = system.cached_alignment("deepsf", carved, False, CALIBRATION_SPLITS)
-    test_alignment = system.cached_alignment("deepsf", table, False)
+    held_alignment = preparation.cached_alignment("deepsf", carved, False, CALIBRATION_SPLITS)
+    test_alignment = preparation.cached_alignment("deepsf", table, False)
     settings = homology.read_settings(model_dir)
     default = calibration.load_calibration(model_dir)
-    _, proxy_probs, proxy_targets = evaluation.model_scores(model_dir / system.PROXY_DIR, store_path, carved,
+    _, proxy_probs, proxy_targets = scoring.model_scores(model_dir / preparation.PROXY_DIR, store_path, carved,
                                                             (*CALIBRATION_SPLITS, "valid"))
-    _, probs, targets = evaluation.model_scores(model_dir, store_path, table, TEST_SPLITS)
+    _, probs, targets = scoring.model_scores(model_dir, store_path, table, TEST_SPLITS)
     proxy_t = calibration.top1_temperature(proxy_probs["valid"], proxy_targets["valid"])
     held = {
         "probs": calibration.tempered(np.concatenate([proxy_probs[s] for s in CALIBRATION_SPLITS]), proxy_t),
@@ -90,7 +94,7 @@ def main() -> None:
         methods.setdefault("isotonic on top-1 p (fold-like rows); default alignment map", {})[level] = \
             np.where(from_alignment, after, iso)
         methods.setdefault("logistic maps fitted on every held-out row", {})[level] = stated(pooled_maps, level)[1][:, 0]
-        methods.setdefault("default calibration (coevofold.calibration)", {})[level] = after
+        methods.setdefault("default calibration (coevofold.system.calibration)", {})[level] = after
     header = "| Method | " + " | ".join(metrics.LEVEL_NAMES[level] for level in TEST_SPLITS) + " | pooled |"
     print("## ECE of the default system's top-1 on the DeepSF test levels (10 bins, bootstrap 95 % interval)\n")
     print(header + "\n|" + "---|" * (len(TEST_SPLITS) + 2))
@@ -118,7 +122,7 @@ def main() -> None:
     order, _, _ = calibration.Calibration(1.0, ms, default.model, default.model_only, default.alignment,
                                           []).top_k(held["probs"], held["scores"], 1)
     held_right = order[:, 0] == held["targets"]
-    rows = {f"DeepSF {metrics.LEVEL_NAMES[level]}": (methods["default calibration (coevofold.calibration)"][level],
+    rows = {f"DeepSF {metrics.LEVEL_NAMES[level]}": (methods["default calibration (coevofold.system.calibration)"][level],
                                                         correct[level]) for level in TEST_SPLITS}
     rows["held-out fold-like rows (calibration_fold), cross-fitted maps"] = (cross[fold_like], held_right[fold_like])
     for name, (p, c) in rows.items():

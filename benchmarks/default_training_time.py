@@ -14,25 +14,26 @@ import shutil
 import time
 from pathlib import Path
 
-from coevofold import benchmark, checkpoint, training
+from coevofold.app import runs
+from coevofold.training import checkpoint, mixture, recipe, trainer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/default_training_time"), help="scratch folder (emptied first)")
     args = parser.parse_args()
-    table, store_path = benchmark.cached_deepsf()
+    table, store_path = runs.cached_deepsf()
     shutil.rmtree(args.out, ignore_errors=True)
-    members = training.default_members(False)
+    members = recipe.default_members(False)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     for name, config in members.items():
         begun = time.perf_counter()
-        training.train(store_path, table, args.out / checkpoint.ENSEMBLE_MEMBERS / name, config)
+        trainer.train(store_path, table, args.out / checkpoint.ENSEMBLE_MEMBERS / name, config)
         seconds[name] = round(time.perf_counter() - begun)
         print(f"{name}: {seconds[name]} s", flush=True)
     begun = time.perf_counter()
-    training.train_ensemble(store_path, table, args.out, members)
+    mixture.train_ensemble(store_path, table, args.out, members)
     seconds["weights"] = round(time.perf_counter() - begun)
     seconds["total"] = round(time.perf_counter() - started)
     print(json.dumps(seconds))

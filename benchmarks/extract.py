@@ -2,7 +2,7 @@
 
 On one fixed random sample of DeepSF training domains, in one run, it measures:
 
-* coevofold: ``features.extract`` into a fresh store with the default settings (length-sorted
+* coevofold: ``extraction.extract`` into a fresh store with the default settings (length-sorted
   batches, one-pass weighted APC maps, pooled fixed-size arrays, uint8 contact triangle, gzip);
 * naive: the original study's approach, one protein at a time through the same model with
   ``output_attentions=True``, saving every layer's and head's attention (special tokens removed,
@@ -38,10 +38,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coevofold import data, features, pretrained
+from coevofold.data import tables
+from coevofold.features import extraction, pretrained
 
 METHODS = {
-    "coevofold": "coevofold (features.extract, default settings)",
+    "coevofold": "coevofold (extraction.extract, default settings)",
     "naive": "naive (raw attention, float32 .npy per protein)",
 }
 
@@ -65,11 +66,11 @@ def worker(method: str, source: Path, out: Path) -> dict:
     """Run one method on the sample in this process; return its measurements."""
     # coevofold's default device ("auto") takes a GPU when there is one: so does the naive loop
     plm = pretrained.load(None, "cuda" if torch.cuda.is_available() else "cpu")
-    table = data.load(source)
+    table = tables.load(source)
     loaded = peak_mb()
     started = time.perf_counter()
     if method == "coevofold":
-        stored = features.extract(table, out / "features.h5", features.FeatureConfig(), features.RunConfig(progress=False), plm=plm)
+        stored = extraction.extract(table, out / "extraction.h5", extraction.FeatureConfig(), extraction.RunConfig(progress=False), plm=plm)
         files = [stored]
     else:
         naive_dump(plm, table, out)
@@ -109,7 +110,7 @@ def main() -> None:
         print(json.dumps(worker(method, Path(source), Path(out))))
         return
 
-    full = data.load("deepsf")
+    full = tables.load("deepsf")
     sample = full[full["split"] == "train"].sample(n=args.n, random_state=args.seed)
     lengths, all_lengths = sample["length"].to_numpy(np.int64), full["length"].to_numpy(np.int64)
     print(f"DeepSF train sample: {len(sample)} proteins (seed {args.seed}), {lengths.sum():,} residues, "

@@ -21,8 +21,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from coevofold import baselines, benchmark, data, features, homology, names, prediction, pretrained, system, system_evaluation, training
-from coevofold.splits import TEST_SPLITS
+from coevofold import prediction
+from coevofold.app import runs
+from coevofold.data import names, tables
+from coevofold.features import extraction, pretrained
+from coevofold.models import baselines
+from coevofold.system import evaluation, homology, preparation
+from coevofold.training import trainer
+from coevofold.data.splits import TEST_SPLITS
 
 
 def compare(model_dir: Path, store_path: Path, table: pd.DataFrame, plm: pretrained.ProteinLM,
@@ -49,10 +55,10 @@ def compare(model_dir: Path, store_path: Path, table: pd.DataFrame, plm: pretrai
     subset = pd.concat([train, table[table["split"] == "valid"], *levels.values()])
     if len(subset) == len(table):  # every protein: the search quickstart cached
         subset = table
-        scores = system.cached_alignment("deepsf", table, progress=False)
+        scores = preparation.cached_alignment("deepsf", table, progress=False)
     else:
         scores = baselines.alignment_scores(subset, ("valid", *TEST_SPLITS))[1]
-    threshold, results = system_evaluation.homology_first_results(model_dir, store_path, subset, scores)
+    threshold, results = evaluation.homology_first_results(model_dir, store_path, subset, scores)
     for row in rows:
         row["benchmark homology-first top-1 %"] = 100 * results[row["level"]]["metrics"]["top1"]["value"]
         row["equal"] = abs(row["predict top-1 %"] - row["benchmark homology-first top-1 %"]) < 1e-9
@@ -70,13 +76,13 @@ def main() -> None:
     started = time.perf_counter()
     plm = pretrained.load(None)
     if args.ci:
-        table = benchmark.benchmark_table(benchmark.BENCHMARKS["deepsf-ci"])
-        store_path = benchmark.cached_features("deepsf-ci", table, plm, features.FeatureConfig(), progress=False)
-        model_dir = training.train(store_path, table, args.out, training.TrainConfig(max_epochs=4, progress=False),
+        table = runs.benchmark_table(runs.BENCHMARKS["deepsf-ci"])
+        store_path = runs.cached_features("deepsf-ci", table, plm, extraction.FeatureConfig(), progress=False)
+        model_dir = trainer.train(store_path, table, args.out, trainer.TrainConfig(max_epochs=4, progress=False),
                                    fold_names=names.fold_names("deepsf"))
     else:
-        table = data.load("deepsf")
-        store_path = features.cached_store("deepsf", plm, features.FeatureConfig())
+        table = tables.load("deepsf")
+        store_path = extraction.cached_store("deepsf", plm, extraction.FeatureConfig())
         model_dir = prediction.model_folder(args.checkpoint)
     report = compare(Path(model_dir), store_path, table, plm, args.limit)
     print(report.to_string(float_format=lambda v: f"{v:.1f}"))

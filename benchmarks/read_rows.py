@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from coevofold import store
+from coevofold.features import store
 from coevofold.files import cache_dir
 
 

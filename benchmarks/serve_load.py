@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from coevofold import data, prediction
+from coevofold import prediction
+from coevofold.data import tables
 
 
 def free_port() -> int:
@@ -90,7 +91,7 @@ def describe(predictor: prediction.Predictor) -> str:
 
 
 def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "coevofold.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "coevofold.app.cli", "serve", "--port", str(port)]
     if args.checkpoint:
         command += ["--checkpoint", args.checkpoint]
     command += args.serve_option
@@ -121,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
 
     n = args.clients * args.requests * args.per_request
-    table = data.load("deepsf")
+    table = tables.load("deepsf")
     rows = table[(table["split"] == "test_superfamily") & (table["length"] <= 2000)].sample(n, random_state=0)
     batches = [rows.iloc[i:i + args.per_request] for i in range(0, n, args.per_request)]
     port, log = free_port(), Path(args.log)

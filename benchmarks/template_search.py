@@ -31,10 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from coevofold import benchmark, combiner, evaluation, homology, metrics, splits, store, system, templates, training
-from coevofold.calibration import tempered
+from coevofold import metrics
+from coevofold.app import runs
+from coevofold.data import splits
+from coevofold.features import store
+from coevofold.system import combiner, homology, preparation, templates
+from coevofold.training import recipe, scoring
+from coevofold.system.calibration import tempered
 from coevofold.prediction import default_model_dir, load_predictor
-from coevofold.splits import CALIBRATION_SPLITS, TEST_SPLITS
+from coevofold.data.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
 #: The ablation's rows: the feature groups each combiner uses.
 ROWS = {
@@ -57,7 +62,7 @@ def _diff(a: np.ndarray, b: np.ndarray, targets: np.ndarray) -> str:
     return f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
 
 
-def bytes_and_quantisation(model_dir: Path, store_path: Path, table, rows: system.HeldOut) -> None:
+def bytes_and_quantisation(model_dir: Path, store_path: Path, table, rows: preparation.HeldOut) -> None:
     found = templates.load_templates(model_dir)
     per_protein = found.lengths.mean()
     width = found.vectors.shape[1]
@@ -65,7 +70,7 @@ def bytes_and_quantisation(model_dir: Path, store_path: Path, table, rows: syste
           f"{2 * width * per_protein / 1024:.0f} KB in the store (fp16), {width * per_protein / 1024:.0f} KB "
           f"in the templates (int8); templates in the model folder: "
           f"{sum(p.stat().st_size for p in model_dir.glob('templates*')) / 2**20:.0f} MB for {len(found)} domains")
-    proxy = model_dir / system.PROXY_DIR
+    proxy = model_dir / preparation.PROXY_DIR
     carved = splits.calibration_split(table)
     quantised = templates.load_templates(proxy)
     exact = templates.Templates(**{**quantised.__dict__})
@@ -138,13 +143,13 @@ def recall(model_dir: Path, store_path: Path, table, n: int) -> None:
           f"(exhaustive search: {seconds / n:.1f} s per query)")
 
 
-def ablation(model_dir: Path, store_path: Path, table, rows: system.HeldOut, alignment: dict) -> None:
-    classes = evaluation.model_scores(model_dir, store_path, table, ())[0]["classes"]
-    scored = evaluation.model_scores(model_dir, store_path, table, TEST_SPLITS)
+def ablation(model_dir: Path, store_path: Path, table, rows: preparation.HeldOut, alignment: dict) -> None:
+    classes = scoring.model_scores(model_dir, store_path, table, ())[0]["classes"]
+    scored = scoring.model_scores(model_dir, store_path, table, TEST_SPLITS)
     found = templates.load_templates(model_dir)
     min_score = homology.read_settings(model_dir).min_score
-    test_evidence = {s: system.evidence_of(tempered(scored[1][s], rows.final_temperature),
-                                           system.cached_hits(model_dir, store_path, table, s, progress=False),
+    test_evidence = {s: preparation.evidence_of(tempered(scored[1][s], rows.final_temperature),
+                                           preparation.cached_hits(model_dir, store_path, table, s, progress=False),
                                            alignment[s], found, classes) for s in TEST_SPLITS}
     held, test = {}, {}
     for name, groups in ROWS.items():
@@ -178,7 +183,7 @@ def ablation(model_dir: Path, store_path: Path, table, rows: system.HeldOut, ali
     print(f"\ncontact overlap (the co-evolution maps as threading evidence): full minus '{no_contacts}' above")
 
 
-def transfer_reliability(model_dir: Path, rows: system.HeldOut) -> None:
+def transfer_reliability(model_dir: Path, rows: preparation.HeldOut) -> None:
     """Could the template search transfer folds on its own, as a significant Smith-Waterman hit does?"""
     min_score = homology.read_settings(model_dir).min_score
     sw = rows.evidence.alignment
@@ -208,10 +213,10 @@ def main() -> None:
     parser.add_argument("--recall-queries", type=int, default=100, help="test queries searched exhaustively")
     args = parser.parse_args()
     model_dir = Path(args.model_dir)
-    table, store_path = benchmark.cached_deepsf()
-    alignment = system.cached_alignment("deepsf", table, False)
-    held_alignment = system.cached_alignment("deepsf", splits.calibration_split(table), False, CALIBRATION_SPLITS)
-    rows = system.held_out(model_dir, store_path, table, training.default_members(False), held_alignment, False)
+    table, store_path = runs.cached_deepsf()
+    alignment = preparation.cached_alignment("deepsf", table, False)
+    held_alignment = preparation.cached_alignment("deepsf", splits.calibration_split(table), False, CALIBRATION_SPLITS)
+    rows = preparation.held_out(model_dir, store_path, table, recipe.default_members(False), held_alignment, False)
     ablation(model_dir, store_path, table, rows, alignment)
     transfer_reliability(model_dir, rows)
     bytes_and_quantisation(model_dir, store_path, table, rows)

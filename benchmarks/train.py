@@ -7,22 +7,22 @@ measures both on the same fixed random sample of DeepSF training domains, with t
 * cached: the proteins' features are read from a store (load time reported on its own, it is
   paid once per run, not per epoch), then training epochs of the ``maps2d`` classifier (the original study's 2D CNN over the maps)
   are timed; the median epoch is reported;
-* recompute: ``features.compute`` over the same proteins, in the length-sorted batches
-  extraction uses (``features.make_batches`` with the default ``RunConfig``), plus one training
+* recompute: ``extraction.compute`` over the same proteins, in the length-sorted batches
+  extraction uses (``extraction.make_batches`` with the default ``RunConfig``), plus one training
   epoch on the features it just produced: the per-epoch cost of training without a cache.
 
 The epoch is a plain PyTorch loop doing exactly what ``training``'s ``LitFold.training_step``
 does (per-epoch reseeding, shuffled batches of 64, class-weighted cross-entropy with label
-smoothing, the finiteness check, AdamW), not ``training.train``: that one also validates,
+smoothing, the finiteness check, AdamW), not ``trainer.train``: that one also validates,
 checkpoints and writes curves after every epoch and exposes no per-epoch times, so its wall
 time would not isolate the epoch. The loop therefore leaves out Lightning's per-step overhead.
 The classifier's output layer has all 1,195 training folds and the class weights come from the
 whole training split, as in a real run.
 
 Features come from ``--store`` if given, else from the cache store of the full DeepSF benchmark
-(``features.cached_store``) when it holds every sampled protein. Otherwise the features the
+(``extraction.cached_store``) when it holds every sampled protein. Otherwise the features the
 recompute phase produced are written to a temporary store and read back: they are the arrays
-``features.extract`` would store (same model, settings and batches), and this avoids a second
+``extraction.extract`` would store (same model, settings and batches), and this avoids a second
 pLM pass over the sample.
 
 Extrapolation to the 12,312 training domains: training epochs scale with the protein count
@@ -48,9 +48,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coevofold import checkpoint, data, features, pretrained, store, training
-from coevofold.coevolution import window_starts
-from coevofold.models import MODELS, FoldClassifier, ModelConfig
+from coevofold.data import tables
+from coevofold.features import extraction, pretrained, store
+from coevofold.training import checkpoint, trainer
+from coevofold.features.coevolution import window_starts
+from coevofold.models.registry import FoldClassifier, ModelConfig, MODELS
 
 #: seconds per training epoch the original study reported (pLM re-run on every protein).
 ORIGINAL_EPOCH_S = 11_466
@@ -73,14 +75,14 @@ def rows_to_split(rows: store.FeatureRows, labels: torch.Tensor) -> checkpoint.S
     return checkpoint.SplitData.from_rows(rows, labels)
 
 
-def recompute_features(plm: pretrained.ProteinLM, config: features.FeatureConfig,
+def recompute_features(plm: pretrained.ProteinLM, config: extraction.FeatureConfig,
                        sample: pd.DataFrame) -> tuple[store.FeatureRows, float]:
     """Features of ``sample`` (in its order) computed from scratch as extraction does; seconds."""
     ids, sequences = sample["id"].tolist(), sample["sequence"].tolist()
-    run = features.RunConfig()
-    batches = features.make_batches([len(s) for s in sequences], plm.window, config.stride, run.max_tokens, run.max_pairs)
+    run = extraction.RunConfig()
+    batches = extraction.make_batches([len(s) for s in sequences], plm.window, config.stride, run.max_tokens, run.max_pairs)
     started = time.perf_counter()
-    parts = [features.compute(plm, config, [ids[i] for i in b], [sequences[i] for i in b], run.max_pairs)
+    parts = [extraction.compute(plm, config, [ids[i] for i in b], [sequences[i] for i in b], run.max_pairs)
              for b in batches]
     seconds = time.perf_counter() - started
     rows = store.FeatureRows.concat(parts)
@@ -92,11 +94,11 @@ class EpochRunner:
     """Trains a fresh default classifier epoch by epoch, as ``LitFold`` would, and times epochs."""
 
     def __init__(self, split: checkpoint.SplitData, n_classes: int, weights: torch.Tensor,
-                 config: training.TrainConfig) -> None:
+                 config: trainer.TrainConfig) -> None:
         torch.manual_seed(config.seed)  # same initial weights for every data source
         self.split, self.config, self.weights = split, config, weights
         self.uses = MODELS[config.model.name]
-        self.model: FoldClassifier = training.build_classifier(config.model, n_classes, split)
+        self.model: FoldClassifier = trainer.build_classifier(config.model, n_classes, split)
         self.model.fit_normalization(split)
         self.model.train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -127,15 +129,15 @@ class EpochRunner:
         return time.perf_counter() - started
 
 
-def find_store(explicit: Path | None, plm: pretrained.ProteinLM, config: features.FeatureConfig,
+def find_store(explicit: Path | None, plm: pretrained.ProteinLM, config: extraction.FeatureConfig,
                ids: list[str]) -> Path | None:
     """The store to read cached features from, or None when none holds every sampled protein."""
-    candidate = explicit or features.cached_store("deepsf", plm, config)
+    candidate = explicit or extraction.cached_store("deepsf", plm, config)
     if not candidate.is_file():
         if explicit:
             raise SystemExit(f"{explicit}: no such store")
         return None
-    store.check_settings(candidate, store.read_settings(candidate), features.settings_of(plm, config))
+    store.check_settings(candidate, store.read_settings(candidate), extraction.settings_of(plm, config))
     held = store.read_ids(candidate)
     missing = [i for i in ids if i not in held]
     if missing and explicit:
@@ -155,18 +157,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    full = data.load("deepsf")
+    full = tables.load("deepsf")
     train_table = full[full["split"] == "train"]
     sample = train_table.sample(n=args.n, random_state=args.seed)
     classes = sorted(train_table["fold"].unique())
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index[f] for f in sample["fold"]], dtype=torch.long)
-    config = training.TrainConfig(model=ModelConfig(name="maps2d"), class_weight_power=0.5)
-    weights = training.class_weights(torch.tensor([index[f] for f in train_table["fold"]]), len(classes),
+    config = trainer.TrainConfig(model=ModelConfig(name="maps2d"), class_weight_power=0.5)
+    weights = trainer.class_weights(torch.tensor([index[f] for f in train_table["fold"]]), len(classes),
                                      config.class_weight_power)
 
     plm = pretrained.load(None)
-    feature_config = features.FeatureConfig()
+    feature_config = extraction.FeatureConfig()
     lengths, all_lengths = sample["length"].to_numpy(np.int64), train_table["length"].to_numpy(np.int64)
     print(f"DeepSF train sample: {len(sample)} of {len(train_table):,} proteins (seed {args.seed}), "
           f"{lengths.sum():,} residues, length {lengths.min()}-{lengths.max()} (median {int(np.median(lengths))})")
@@ -187,7 +189,7 @@ def main() -> None:
         source = str(store_path)
         if store_path is None:
             store_path = Path(tmp) / "sample.h5"
-            store.write_file(store_path, rows, features.settings_of(plm, feature_config))
+            store.write_file(store_path, rows, extraction.settings_of(plm, feature_config))
             source = "temporary store of the recomputed features (cache store missing or incomplete)"
         started = time.perf_counter()
         split = checkpoint.load_split(store_path, sample, classes)

@@ -9,8 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coevofold import data, features, homology, pretrained, system, training
-from coevofold.data import data_root
+from coevofold.data import tables
+from coevofold.features import extraction, pretrained
+from coevofold.system import homology, preparation
+from coevofold.training import mixture, recipe, trainer
+from coevofold.data.tables import data_root
 
 #: pLM window of the small test model: long chains are windowed in seconds.
 WINDOW = 64
@@ -46,7 +49,7 @@ def write_fasta(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def deepsf() -> pd.DataFrame:
-    return data.load("deepsf")
+    return tables.load("deepsf")
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +71,9 @@ def small_run(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM)
     table = pd.concat([short[short["fold"] == f].head(6) for f in folds], ignore_index=True)
     table["split"] = ["train", "train", "train", "valid", "test_family", "test_family"] * 3
     root = tmp_path_factory.mktemp("prediction")
-    config = features.FeatureConfig(stride=WINDOW // 2)
-    store_path = features.extract(table, root / "features.h5", config, features.RunConfig(progress=False), plm=plm)
-    model = training.train(store_path, table, root / "model", training.TrainConfig(max_epochs=1, progress=False),
+    config = extraction.FeatureConfig(stride=WINDOW // 2)
+    store_path = extraction.extract(table, root / "extraction.h5", config, extraction.RunConfig(progress=False), plm=plm)
+    model = trainer.train(store_path, table, root / "model", trainer.TrainConfig(max_epochs=1, progress=False),
                            fold_names={f: f"fold {f}" for f in folds})
     return model, store_path, table
 
@@ -89,11 +92,11 @@ def prepared(small_run, tmp_path_factory) -> Path:
     return folder
 
 
-def system_members() -> dict[str, training.TrainConfig]:
+def system_members() -> dict[str, trainer.TrainConfig]:
     """Two members of the default recipe, small enough for tests: the probe and a 2-epoch MLP."""
     from dataclasses import replace
 
-    members = training.default_members(progress=False)
+    members = recipe.default_members(progress=False)
     return {"probe": members["probe"], "mlp": replace(members["mlp"], max_epochs=2)}
 
 
@@ -113,11 +116,11 @@ def system_run(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM
     others = short[(short["split"] != "train") & short["fold"].isin(folds)].groupby(["split", "fold"]).head(3)
     table = pd.concat([*picked, others], ignore_index=True)
     root = tmp_path_factory.mktemp("system")
-    store_path = features.extract(table, root / "features.h5", features.FeatureConfig(stride=WINDOW // 2),
-                                  features.RunConfig(progress=False), plm=plm)
+    store_path = extraction.extract(table, root / "extraction.h5", extraction.FeatureConfig(stride=WINDOW // 2),
+                                  extraction.RunConfig(progress=False), plm=plm)
     members = system_members()
-    model = training.train_ensemble(store_path, table, root / "model", members)
-    alignment = system.prepare(model, store_path, table, members, "system-test", progress=False)
+    model = mixture.train_ensemble(store_path, table, root / "model", members)
+    alignment = preparation.prepare(model, store_path, table, members, "system-test", progress=False)
     return model, store_path, table, members, alignment
 
 

@@ -46,8 +46,11 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from coevofold import checkpoint, cli, data, features, pretrained, store, training
-from coevofold.coevolution import window_starts
+from coevofold.app import cli
+from coevofold.data import tables
+from coevofold.features import extraction, pretrained, store
+from coevofold.training import checkpoint, trainer
+from coevofold.features.coevolution import window_starts
 from coevofold.errors import CoevofoldError
 
 ERROR_PREFIX = "coevofold: error: "
@@ -57,9 +60,9 @@ MEMORY_LIMIT_MB = 500
 OFFLINE_LIMIT_S = 10
 #: one protein per batch and per part, on the CPU: the settings of every extraction here, so
 #: killed and uninterrupted runs store the same values bit for bit.
-ONE_AT_A_TIME = features.RunConfig(max_tokens=1, part_size=1, device="cpu", progress=False)
+ONE_AT_A_TIME = extraction.RunConfig(max_tokens=1, part_size=1, device="cpu", progress=False)
 #: the training run of every fault: the killed one must end as this does uninterrupted.
-TRAIN = training.TrainConfig(max_epochs=3, progress=False)
+TRAIN = trainer.TrainConfig(max_epochs=3, progress=False)
 
 
 class Lost(Exception):
@@ -90,7 +93,7 @@ class Context:
     @cached_property
     def table(self) -> pd.DataFrame:
         """12 short real DeepSF domains of its 3 largest folds: 3 train and 1 valid each."""
-        deepsf = data.load("deepsf")
+        deepsf = tables.load("deepsf")
         short = deepsf[(deepsf["split"] == "train") & deepsf["length"].between(40, 90) & deepsf["family"].notna()]
         folds = short["fold"].value_counts().index[:3]
         table = pd.concat([short[short["fold"] == fold].head(4) for fold in folds], ignore_index=True)
@@ -111,9 +114,9 @@ class Context:
     @cached_property
     def feature_store(self) -> Path:
         """The domains' features, extracted here as the CLI runs below do (see :data:`ONE_AT_A_TIME`)."""
-        path = self.work / "features.h5"
+        path = self.work / "extraction.h5"
         with _quiet():
-            features.extract(self.fasta, path, features.FeatureConfig(), ONE_AT_A_TIME, plm=self.plm)
+            extraction.extract(self.fasta, path, extraction.FeatureConfig(), ONE_AT_A_TIME, plm=self.plm)
         return path
 
     @cached_property
@@ -121,7 +124,7 @@ class Context:
         """A model trained uninterrupted with :data:`TRAIN` on the feature store."""
         run_dir = self.work / "trained"
         with _quiet():
-            training.train(self.feature_store, data.load(self.fasta), run_dir, TRAIN)
+            trainer.train(self.feature_store, tables.load(self.fasta), run_dir, TRAIN)
         return run_dir
 
     @property
@@ -167,7 +170,7 @@ def _cli(*args: str | os.PathLike) -> tuple[int, list[str]]:
 
 def _cli_command(*args: str | os.PathLike) -> list[str]:
     """The command line running ``coevofold ARGS`` in a fresh process."""
-    return [sys.executable, "-m", "coevofold.cli", *(os.fspath(a) for a in args)]
+    return [sys.executable, "-m", "coevofold.app.cli", *(os.fspath(a) for a in args)]
 
 
 def _run_process(command: list[str], env: dict[str, str] | None = None) -> tuple[int, list[str], str]:
@@ -306,7 +309,7 @@ def _bad_fasta(content: str | bytes, expect: str) -> Callable[[Context, Path], s
     def check(ctx: Context, folder: Path) -> str:
         path = folder / "input.fasta"
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
-        out = folder / "features.h5"
+        out = folder / "extraction.h5"
         return _refused(["extract", path, "--out", out, "--model", ctx.model, "--quiet"], expect,
                         out, store.parts_dir(out))
 
@@ -322,7 +325,7 @@ def _windows_line_endings(ctx: Context, folder: Path) -> str:
     unix, windows = folder / "unix.fasta", folder / "windows.fasta"
     unix.write_bytes(text.encode())
     windows.write_bytes(text.replace("\n", "\r\n").encode())
-    expected, table = data.load(unix), data.load(windows)
+    expected, table = tables.load(unix), tables.load(windows)
     if not table.equals(expected):
         raise Lost(f"CRLF file read differently: {table[['id', 'sequence', 'fold']].to_dict('records')}")
     return f"accepted: {len(table)} records read exactly as with Unix line endings"
@@ -330,28 +333,28 @@ def _windows_line_endings(ctx: Context, folder: Path) -> str:
 
 def _huge_sequence(ctx: Context, folder: Path) -> str:
     """Read and planned in windows, but refused before the model runs: its stitched maps would
-    need hundreds of GB (see :data:`coevofold.features.MAX_LENGTH`)."""
+    need hundreds of GB (see :data:`coevofold.features.extraction.MAX_LENGTH`)."""
     length = 100_000
-    sequence = "".join(random.Random(ctx.seed).choices(data.STANDARD_RESIDUES, k=length))
+    sequence = "".join(random.Random(ctx.seed).choices(tables.STANDARD_RESIDUES, k=length))
     path = folder / "huge.fasta"
     path.write_text(">huge\n" + "\n".join(sequence[i : i + 60] for i in range(0, length, 60)) + "\n")
-    if data.load(path)["sequence"].tolist() != [sequence]:
+    if tables.load(path)["sequence"].tolist() != [sequence]:
         raise Lost("the 100,000-residue record was read wrongly")
-    window, stride, run = ctx.plm.window, features.FeatureConfig().stride, features.RunConfig()
+    window, stride, run = ctx.plm.window, extraction.FeatureConfig().stride, extraction.RunConfig()
     starts = window_starts(length, window, stride)
     covered = np.zeros(length, dtype=bool)
     for start in starts:
         covered[start : start + window] = True
     if not covered.all():
         raise Lost(f"windows leave {int((~covered).sum())} residues out")
-    if [0] not in features.make_batches([length, 60, 80], window, stride, run.max_tokens, run.max_pairs):
+    if [0] not in extraction.make_batches([length, 60, 80], window, stride, run.max_tokens, run.max_pairs):
         raise Lost("the long chain is not a batch of its own")
     chunks = [min(window, length - start) for start in starts]
-    passes = features.window_passes(chunks, run.max_pairs)
+    passes = extraction.window_passes(chunks, run.max_pairs)
     largest = max(len(chunks[p]) for p in passes) * (max(chunks) + 2) ** 2
     if largest > run.max_pairs:
         raise Lost(f"a forward pass holds {largest:,} attention pairs, over the {run.max_pairs:,} budget")
-    out = folder / "features.h5"
+    out = folder / "extraction.h5"
     message = _refused(["extract", path, "--out", out, "--model", ctx.model, "--quiet"], "100,000 residues",
                        out, store.parts_dir(out))
     return f"{message} [read, and planned as {len(starts)} windows in {len(passes)} passes within the budget]"
@@ -368,11 +371,11 @@ def _many_records(ctx: Context, folder: Path) -> str:
     records = 50_000
     with open(path, "w") as handle:
         for n in range(records):
-            handle.write(f">r{n} tiny record\n{''.join(rng.choices(data.STANDARD_RESIDUES, k=rng.randint(5, 30)))}\n")
+            handle.write(f">r{n} tiny record\n{''.join(rng.choices(tables.STANDARD_RESIDUES, k=rng.randint(5, 30)))}\n")
     tracemalloc.start()
     try:
         started = time.monotonic()
-        read = len(data.load(path))
+        read = len(tables.load(path))
         seconds, (_, peak) = time.monotonic() - started, tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -392,7 +395,7 @@ def _bad_model(stage: Callable[[Context, Path], Path], expect: str) -> Callable[
 
     def check(ctx: Context, folder: Path) -> str:
         model = stage(ctx, folder / "model")
-        out = folder / "features.h5"
+        out = folder / "extraction.h5"
         return _refused(["extract", ctx.fasta, "--out", out, "--model", model, "--quiet"], expect,
                         out, store.parts_dir(out))
 
@@ -425,7 +428,8 @@ def _truncated_weights(ctx: Context, folder: Path) -> Path:
 
 _TIMED_CLI = """
 import sys, time
-from coevofold import cli, features  # the heavy imports, before the clock starts
+from coevofold.app import cli  # the heavy imports, before the clock starts
+from coevofold.features import extraction
 started = time.monotonic()
 code = cli.main(sys.argv[1:])
 print(f"{time.monotonic() - started:.2f}")
@@ -439,7 +443,7 @@ def _hub_offline(ctx: Context, folder: Path) -> str:
     hub_vars = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", pretrained.MODEL_ENV)
     env = {key: value for key, value in os.environ.items() if key not in hub_vars}
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(folder / "empty-hf-home"))
-    out = folder / "features.h5"
+    out = folder / "extraction.h5"
     code, lines, stdout = _run_process([sys.executable, "-c", _TIMED_CLI, "extract", str(ctx.fasta), "--out", str(out),
                                         "--model", "facebook/esm2_t12_35M_UR50D", "--quiet"], env)
     message = judge_refusal(code, lines, "--model")
@@ -550,7 +554,7 @@ def _extract_killed(ctx: Context, folder: Path) -> str:
     """SIGKILL ``coevofold extract`` at seeded random points and resume each time; every
     extraction completed this way must store what an uninterrupted run stores, bit for bit."""
     reference = store.read_rows(ctx.feature_store, residues=True)
-    out = folder / "features.h5"
+    out = folder / "extraction.h5"
     command = _cli_command("extract", ctx.fasta, "--out", out, *ctx.extract_flags)
     rng = random.Random(ctx.seed)
     kills = {point: 0 for point in KILL_POINTS}
@@ -580,7 +584,7 @@ def _extract_killed(ctx: Context, folder: Path) -> str:
 
 def _truncated_store(ctx: Context, folder: Path) -> str:
     whole = ctx.feature_store.read_bytes()
-    cut = folder / "features.h5"
+    cut = folder / "extraction.h5"
     cut.write_bytes(whole[: len(whole) // 2])
     before = cut.read_bytes()
     message = _refused(["extract", ctx.fasta, "--out", cut, *ctx.extract_flags], "unreadable or truncated")
@@ -589,7 +593,7 @@ def _truncated_store(ctx: Context, folder: Path) -> str:
 
 
 def _other_settings(ctx: Context, folder: Path) -> str:
-    made = shutil.copy(ctx.feature_store, folder / "features.h5")
+    made = shutil.copy(ctx.feature_store, folder / "extraction.h5")
     before = made.read_bytes()
     message = _refused(["extract", ctx.fasta, "--out", made, *ctx.extract_flags, "--grid", "16"],
                        "grid: 32 there, 16 now")
@@ -613,7 +617,7 @@ def _full_disk(name_start: str) -> Iterator[None]:
 
 
 def _disk_full_part(ctx: Context, folder: Path) -> str:
-    out = folder / "features.h5"
+    out = folder / "extraction.h5"
     with _full_disk(".part-"):
         message = _refused(["extract", ctx.fasta, "--out", out, *ctx.extract_flags], "No space left on device", out)
     parts = sorted(store.parts_dir(out).glob("*.h5"))
@@ -623,7 +627,7 @@ def _disk_full_part(ctx: Context, folder: Path) -> str:
 
 
 def _disk_full_merge(ctx: Context, folder: Path) -> str:
-    out = folder / "features.h5"
+    out = folder / "extraction.h5"
     with _full_disk(f".{out.name}."):
         message = _refused(["extract", ctx.fasta, "--out", out, *ctx.extract_flags], "No space left on device", out)
     parts = list(store.parts_dir(out).glob("*.h5"))
@@ -788,7 +792,7 @@ def _model_weights_target(ctx: Context, folder: Path) -> tuple[Path, list[str | 
 
 def _plm_weights_target(ctx: Context, folder: Path) -> tuple[Path, list[str | os.PathLike]]:
     model = ctx.model_folder(folder / "model")
-    return model / "pytorch_model.bin", ["extract", ctx.fasta, "--out", folder / "features.h5", "--model", model,
+    return model / "pytorch_model.bin", ["extract", ctx.fasta, "--out", folder / "extraction.h5", "--model", model,
                                          "--quiet"]
 
 
@@ -816,7 +820,7 @@ def _disk_full_predictions(ctx: Context, folder: Path) -> str:
 
 
 def _extract_into(ctx: Context, out: Path) -> list[str | os.PathLike]:
-    return ["extract", ctx.fasta, "--out", out / "features.h5", *ctx.extract_flags]
+    return ["extract", ctx.fasta, "--out", out / "extraction.h5", *ctx.extract_flags]
 
 
 CATALOGUE: list[Fault] = [

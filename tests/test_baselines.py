@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from coevofold import baselines, data, system
+from coevofold.data import tables
+from coevofold.models import baselines
+from coevofold.system import preparation
 from coevofold.errors import CoevofoldError
 
 
 @pytest.fixture(scope="module")
 def training():
     """One training protein from each of 30 DeepSF folds, in an order that is not sorted by fold."""
-    table = data.load("deepsf")
+    table = tables.load("deepsf")
     train = table[table["split"] == "train"].drop_duplicates("fold").sample(30, random_state=0)
     return train["sequence"].tolist(), train["fold"].tolist()
 
@@ -85,7 +87,7 @@ def test_embedding_baselines_separate_blobs(factory):
 
 
 def test_homology_first_trusts_only_confident_hits():
-    from coevofold.homology import choose_min_score, homology_first
+    from coevofold.system.homology import choose_min_score, homology_first
 
     model = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
     # query 0: weak hit (score 2) to class 2; query 1: strong hit (score 30) to class 0
@@ -118,17 +120,17 @@ def test_alignment_scores_are_cached_per_data_set(training, tmp_path, monkeypatc
     sequences, folds = training
     table = pd.DataFrame({"id": [f"p{i}" for i in range(12)], "sequence": sequences[:10] + sequences[:2],
                           "fold": folds[:10] + folds[:2], "split": ["train"] * 10 + ["valid", "test_fold"]})
-    first = system.cached_alignment("tiny", table, progress=False)
+    first = preparation.cached_alignment("tiny", table, progress=False)
     assert set(first) == {"valid", "test_fold"} and first["valid"].shape == (1, 10)
 
     def no_search(*args, **kwargs):
         raise AssertionError("searched again instead of reading the cache")
 
     monkeypatch.setattr(baselines.AlignmentNearestNeighbour, "search", no_search)
-    again = system.cached_alignment("tiny", table, progress=False)
+    again = preparation.cached_alignment("tiny", table, progress=False)
     assert all(np.array_equal(first[s], again[s]) for s in first)
     with pytest.raises(AssertionError):  # another table is another key
-        system.cached_alignment("tiny", table.assign(split=["train"] * 10 + ["test_fold", "valid"]), progress=False)
+        preparation.cached_alignment("tiny", table.assign(split=["train"] * 10 + ["test_fold", "valid"]), progress=False)
 
 
 @pytest.mark.parametrize("first, then", [(("test_fold",), ("valid", "test_fold")), (("valid", "test_fold"), ("test_fold",))])
@@ -151,6 +153,6 @@ def test_cached_alignment_holds_what_each_call_asks_for(training, tmp_path, monk
 
     monkeypatch.setattr(baselines.AlignmentNearestNeighbour, "search", counted)
     for splits in (first, then, first):
-        scores = system.cached_alignment("tiny", table, progress=False, splits=splits)
+        scores = preparation.cached_alignment("tiny", table, progress=False, splits=splits)
         assert set(scores) == set(splits) and all(np.array_equal(scores[s], fresh[s]) for s in splits)
     assert sum(searched) == 3  # each of the 3 query proteins searched once, whatever the order

@@ -10,8 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import calibration, metrics, pretrained, splits, system_evaluation
-from coevofold.calibration import Calibration, LogisticMap
+from coevofold import metrics
+from coevofold.data import splits
+from coevofold.features import pretrained
+from coevofold.system import calibration, evaluation
+from coevofold.system.calibration import Calibration, LogisticMap
 from coevofold.errors import CoevofoldError
 from coevofold.prediction import load_predictor, predict
 
@@ -68,7 +71,7 @@ def test_top1_temperature_matches_confidence_to_accuracy():
 
 def test_top_k_sums_to_at_most_one_and_keeps_ranking():
     fitted, stated, scores, targets = _fitted()
-    from coevofold.homology import homology_first
+    from coevofold.system.homology import homology_first
 
     for probs, alignment in ((stated, scores), (stated, None)):
         order, probability, from_alignment = fitted.top_k(probs, alignment, 5)
@@ -165,17 +168,17 @@ def test_calibration_split_holds_out_training_units_only(deepsf: pd.DataFrame):
 
 
 def test_fit_system_needs_homology(trained: Path, small_run):
-    from coevofold import system
+    from coevofold.system import preparation
 
     _, store_path, table = small_run
     with pytest.raises(CoevofoldError, match="fit_homology"):
-        system.fit_system(trained, store_path, table, {}, progress=False)
+        preparation.fit_system(trained, store_path, table, {}, progress=False)
 
 
 def test_evaluate_calibration_writes_diagram(prepared: Path, small_run, tmp_path: Path):
     _, store_path, table = small_run
     folder = shutil.copytree(prepared, tmp_path / "evaluated")
-    result = system_evaluation.evaluate_calibration(folder, store_path, table)
+    result = evaluation.evaluate_calibration(folder, store_path, table)
     assert result["system"] is False and "after" not in result
     pooled = result["before"]["pooled"]
     assert pooled["proteins"] == (table["split"] == "test_family").sum() and 0 <= pooled["ece"] <= 1

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coevofold import cli, system
+from coevofold.app import cli
+from coevofold.system import preparation
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -41,7 +42,7 @@ def test_help_exits_zero(command: tuple[str, ...], capsys):
 
 def test_top_level_help_in_a_real_process():
     """The very first command a user types, as the installed entry point runs it."""
-    done = subprocess.run([sys.executable, "-m", "coevofold.cli", "--help"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "coevofold.app.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "predict" in done.stdout and "serve" in done.stdout
 
@@ -59,7 +60,7 @@ def test_summarize_everything_excluded(tmp_path: Path, write_fasta, capsys):
 def test_train_default_calibrate_prepares_the_system(tmp_path: Path, monkeypatch, capsys):
     """--calibrate runs what quickstart runs after training (homology, calibration) on the same
     folder, table and members; without the default ensemble it is refused in one line."""
-    from coevofold import training
+    from coevofold.training import mixture, recipe
 
     calls = {}
 
@@ -71,13 +72,13 @@ def test_train_default_calibrate_prepares_the_system(tmp_path: Path, monkeypatch
         calls["prepared"] = (model_dir, set(members), name, len(table))
         return {}
 
-    monkeypatch.setattr(training, "train_ensemble", fake_train)
-    monkeypatch.setattr(system, "prepare", fake_prepare)
+    monkeypatch.setattr(mixture, "train_ensemble", fake_train)
+    monkeypatch.setattr(preparation, "prepare", fake_prepare)
     out = tmp_path / "default"
     args = ["train", "deepsf", "--store", "unused.h5", "--out", str(out), "--model-type", "default", "--quiet"]
     assert cli.main(args) == 0 and "prepared" not in calls
     assert cli.main([*args, "--calibrate"]) == 0
-    members = set(training.default_members(False))
+    members = set(recipe.default_members(False))
     assert calls["trained"] == (out, members) and calls["prepared"][:3] == (out, members, "deepsf")
     assert "homology transfer and calibration prepared" in capsys.readouterr().out
     assert cli.main(["train", "deepsf", "--store", "unused.h5", "--out", str(out), "--calibrate"]) == 1
@@ -158,10 +159,10 @@ def test_device_cpu_and_threads_on_extract_and_train(deepsf, model_dir, tmp_path
 
 
 def test_threads_and_device_reach_the_default_ensemble(tmp_path: Path, monkeypatch):
-    from coevofold import training
+    from coevofold.training import mixture
 
     calls = {}
-    monkeypatch.setattr(training, "train_ensemble", lambda store, table, out, members, fold_names=None:
+    monkeypatch.setattr(mixture, "train_ensemble", lambda store, table, out, members, fold_names=None:
                         calls.setdefault("members", members) and Path(out))
     assert cli.main(["train", "deepsf", "--store", "unused.h5", "--out", str(tmp_path / "d"), "--model-type", "default",
                      "--device", "cpu", "--threads", "3", "--quiet"]) == 0

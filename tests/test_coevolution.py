@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coevofold.coevolution import (
+from coevofold.features.coevolution import (
     Stitcher,
     average_product_correct,
     coevolution_maps,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import contacts
+from coevofold.features import contacts
 from coevofold.errors import CoevofoldError
 
 L = 30  # top-L = 30, top-L/2 = 15, top-L/5 = 6
@@ -122,7 +122,7 @@ def test_missing_chain_and_file_name_the_file(structures, tmp_path):
 
 @pytest.fixture(scope="module")
 def plm(model_dir):
-    from coevofold import pretrained
+    from coevofold.features import pretrained
 
     return pretrained.load(str(model_dir))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coevofold.embedding_alignment import (
+from coevofold.system.embedding_alignment import (
     block_scores,
     local_alignment,
     local_score,

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 import torch
 
-from coevofold import data, features, pretrained, store
-from coevofold.coevolution import window_starts
+from coevofold.data import tables
+from coevofold.features import extraction, pretrained, store
+from coevofold.features.coevolution import window_starts
 from coevofold.errors import CoevofoldError
 
 PROTBERT_VOCAB = "[PAD] [UNK] [CLS] [SEP] [MASK] L A G V E S I K R D T P N Q F Y M H C W X U B Z O".split()
@@ -33,7 +34,7 @@ def plm(model_dir: Path) -> pretrained.ProteinLM:
 @pytest.fixture(scope="module")
 def domains() -> pd.DataFrame:
     """Real DeepSF validation domains shorter than 150 residues, in file order."""
-    table = data.load("deepsf")
+    table = tables.load("deepsf")
     return table[(table["split"] == "valid") & (table["length"] < 150)][["id", "sequence"]].reset_index(drop=True)
 
 
@@ -44,12 +45,12 @@ def four(domains: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def batched(plm, four) -> store.FeatureRows:
-    return features.compute(plm, features.FeatureConfig(), four["id"].tolist(), four["sequence"].tolist())
+    return extraction.compute(plm, extraction.FeatureConfig(), four["id"].tolist(), four["sequence"].tolist())
 
 
 def _one_by_one(plm, config, table: pd.DataFrame) -> store.FeatureRows:
     return store.FeatureRows.concat(
-        [features.compute(plm, config, [i], [s]) for i, s in zip(table["id"], table["sequence"])])
+        [extraction.compute(plm, config, [i], [s]) for i, s in zip(table["id"], table["sequence"])])
 
 
 def _assert_rows_equal(a: store.FeatureRows, b: store.FeatureRows) -> None:
@@ -89,7 +90,7 @@ def test_contact_channel_is_the_models_contact_prediction(plm, batched, four):
 
 
 def test_batching_does_not_change_results(plm, batched, four):
-    single = _one_by_one(plm, features.FeatureConfig(), four)
+    single = _one_by_one(plm, extraction.FeatureConfig(), four)
     assert single.ids == batched.ids
     np.testing.assert_allclose(single.maps, batched.maps, **FLOAT16)
     np.testing.assert_allclose(single.embedding, batched.embedding, **FLOAT16)
@@ -103,10 +104,10 @@ def test_batching_does_not_change_results(plm, batched, four):
 
 def test_a_chain_that_fits_is_not_changed_by_windowing(plm, four):
     sequence = four["sequence"][2]
-    config = features.FeatureConfig(stride=len(sequence) // 2)
+    config = extraction.FeatureConfig(stride=len(sequence) // 2)
     exact = dataclasses.replace(plm, window=len(sequence))
-    _assert_rows_equal(features.compute(exact, config, ["p"], [sequence]),
-                       features.compute(plm, config, ["p"], [sequence]))
+    _assert_rows_equal(extraction.compute(exact, config, ["p"], [sequence]),
+                       extraction.compute(plm, config, ["p"], [sequence]))
 
 
 def test_a_long_chain_is_stitched_from_averaged_windows(plm, four):
@@ -114,11 +115,11 @@ def test_a_long_chain_is_stitched_from_averaged_windows(plm, four):
     length, window = len(sequence), 40
     small = dataclasses.replace(plm, window=window)
     # grid = L and bins = L keep full resolution, so overlaps can be checked residue by residue
-    stitched = features.compute(small, features.FeatureConfig(grid=length, embedding_bins=length, stride=20),
+    stitched = extraction.compute(small, extraction.FeatureConfig(grid=length, embedding_bins=length, stride=20),
                                 ["p"], [sequence])
     starts = window_starts(length, window, 20)
     assert starts == [0, 20, 40, 49]
-    pieces = features.compute(plm, features.FeatureConfig(grid=window, embedding_bins=window, stride=20),
+    pieces = extraction.compute(plm, extraction.FeatureConfig(grid=window, embedding_bins=window, stride=20),
                               [str(s) for s in starts], [sequence[s : s + window] for s in starts])
 
     maps = np.zeros((7, length, length))
@@ -148,7 +149,7 @@ def test_a_long_chain_is_stitched_from_averaged_windows(plm, four):
 
 def test_stride_longer_than_the_window_is_refused(plm, four):
     with pytest.raises(CoevofoldError, match="--stride 2000 is larger than the model's window") as excinfo:
-        features.compute(plm, features.FeatureConfig(stride=2000), ["p"], [four["sequence"][0]])
+        extraction.compute(plm, extraction.FeatureConfig(stride=2000), ["p"], [four["sequence"][0]])
     _one_line_error(excinfo)
 
 
@@ -156,15 +157,15 @@ def test_stride_longer_than_the_window_is_refused(plm, four):
 
 
 #: batches of one protein, on the CPU like compute() here, so stores and compute() agree bit for bit
-ONE_AT_A_TIME = features.RunConfig(max_tokens=1, part_size=1, device="cpu", progress=False)
+ONE_AT_A_TIME = extraction.RunConfig(max_tokens=1, part_size=1, device="cpu", progress=False)
 
 
 def test_extract_in_two_steps_stores_what_compute_gives(plm, four, tmp_path):
-    config = features.FeatureConfig()
-    features.extract(four.head(2), tmp_path / "resumed.h5", config, ONE_AT_A_TIME, plm=plm)
+    config = extraction.FeatureConfig()
+    extraction.extract(four.head(2), tmp_path / "resumed.h5", config, ONE_AT_A_TIME, plm=plm)
     assert sorted(store.read_ids(tmp_path / "resumed.h5")) == sorted(four["id"].head(2))
-    features.extract(four, tmp_path / "resumed.h5", config, ONE_AT_A_TIME, plm=plm)
-    features.extract(four, tmp_path / "whole.h5", config, ONE_AT_A_TIME, plm=plm)
+    extraction.extract(four, tmp_path / "resumed.h5", config, ONE_AT_A_TIME, plm=plm)
+    extraction.extract(four, tmp_path / "whole.h5", config, ONE_AT_A_TIME, plm=plm)
     ids = four["id"].tolist()
     resumed = store.read_rows(tmp_path / "resumed.h5", ids)
     _assert_rows_equal(resumed, store.read_rows(tmp_path / "whole.h5", ids))
@@ -174,10 +175,10 @@ def test_extract_in_two_steps_stores_what_compute_gives(plm, four, tmp_path):
 
 _EXTRACT_SCRIPT = """
 import sys
-from coevofold import features
+from coevofold.features import extraction
 source, out, model, threads = sys.argv[1:]
-features.extract(source, out, features.FeatureConfig(model=model),
-                 features.RunConfig(max_tokens=1, part_size=1, threads=int(threads), device="cpu", progress=False))
+extraction.extract(source, out, extraction.FeatureConfig(model=model),
+                 extraction.RunConfig(max_tokens=1, part_size=1, threads=int(threads), device="cpu", progress=False))
 """
 
 
@@ -205,7 +206,7 @@ def test_extract_killed_with_sigkill_resumes_to_the_same_store(plm, domains, mod
     assert not out.exists() and 1 <= finished < len(table)
 
     subprocess.run(command, check=True, capture_output=True)
-    features.extract(table, tmp_path / "whole.h5", features.FeatureConfig(), ONE_AT_A_TIME, plm=plm)
+    extraction.extract(table, tmp_path / "whole.h5", extraction.FeatureConfig(), ONE_AT_A_TIME, plm=plm)
     ids = table["id"].tolist()
     _assert_rows_equal(store.read_rows(out, ids), store.read_rows(tmp_path / "whole.h5", ids))
     assert not store.parts_dir(out).exists()
@@ -214,13 +215,13 @@ def test_extract_killed_with_sigkill_resumes_to_the_same_store(plm, domains, mod
 @pytest.fixture(scope="module")
 def grid16_store(plm, four, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("grid16") / "grid16.h5"
-    return features.extract(four.head(1), path, features.FeatureConfig(grid=16), ONE_AT_A_TIME, plm=plm)
+    return extraction.extract(four.head(1), path, extraction.FeatureConfig(grid=16), ONE_AT_A_TIME, plm=plm)
 
 
 def test_a_store_refuses_other_settings_naming_both_values(plm, four, grid16_store):
     assert store.read_rows(grid16_store).maps.shape == (1, 7, 16, 16)
     with pytest.raises(CoevofoldError, match="grid: 16 there, 32 now") as excinfo:
-        features.extract(four, grid16_store, features.FeatureConfig(grid=32), ONE_AT_A_TIME, plm=plm)
+        extraction.extract(four, grid16_store, extraction.FeatureConfig(grid=32), ONE_AT_A_TIME, plm=plm)
     _one_line_error(excinfo)
 
 
@@ -229,7 +230,7 @@ def test_a_truncated_store_is_one_line_error(plm, four, grid16_store, tmp_path):
     whole = grid16_store.read_bytes()
     cut.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(CoevofoldError, match="cut.h5: unreadable or truncated") as excinfo:
-        features.extract(four.head(1), cut, features.FeatureConfig(grid=16), ONE_AT_A_TIME, plm=plm)
+        extraction.extract(four.head(1), cut, extraction.FeatureConfig(grid=16), ONE_AT_A_TIME, plm=plm)
     _one_line_error(excinfo)
     with pytest.raises(CoevofoldError, match="truncated"):
         store.read_rows(cut)
@@ -238,7 +239,7 @@ def test_a_truncated_store_is_one_line_error(plm, four, grid16_store, tmp_path):
 def test_the_same_id_with_another_sequence_is_refused(plm, four, grid16_store):
     changed = four.head(1).assign(sequence=four["sequence"][1])
     with pytest.raises(CoevofoldError, match=f"record '{four['id'][0]}' is stored with a different sequence") as excinfo:
-        features.extract(changed, grid16_store, features.FeatureConfig(grid=16), ONE_AT_A_TIME, plm=plm)
+        extraction.extract(changed, grid16_store, extraction.FeatureConfig(grid=16), ONE_AT_A_TIME, plm=plm)
     _one_line_error(excinfo)
 
 
@@ -273,14 +274,14 @@ def test_prottrans_model_loads_and_encodes_as_protbert_was_trained(tiny_protbert
 def test_prottrans_features_use_the_all_head_average_as_contact_map(tiny_protbert):
     model = pretrained.load(str(tiny_protbert))
     with pytest.raises(CoevofoldError, match="--stride 511 is larger than the model's window \\(62"):
-        features.compute(model, features.FeatureConfig(), ["a"], ["MKTAYIAKQR"])
+        extraction.compute(model, extraction.FeatureConfig(), ["a"], ["MKTAYIAKQR"])
     sequences = ["MKTAYIAKQRQISFVKSHFSRQUZ", "ACDEFGHIKLMNPQRSTVWY" * 4]  # the second (80) is windowed
-    rows = features.compute(model, features.FeatureConfig(stride=31), ["a", "b"], sequences)
+    rows = extraction.compute(model, extraction.FeatureConfig(stride=31), ["a", "b"], sequences)
     assert rows.maps.shape == (2, 3, 32, 32) and rows.embedding.shape == (2, 32, 16) and rows.mean.shape == (2, 16)
     assert [c.size for c in rows.contacts] == [24 * 23 // 2, 80 * 79 // 2]
 
     length = len(sequences[0])
-    full = features.compute(model, features.FeatureConfig(stride=31, grid=length), ["a"], sequences[:1])
+    full = extraction.compute(model, extraction.FeatureConfig(stride=31, grid=length), ["a"], sequences[:1])
     all_heads = full.maps[0, 1:].astype(np.float32).mean(0)  # 2 layers of 2 heads: mean of layer means
     scaled = (all_heads - all_heads.min()) / (all_heads.max() - all_heads.min())
     np.testing.assert_allclose(full.maps[0, 0], scaled, atol=2e-3)
@@ -333,8 +334,8 @@ def test_store_records_model_name_and_version(tmp_path, plm, four):
 
     from coevofold import __version__
 
-    out = features.extract(four.head(2), tmp_path / "s.h5", features.FeatureConfig(),
-                           features.RunConfig(progress=False, device="cpu"), plm=plm)
+    out = extraction.extract(four.head(2), tmp_path / "s.h5", extraction.FeatureConfig(),
+                           extraction.RunConfig(progress=False, device="cpu"), plm=plm)
     with h5py.File(out, "r") as f:
         assert f.attrs["model"] == plm.label
         assert f.attrs["coevofold_version"] == __version__
@@ -349,13 +350,13 @@ def test_two_processes_write_shards_that_merge_into_one_store(plm, four, model_d
 
     fasta = tmp_path / "four.fasta"
     fasta.write_text("".join(f">{i}\n{s}\n" for i, s in zip(four["id"], four["sequence"])))
-    command = [sys.executable, "-m", "coevofold.cli", "extract", str(fasta), "--out", str(tmp_path / "ddp.h5"),
+    command = [sys.executable, "-m", "coevofold.app.cli", "extract", str(fasta), "--out", str(tmp_path / "ddp.h5"),
                "--model", str(model_dir), "--device", "cpu", "--devices", "2", "--threads", "1", "--quiet"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not store.parts_dir(tmp_path / "ddp.h5").exists()
-    single = features.extract(four, tmp_path / "one.h5", features.FeatureConfig(),
-                              features.RunConfig(progress=False, device="cpu", threads=1), plm=plm)
+    single = extraction.extract(four, tmp_path / "one.h5", extraction.FeatureConfig(),
+                              extraction.RunConfig(progress=False, device="cpu", threads=1), plm=plm)
     ddp_rows = store.read_rows(tmp_path / "ddp.h5", four["id"].tolist())
     one_rows = store.read_rows(single, four["id"].tolist())
     np.testing.assert_allclose(ddp_rows.mean, one_rows.mean, atol=1e-4)

@@ -27,7 +27,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coevofold import benchmark, cli, data, fetch, files, names
+from coevofold import files
+from coevofold.app import cli, runs
+from coevofold.data import fetch, names, tables
 from coevofold.errors import CoevofoldError
 
 DEEPSF_TABLE = "deepsf_tape_remote_homology/deepsf_d2_all_splits.tsv"
@@ -160,7 +162,7 @@ def _astral_upstream(shared: Path) -> dict[str, bytes]:
 
 def _scope_upstream(shared: Path) -> dict[str, bytes]:
     """The ASTRAL FASTA, and dir.cla / dir.des of its records in SCOPe's tab-separated layouts."""
-    table = data.read_fasta(shared / "scope_astral20/astral_20.fa", labels="scop")
+    table = tables.read_fasta(shared / "scope_astral20/astral_20.fa", labels="scop")
     cla = ["# dir.cla.scope.2.08-stable.txt", "# SCOPe release 2.08-stable (test copy)"]
     cla += [f"{r.id}\t{r.id[1:5]}\tA:\t{r.family or r.fold}\t{n}\tcl=46456,px={n}" for n, r in
             enumerate(table.itertuples(index=False), start=100000)]
@@ -204,8 +206,8 @@ def test_fetch_deepsf_writes_the_shared_table_and_a_rerun_downloads_nothing(
     assert "16,292 domains (train 12,312, valid 736, test_fold 718, test_superfamily 1,254, test_family 1,272: " \
            "the published counts), 1,195 folds, families from DeepSF's D1 lists for 16,169" in out
     assert out.count("recorded now, checked on every later use") == len(deepsf_full)  # each file's sha256, once
-    table = data.load("deepsf")
-    pd.testing.assert_frame_equal(table, data.read_deepsf_tsv(shared_data / DEEPSF_TABLE))
+    table = tables.load("deepsf")
+    pd.testing.assert_frame_equal(table, tables.read_deepsf_tsv(shared_data / DEEPSF_TABLE))
     manifest = json.loads((isolated / "deepsf_tape_remote_homology" / files.FETCH_MANIFEST).read_text())
     assert {i["file"] for i in manifest["inputs"]} == set(deepsf_full) and all(len(i["sha256"]) == 64 for i in manifest["inputs"])
     assert "COEVOFOLD_DATA" not in out  # the presets already read this folder
@@ -230,14 +232,14 @@ def test_fetch_scope_and_scop2_write_the_shared_tables(upstream, isolated, share
     for relpath in ("scope208_astral_filtered/scope2.08_astral_th20.tsv", "scope_astral20/astral_20.fa",
                     "scop2_represeq_clusters/scop2_represeq_th20.tsv", "scop2_represeq_clusters/scop-des-latest.txt"):
         assert (isolated / relpath).read_bytes() == (shared_data / relpath).read_bytes(), relpath
-    n_scope = len(data.read_scope_tsv(shared_data / "scope208_astral_filtered/scope2.08_astral_th20.tsv"))
+    n_scope = len(tables.read_scope_tsv(shared_data / "scope208_astral_filtered/scope2.08_astral_th20.tsv"))
     assert f"sccs: {n_scope:,} of {n_scope:,} agree with dir.cla" in out
-    n_scop2 = len(data.read_scop2_tsv(shared_data / "scop2_represeq_clusters/scop2_represeq_th20.tsv"))
+    n_scop2 = len(tables.read_scop2_tsv(shared_data / "scop2_represeq_clusters/scop2_represeq_th20.tsv"))
     assert f"classification: {n_scop2:,} of {n_scop2:,} agree with scop-cla-latest.txt" in out
     # the astral FASTA downloaded once for both data sets that read it
     assert upstream.requests[f"/astral20/{fetch._ASTRAL20.name}"] == 0
     for preset in ("scope208", "astral20", "scop2", "binary"):
-        assert len(data.load(preset)) > 0
+        assert len(tables.load(preset)) > 0
     assert names.fold_names("scop2")["2000051"] == "Immunoglobulin-like beta-sandwich"
 
 
@@ -284,7 +286,7 @@ def test_cut_download_leaves_nothing_and_the_next_fetch_completes(upstream, isol
     assert not (downloads / fetch._TAPE_ARCHIVE).exists()
     assert [p.name for p in downloads.iterdir() if p.name.startswith("tmp")] == []  # pooch's partial file went too
     assert cli.main(["data", "fetch", "deepsf", "--quiet"]) == 0
-    assert data.load("deepsf")["id"].tolist() == [i for i in pd.read_csv(
+    assert tables.load("deepsf")["id"].tolist() == [i for i in pd.read_csv(
         io.BytesIO(served[fetch._D2["train"].name]), sep="\t", header=None)[0]] + \
         [i for s in list(fetch._TAPE_SPLITS)[1:] for i in pd.read_csv(io.BytesIO(served[fetch._D2[s].name]),
                                                                         sep="\t", header=None)[0]]
@@ -321,7 +323,7 @@ def test_tape_json_variants(upstream, isolated, deepsf_small, shared_data, capsy
     shutil.rmtree(isolated.parent / "cache")
     upstream.serve("deepsf", {**served, fetch._TAPE_ARCHIVE: _tape_archive(table, lambda r: r | {"id": f"b'{r['id']}'"})})
     assert cli.main(["data", "fetch", "deepsf", "--quiet"]) == 0
-    assert sorted(data.load("deepsf")["id"]) == sorted(ids)
+    assert sorted(tables.load("deepsf")["id"]) == sorted(ids)
 
 
 def test_changed_fetched_table_and_foreign_folder_refused(upstream, isolated, deepsf_small, capsys):
@@ -334,7 +336,7 @@ def test_changed_fetched_table_and_foreign_folder_refused(upstream, isolated, de
     with open(isolated / DEEPSF_TABLE, "a") as handle:
         handle.write("train\td9zzza_\t3\ta\ta.1\t\t\t\t0\tMKV\n")
     with pytest.raises(CoevofoldError, match="changed since `coevofold data fetch` wrote it"):
-        data.load("deepsf")
+        tables.load("deepsf")
     assert cli.main(["data", "fetch", "deepsf", "--quiet"]) == 1
     assert "changed since `coevofold data fetch` wrote it" in _error_line(capsys)
 
@@ -344,7 +346,7 @@ def test_changed_fetched_table_and_foreign_folder_refused(upstream, isolated, de
 
 def test_missing_data_says_to_fetch(isolated, monkeypatch):
     with pytest.raises(CoevofoldError, match=r"no such file \(preset 'binary'\); `coevofold data fetch scop2`"):
-        data.load("binary")
+        tables.load("binary")
     monkeypatch.delenv("COEVOFOLD_DATA")
     with pytest.raises(CoevofoldError, match="run `coevofold data fetch deepsf`"):
         files.data_root()
@@ -356,7 +358,7 @@ def test_fetch_without_coevofold_data_is_found_by_the_presets(upstream, isolated
     assert cli.main(["data", "fetch", "deepsf", "--quiet"]) == 0
     assert "COEVOFOLD_DATA" not in capsys.readouterr().out
     assert files.data_root() == files.fetched_data_dir() == isolated.parent / "cache" / "data"
-    assert sorted(data.load("deepsf")["id"]) == sorted(deepsf_small[1])
+    assert sorted(tables.load("deepsf")["id"]) == sorted(deepsf_small[1])
     assert cli.main(["data", "fetch", "deepsf", "--dir", str(isolated), "--quiet"]) == 0  # elsewhere: say how
     assert f"set COEVOFOLD_DATA={isolated} to use this copy" in capsys.readouterr().out
 
@@ -378,7 +380,7 @@ def test_readme_commands_fetch_then_quickstart_reach_the_fetched_data(
         reached.update(name=name, ids=sorted(table["id"]), label=plm.label)
         raise CoevofoldError("stopped before feature extraction (test)")
 
-    monkeypatch.setattr(benchmark, "cached_features", stop)
+    monkeypatch.setattr(runs, "cached_features", stop)
     capsys.readouterr()
     assert cli.main(["quickstart", "--quiet"]) == 1
     printed = capsys.readouterr()
@@ -390,7 +392,7 @@ def test_readme_commands_fetch_then_quickstart_reach_the_fetched_data(
 
 def test_registry_matches_the_presets():
     """Every preset names a fetch that writes its folder; every upstream URL is a web address."""
-    for preset in data.PRESETS.values():
+    for preset in tables.PRESETS.values():
         assert fetch.DATASETS[preset.fetch].folder == Path(preset.relpath).parts[0], preset.name
     names = [r.name for d in fetch.DATASETS.values() for r in d.remotes]
     assert len(set(names)) == len({(r.name, r.urls) for d in fetch.DATASETS.values() for r in d.remotes})

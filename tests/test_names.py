@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coevofold import data, names
-from coevofold.names import Domain, fold_name, match_folds, resolve, scop_sid_domain
+from coevofold.data import names, tables
+from coevofold.data.names import Domain, fold_name, match_folds, resolve, scop_sid_domain
 
 
 def test_sid_parsing():
@@ -60,7 +60,7 @@ def test_shipped_table_is_what_the_shared_data_give(tmp_path: Path):
     shipped = pd.read_csv(names.SHIPPED, sep="\t", dtype=str, keep_default_na=False)
     rebuilt = names.write_shipped(out=tmp_path / "names.tsv")
     assert pd.read_csv(tmp_path / "names.tsv", sep="\t", dtype=str, keep_default_na=False).equals(shipped)
-    assert set(shipped["fold"]) == set(data.load("deepsf")["fold"])
+    assert set(shipped["fold"]) == set(tables.load("deepsf")["fold"])
     cover = names.coverage(rebuilt)
     assert cover["folds"] == 1195 and cover["named"] == 944
     assert fold_name("a.1") == "Globin-like" and fold_name("c.1") == "TIM beta/alpha-barrel"
@@ -69,4 +69,4 @@ def test_shipped_table_is_what_the_shared_data_give(tmp_path: Path):
 
 @pytest.mark.parametrize("fold", ["a.1", "b.1", "c.1", "d.58"])
 def test_deepsf_fold_names_are_not_class_names(fold):
-    assert names.fold_names("deepsf")[fold] not in data.SCOP_CLASSES.values()
+    assert names.fold_names("deepsf")[fold] not in tables.SCOP_CLASSES.values()

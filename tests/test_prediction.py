@@ -14,9 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import baselines, evaluation, features, homology, prediction, pretrained, system_evaluation, training
+from coevofold import prediction
+from coevofold.features import extraction, pretrained
+from coevofold.models import baselines
+from coevofold.system import evaluation, homology
+from coevofold.training import scoring, trainer
 from coevofold.errors import CoevofoldError
-from coevofold.names import fold_name
+from coevofold.data.names import fold_name
 from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, predictions_text, write_predictions
 
 LONG_ID = "d1y5ia2"  # 1,074 residues: longer than ESM-2's 1,022-residue window
@@ -65,7 +69,7 @@ def test_table_input_top_1(trained: Path, deepsf: pd.DataFrame, plm: pretrained.
     before = torch.get_num_threads()
     try:
         frame = predict(table.assign(sequence=table["sequence"].str.lower()), trained, top_k=1, model=plm,
-                        run=features.RunConfig(device="cpu", threads=1), progress=False)
+                        run=extraction.RunConfig(device="cpu", threads=1), progress=False)
         assert torch.get_num_threads() == 1  # --threads reaches torch
     finally:
         torch.set_num_threads(before)
@@ -189,7 +193,7 @@ def test_hybrid_top1_equals_benchmark_row(prepared: Path, small_run, plm: pretra
     train = table[table["split"] == "train"]
     search = baselines.AlignmentNearestNeighbour(n_jobs=1, progress=False).fit(train["sequence"].tolist(), train["fold"].tolist())
     scores = {s: search.class_scores(table.loc[table["split"] == s, "sequence"].tolist()) for s in ("valid", "test_family")}
-    threshold, results = system_evaluation.homology_first_results(model, store_path, table, scores)
+    threshold, results = evaluation.homology_first_results(model, store_path, table, scores)
     assert threshold == json.loads((prepared / homology.META_FILE).read_text())["min_score"]
     tests = table[table["split"] == "test_family"]
     frame = predict(tests[["id", "sequence"]], prepared, top_k=1, model=plm, progress=False)
@@ -201,7 +205,7 @@ def test_hybrid_top1_equals_benchmark_row(prepared: Path, small_run, plm: pretra
     forced = shutil.copytree(prepared, tmp_path / "forced")
     settings = json.loads((forced / homology.META_FILE).read_text())
     (forced / homology.META_FILE).write_text(json.dumps(settings | {"min_score": 5.0}))
-    _, probs, targets = evaluation.model_scores(model, store_path, table, ("test_family",))
+    _, probs, targets = scoring.model_scores(model, store_path, table, ("test_family",))
     expected = homology.homology_first(probs["test_family"], scores["test_family"], 5.0).argmax(1)
     frame = predict(tests[["id", "sequence"]], forced, top_k=1, model=plm, progress=False)
     assert (frame["source"] == "alignment").sum() == (scores["test_family"].max(1) >= 5.0).sum() > 0
@@ -221,8 +225,8 @@ def test_real_window_long_chain(model_dir: Path, deepsf: pd.DataFrame, tmp_path:
     long = deepsf[deepsf["id"] == LONG_ID]
     other = deepsf[(deepsf["fold"] != long["fold"].iloc[0]) & (deepsf["length"] < 80)].head(1)
     table = pd.concat([long, other, long.assign(id="copy")], ignore_index=True).assign(split=["train", "train", "valid"])
-    store_path = features.extract(table, tmp_path / "f.h5", run=features.RunConfig(progress=False), plm=plm)
-    model = training.train(store_path, table, tmp_path / "model", training.TrainConfig(max_epochs=1, progress=False))
+    store_path = extraction.extract(table, tmp_path / "f.h5", run=extraction.RunConfig(progress=False), plm=plm)
+    model = trainer.train(store_path, table, tmp_path / "model", trainer.TrainConfig(max_epochs=1, progress=False))
     frame = predict(_fasta(tmp_path / "long.fasta", long), model, model=plm, progress=False)
     assert frame["id"].tolist() == [LONG_ID, LONG_ID] and frame["rank"].tolist() == [1, 2]
     assert frame["probability"].sum() == pytest.approx(1.0, abs=1e-4)

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import metrics, plots, report, store
+from coevofold import metrics, plots
+from coevofold.app import report
+from coevofold.features import store
 from coevofold.errors import CoevofoldError
-from coevofold.names import fold_name
-from coevofold.splits import TEST_SPLITS
+from coevofold.data.names import fold_name
+from coevofold.data.splits import TEST_SPLITS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")

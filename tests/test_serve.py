@@ -25,9 +25,10 @@ import pytest
 
 import numpy as np
 
-from coevofold import cli, prediction
-from coevofold.calibration import ALIGNMENT_FEATURES, MODEL_FEATURES, MODEL_ONLY_FEATURES, Calibration, LogisticMap
-from coevofold.serve import ServeConfig, Service, create_app
+from coevofold import prediction
+from coevofold.app import cli
+from coevofold.system.calibration import ALIGNMENT_FEATURES, MODEL_FEATURES, MODEL_ONLY_FEATURES, Calibration, LogisticMap
+from coevofold.app.serve import ServeConfig, Service, create_app
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve_screenshot.png"
 CONFIG = ServeConfig(max_sequences=4, max_residues=400, max_bytes=20_000)
@@ -478,7 +479,7 @@ def test_a_client_that_leaves_while_its_request_runs(guarded, domains: pd.DataFr
 
     import httpx
 
-    caplog.set_level(logging.INFO, "coevofold.serve")
+    caplog.set_level(logging.INFO, "coevofold.app.serve")
     service, url = guarded
     gate, calls, real = _gated(service, monkeypatch)
     body = json.dumps({"fasta": _fasta(domains.head(1)), "top_k": 1}).encode()
@@ -490,7 +491,7 @@ def test_a_client_that_leaves_while_its_request_runs(guarded, domains: pd.DataFr
     _until(lambda: service.in_progress == 0)
     monkeypatch.setattr(service, "predict", real)
     assert httpx.post(url + "/api/predict", content=body, timeout=60).status_code == 200
-    assert [r.getMessage() for r in caplog.records if r.name == "coevofold.serve"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "coevofold.app.serve"] == [
         "POST /api/predict: the client went away; request dropped"]
     _no_tracebacks(caplog, capfd)
 
@@ -510,5 +511,5 @@ def test_an_unexpected_error_is_a_json_500_and_one_logged_traceback(guarded, dom
     assert response.json() == {"error": "internal error (ZeroDivisionError: division by zero); "
                                         "the server log has the traceback"}
     logged = [record for record in caplog.records if record.exc_info]
-    assert len(logged) == 1 and logged[0].name == "coevofold.serve"
+    assert len(logged) == 1 and logged[0].name == "coevofold.app.serve"
     assert logged[0].getMessage() == "POST /api/predict: unexpected error"

@@ -5,19 +5,19 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from coevofold import data, splits
-from coevofold.cli import main
+from coevofold.data import splits, tables
+from coevofold.app.cli import main
 from coevofold.errors import LeakageError
 
 
 @pytest.fixture(scope="module")
 def deepsf():
-    return data.load("deepsf")
+    return tables.load("deepsf")
 
 
 def test_deepsf_counts_match_published(deepsf):
     report = splits.check_deepsf_counts(deepsf)
-    assert report["found"].to_dict() == data.DEEPSF_PUBLISHED_COUNTS
+    assert report["found"].to_dict() == tables.DEEPSF_PUBLISHED_COUNTS
     assert deepsf.loc[deepsf["split"] == "train", "fold"].nunique() == 1195
 
 
@@ -27,7 +27,7 @@ def test_deepsf_has_no_leakage(deepsf):
 
 @pytest.mark.parametrize("source", ["scop2", "astral20"])
 def test_split_maker_holds_out_whole_units(source):
-    table = splits.make_splits(data.load(source), splits.SplitConfig(seed=3))
+    table = splits.make_splits(tables.load(source), splits.SplitConfig(seed=3))
     train = table[table["split"] == "train"]
     fold_test = table[table["split"] == "test_fold"]
     sf_test = table[table["split"] == "test_superfamily"]
@@ -44,7 +44,7 @@ def test_split_maker_holds_out_whole_units(source):
 
 
 def test_split_maker_is_deterministic_per_seed():
-    table = data.load("binary")
+    table = tables.load("binary")
     a = splits.make_splits(table, splits.SplitConfig(seed=1))["split"]
     b = splits.make_splits(table, splits.SplitConfig(seed=1))["split"]
     c = splits.make_splits(table, splits.SplitConfig(seed=2))["split"]
@@ -52,7 +52,7 @@ def test_split_maker_is_deterministic_per_seed():
 
 
 def test_binary_preset_has_two_folds():
-    table = data.load("binary")
+    table = tables.load("binary")
     assert sorted(table["fold"].unique()) == ["2000014", "2000051"]
 
 

@@ -7,13 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold import combiner, evaluation, homology, metrics, prediction, splits, store, system, system_evaluation, templates
+from coevofold import metrics, prediction
+from coevofold.data import splits
+from coevofold.features import store
+from coevofold.system import combiner, evaluation, homology, preparation, templates
+from coevofold.training import scoring
 from coevofold.errors import CoevofoldError
 
 
 def test_templates_save_load_round_trip(system_run, tmp_path):
     model, store_path, table, _, _ = system_run
-    built = system.fit_templates(tmp_path, store_path, table)
+    built = preparation.fit_templates(tmp_path, store_path, table)
     loaded = templates.load_templates(tmp_path)
     train = table[table["split"] == "train"]
     assert loaded.ids.tolist() == train["id"].tolist() and loaded.folds.tolist() == train["fold"].tolist()
@@ -63,7 +67,7 @@ def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
     carved = splits.calibration_split(table)
     held = carved[carved["split"].isin(splits.CALIBRATION_SPLITS)]
     searched, fitted = [], []
-    real_hits, real_fit = system.cached_hits, combiner.fit_weights
+    real_hits, real_fit = preparation.cached_hits, combiner.fit_weights
 
     def spy_hits(folder, store_path, searched_table, split, config=None, progress=True):
         searched.append((folder, set(searched_table.loc[searched_table["split"] == split, "id"])))
@@ -73,12 +77,12 @@ def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
         fitted.append(np.asarray(targets))
         return real_fit(evidence, targets, weights, groups)
 
-    monkeypatch.setattr(system, "cached_hits", spy_hits)
+    monkeypatch.setattr(preparation, "cached_hits", spy_hits)
     monkeypatch.setattr(combiner, "fit_weights", spy_fit)
-    rows = system.held_out(model, store_path, table, members, progress=False)
+    rows = preparation.held_out(model, store_path, table, members, progress=False)
     weights = combiner.fit_weights(rows.evidence, rows.targets, rows.weights)
     combiner.cross_fitted(rows.evidence, rows.targets, rows.superfamilies, rows.weights)
-    classes = evaluation.model_scores(model, store_path, table, ())[0]["classes"]
+    classes = scoring.model_scores(model, store_path, table, ())[0]["classes"]
     assert len(rows.targets) == len(held)
     assert np.array_equal(rows.targets, metrics.encode_labels(
         pd.concat([held[held["split"] == s] for s in splits.CALIBRATION_SPLITS])["fold"], classes))
@@ -110,9 +114,9 @@ def test_predict_equals_benchmark_and_names_templates(system_run, plm):
     """predict's top-1 on test rows is the benchmark's system answer, and each row names the
     best template of its fold with the aligned regions."""
     model, store_path, table, _, alignment = system_run
-    assert system.is_prepared(model)
-    scored = evaluation.model_scores(model, store_path, table, splits.TEST_SPLITS)
-    meta, combined, targets = system_evaluation.system_scores(model, store_path, table, alignment, scored, progress=False)
+    assert preparation.is_prepared(model)
+    scored = scoring.model_scores(model, store_path, table, splits.TEST_SPLITS)
+    meta, combined, targets = evaluation.system_scores(model, store_path, table, alignment, scored, progress=False)
     min_score = homology.read_settings(model).min_score
     test = table[table["split"].isin(splits.TEST_SPLITS)]
     frame = prediction.predict(test[["id", "sequence"]], model, top_k=3, model=plm, progress=False)
@@ -146,7 +150,7 @@ def test_no_homology_on_a_prepared_folder_is_the_model_uncalibrated(system_run, 
 def test_evaluate_scores_the_combined_system(system_run, monkeypatch, capsys, tmp_path):
     import shutil
 
-    from coevofold import cli
+    from coevofold.app import cli
 
     model, store_path, table, _, _ = system_run
     folder = shutil.copytree(model, tmp_path / "model")

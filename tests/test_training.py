@@ -12,15 +12,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from coevofold import benchmark, checkpoint, data, features, models, pretrained, training
+from coevofold.app import runs
+from coevofold.data import tables
+from coevofold.features import extraction, pretrained
+from coevofold.models import attention, ensemble, registry
+from coevofold.training import checkpoint, mixture, recipe, trainer
 from coevofold.errors import CoevofoldError
 
 
 def test_class_weights_hand_computed():
     # counts [3, 1], power 1 -> [1/3, 1]; mean over the 4 examples = 0.5 -> [2/3, 2]
-    weights = training.class_weights(torch.tensor([0, 0, 0, 1]), 2, power=1.0)
+    weights = trainer.class_weights(torch.tensor([0, 0, 0, 1]), 2, power=1.0)
     assert torch.allclose(weights, torch.tensor([2 / 3, 2.0]))
-    assert torch.allclose(training.class_weights(torch.tensor([0, 0, 1]), 2, power=0.0), torch.ones(2))
+    assert torch.allclose(trainer.class_weights(torch.tensor([0, 0, 1]), 2, power=0.0), torch.ones(2))
 
 
 
@@ -30,20 +34,20 @@ def test_class_weights_hand_computed():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, model_dir: Path) -> tuple[Path, pd.DataFrame]:
     """Features of 16 short real domains of 4 folds (3 train + 1 valid each)."""
-    deepsf = data.load("deepsf")
+    deepsf = tables.load("deepsf")
     short = deepsf[(deepsf["split"] == "train") & deepsf["length"].between(40, 90)]
     folds = short["fold"].value_counts().index[:4]
     table = pd.concat([short[short["fold"] == f].head(4) for f in folds], ignore_index=True)
     table["split"] = ["train", "train", "train", "valid"] * 4
     plm = pretrained.load(str(model_dir))
-    path = features.extract(table, tmp_path_factory.mktemp("store") / "f.h5", features.FeatureConfig(),
-                            features.RunConfig(progress=False, device="cpu"), plm=plm)
+    path = extraction.extract(table, tmp_path_factory.mktemp("store") / "f.h5", extraction.FeatureConfig(),
+                            extraction.RunConfig(progress=False, device="cpu"), plm=plm)
     return path, table
 
 
 def _train(store: Path, table: pd.DataFrame, out: Path, epochs: int) -> dict[str, torch.Tensor]:
-    config = training.TrainConfig(max_epochs=epochs, patience=100, batch_size=4, progress=False)
-    training.train(store, table, out, config)
+    config = trainer.TrainConfig(max_epochs=epochs, patience=100, batch_size=4, progress=False)
+    trainer.train(store, table, out, config)
     return load_file(str(out / checkpoint.MODEL_WEIGHTS))
 
 
@@ -63,11 +67,11 @@ def test_same_seed_same_model_and_resume_repeats_the_run(tiny, tmp_path):
     assert (tmp_path / "a" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("name", list(models.MODELS))
+@pytest.mark.parametrize("name", list(registry.MODELS))
 def test_every_model_trains_and_reloads_weights_only(tiny, tmp_path, name):
     store, table = tiny
     out = tmp_path / name
-    training.train(store, table, out, training.TrainConfig(model=models.ModelConfig(name=name), max_epochs=1, progress=False))
+    trainer.train(store, table, out, trainer.TrainConfig(model=registry.ModelConfig(name=name), max_epochs=1, progress=False))
     classifier, meta = checkpoint.load_model(out)
     split = checkpoint.load_split(store, table[table["split"] == "valid"], meta["classes"])
     probs = checkpoint.predict_proba(classifier, split)
@@ -77,7 +81,7 @@ def test_every_model_trains_and_reloads_weights_only(tiny, tmp_path, name):
 
 def test_ci_benchmark_preset_runs_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path / "cache"))
-    results = benchmark.run_benchmark("deepsf-ci", tmp_path / "bench", models=("maps2d",), progress=False)
+    results = runs.run_benchmark("deepsf-ci", tmp_path / "bench", models=("maps2d",), progress=False)
     assert "coevofold maps2d" in results and "alignment nearest neighbour (Smith-Waterman, E-value)" in results
     assert any(name.startswith("coevofold maps2d, homology transfer where E <= 1e-") for name in results)
     for level in ("test_fold", "test_superfamily", "test_family"):
@@ -90,9 +94,9 @@ def test_ci_benchmark_preset_runs_end_to_end(tmp_path, monkeypatch, capsys):
 
 def test_smoothing_matrix_hand_computed():
     classes = ["a.1", "a.2", "b.1"]
-    uniform = training.smoothing_matrix(classes, 0.3, "uniform")
+    uniform = trainer.smoothing_matrix(classes, 0.3, "uniform")
     assert torch.allclose(uniform[0], torch.tensor([0.7 + 0.1, 0.1, 0.1]))
-    within = training.smoothing_matrix(classes, 0.3, "class")
+    within = trainer.smoothing_matrix(classes, 0.3, "class")
     # a.1: 0.7 on itself, 0.3 spread over a.1 and a.2; b.1 is alone in its class
     assert torch.allclose(within[0], torch.tensor([0.85, 0.15, 0.0]))
     assert torch.allclose(within[2], torch.tensor([0.0, 0.0, 1.0]))
@@ -100,7 +104,7 @@ def test_smoothing_matrix_hand_computed():
 
 
 def test_light_attention_is_a_weighted_mean_plus_max():
-    branch = models.LightAttention(2, 2, kernel=1)
+    branch = attention.LightAttention(2, 2, kernel=1)
     with torch.no_grad():
         for conv in (branch.values, branch.scores):
             conv.weight.copy_(torch.eye(2)[..., None])
@@ -117,14 +121,14 @@ def test_light_attention_is_a_weighted_mean_plus_max():
 def test_hierarchy_heads_lower_their_loss_and_round_trip(tiny, tmp_path):
     store, table = tiny
     levels = ("fold", "superfamily", "family")
-    config = training.TrainConfig(model=models.ModelConfig(name="layers", levels=levels), max_epochs=1,
+    config = trainer.TrainConfig(model=registry.ModelConfig(name="layers", levels=levels), max_epochs=1,
                                   progress=False, smoothing_target="class")
-    out = training.train(store, table, tmp_path / "h", config)
+    out = trainer.train(store, table, tmp_path / "h", config)
     classifier, meta = checkpoint.load_model(out)
     assert meta["model"]["levels"] == list(levels) and set(meta["level_classes"]) == {"superfamily", "family"}
     train_rows = table[table["split"] == "train"]
     split = checkpoint.load_split(store, train_rows, meta["classes"], meta["level_classes"])
-    batch = split.batch(list(range(len(split))), models.MODELS["layers"])
+    batch = split.batch(list(range(len(split))), registry.MODELS["layers"])
     classifier.train()
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-2)
 
@@ -154,8 +158,8 @@ def test_lbfgs_probe_equals_scikit_learn(tiny, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
     store, table = tiny
-    config = training.TrainConfig(model=models.ModelConfig(name="probe"), solver="lbfgs", C=0.5, progress=False)
-    out = training.train(store, table, tmp_path / "p", config)
+    config = trainer.TrainConfig(model=registry.ModelConfig(name="probe"), solver="lbfgs", C=0.5, progress=False)
+    out = trainer.train(store, table, tmp_path / "p", config)
     classifier, meta = checkpoint.load_model(out)
     train_rows, valid_rows = table[table["split"] == "train"], table[table["split"] == "valid"]
     train = checkpoint.load_split(store, train_rows, meta["classes"])
@@ -166,7 +170,7 @@ def test_lbfgs_probe_equals_scikit_learn(tiny, tmp_path):
     expected = reference.predict_proba(((valid.layers.float().flatten(1) - mean) / std).numpy())
     assert np.allclose(checkpoint.predict_proba(classifier, valid), expected, atol=1e-5)
     with pytest.raises(CoevofoldError, match="lbfgs"):
-        training.train(store, table, tmp_path / "q", training.TrainConfig(model=models.ModelConfig(name="layers"),
+        trainer.train(store, table, tmp_path / "q", trainer.TrainConfig(model=registry.ModelConfig(name="layers"),
                                                                           solver="lbfgs", progress=False))
 
 
@@ -176,26 +180,26 @@ def test_fit_ensemble_weights_hand_computed():
     b = np.array([[0.4, 0.6], [0.1, 0.9], [0.1, 0.9]])  # right on 2 of 3
     # a mix with b's weight w gets all three right for 0.2 < w < 0.818 (protein 0: 0.95 - 0.55 w > 0.5;
     # proteins 1, 2: 0.4 + 0.5 w > 0.5); among those the log-loss falls as w grows, so 0.8 on the grid
-    assert training.fit_ensemble_weights([a, b], targets).tolist() == pytest.approx([0.2, 0.8])
+    assert mixture.fit_ensemble_weights([a, b], targets).tolist() == pytest.approx([0.2, 0.8])
 
 
 def test_seed_groups_share_one_weight_per_recipe():
-    members = training.default_members(progress=False)
-    groups = training.seed_groups({**members, "mlp_seed3": dataclasses.replace(members["mlp_seed3"], progress=True)})
+    members = recipe.default_members(progress=False)
+    groups = mixture.seed_groups({**members, "mlp_seed3": dataclasses.replace(members["mlp_seed3"], progress=True)})
     assert groups == [["probe"], ["mlp", *(f"mlp_seed{s}" for s in range(1, 8))], ["attention", "attention_seed1", "attention_seed2"]]
     wider = {**members, "mlp_seed1": dataclasses.replace(members["mlp_seed1"], lr=3e-3)}
-    assert ["mlp_seed1"] in training.seed_groups(wider)  # another recipe, not another seed
+    assert ["mlp_seed1"] in mixture.seed_groups(wider)  # another recipe, not another seed
 
 
 def test_ensemble_trains_members_mixes_on_valid_and_reloads(tiny, tmp_path):
     store, table = tiny
-    mlp = training.TrainConfig(model=models.ModelConfig(name="layers", levels=("fold", "superfamily")),
+    mlp = trainer.TrainConfig(model=registry.ModelConfig(name="layers", levels=("fold", "superfamily")),
                                max_epochs=1, progress=False)
-    members = {"probe": training.TrainConfig(model=models.ModelConfig(name="probe"), solver="lbfgs", progress=False),
+    members = {"probe": trainer.TrainConfig(model=registry.ModelConfig(name="probe"), solver="lbfgs", progress=False),
                "mlp": mlp, "mlp_seed1": dataclasses.replace(mlp, seed=1)}
-    out = training.train_ensemble(store, table, tmp_path / "e", members)
-    ensemble, meta = checkpoint.load_model(out)
-    assert isinstance(ensemble, models.Ensemble) and meta["model"]["name"] == "ensemble"
+    out = mixture.train_ensemble(store, table, tmp_path / "e", members)
+    loaded, meta = checkpoint.load_model(out)
+    assert isinstance(loaded, ensemble.Ensemble) and meta["model"]["name"] == "ensemble"
     # model.json names the pLM that made the features as it was loaded (the offline copy, here)
     plm_label = checkpoint.load_model(out / "members" / "mlp")[1]["plm"]
     assert meta["plm"] == plm_label and plm_label.startswith("offline copy ") and "sha256 " in plm_label
@@ -205,23 +209,23 @@ def test_ensemble_trains_members_mixes_on_valid_and_reloads(tiny, tmp_path):
     valid = checkpoint.load_split(store, table[table["split"] == "valid"], meta["classes"])
     parts = {name: checkpoint.predict_proba(checkpoint.load_model(out / "members" / name)[0], valid) for name in members}
     expected = sum(weights[name] * parts[name] for name in members)
-    assert np.allclose(checkpoint.predict_proba(ensemble, valid), expected, atol=1e-5)
+    assert np.allclose(checkpoint.predict_proba(loaded, valid), expected, atol=1e-5)
 
 
 def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
-    members = training.default_members(progress=False)
+    members = recipe.default_members(progress=False)
     folder = tmp_path / "m"
     folder.mkdir()
-    assert not training.trained_as(folder, members, {"grid": 32})
+    assert not mixture.trained_as(folder, members, {"grid": 32})
     meta = {"feature_settings": {"grid": 32}, "ensemble": {"members": {
         name: json.loads(json.dumps(dataclasses.asdict(config))) for name, config in members.items()}}}
     (folder / checkpoint.MODEL_META).write_text(json.dumps(meta))
-    assert training.trained_as(folder, training.default_members(progress=True), {"grid": 32})
+    assert mixture.trained_as(folder, recipe.default_members(progress=True), {"grid": 32})
     elsewhere = {n: dataclasses.replace(c, device="auto", threads=1) for n, c in members.items()}
-    assert training.trained_as(folder, elsewhere, {"grid": 32})  # where it ran does not change the model
-    assert not training.trained_as(folder, members, {"grid": 16})
+    assert mixture.trained_as(folder, elsewhere, {"grid": 32})  # where it ran does not change the model
+    assert not mixture.trained_as(folder, members, {"grid": 16})
     other = {**members, "mlp": dataclasses.replace(members["mlp"], seed=1)}
-    assert not training.trained_as(folder, other, {"grid": 32})
+    assert not mixture.trained_as(folder, other, {"grid": 32})
 
 
 def test_plm_label_of_an_older_store_is_marked(tiny, tmp_path):
@@ -231,9 +235,9 @@ def test_plm_label_of_an_older_store_is_marked(tiny, tmp_path):
     import h5py
 
     store, _ = tiny
-    assert training.plm_label(store).startswith("offline copy ")
+    assert trainer.plm_label(store).startswith("offline copy ")
     old = shutil.copy(store, tmp_path / "old.h5")
     with h5py.File(old, "r+") as f:
         f.attrs["model"] = "facebook/esm2_t6_8M_UR50D"
         sha = json.loads(f.attrs["settings"])["weights_sha256"]
-    assert training.plm_label(old) == f"facebook/esm2_t6_8M_UR50D (as an older store named it), sha256 {sha}"
+    assert trainer.plm_label(old) == f"facebook/esm2_t6_8M_UR50D (as an older store named it), sha256 {sha}"

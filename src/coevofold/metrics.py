@@ -24,7 +24,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from coevofold.errors import CoevofoldError
 from coevofold.files import write_text
-from coevofold.splits import TEST_SPLITS
+from coevofold.data.splits import TEST_SPLITS
 
 #: Target code of a protein whose fold has no column in the scores (unseen in training).
 UNSEEN = -1
@@ -257,7 +257,7 @@ def topk_for(n_classes: int) -> tuple[int, ...]:
     return (1, 5) if n_classes > 5 else (1,)
 
 
-#: What :func:`coevofold.system_evaluation.evaluate_calibration` writes beside the model: the reliability diagram.
+#: What :func:`coevofold.system.evaluation.evaluate_calibration` writes beside the model: the reliability diagram.
 RELIABILITY_PNG = "reliability.png"
 #: Equal-width bins of expected calibration error (the issue's and most papers' choice).
 ECE_BINS = 10
@@ -313,7 +313,7 @@ def calibration_levels(probability: Mapping[str, np.ndarray], correct: Mapping[s
 
 
 def calibration_markdown(result: Mapping[str, dict]) -> str:
-    """:func:`coevofold.system_evaluation.evaluate_calibration`'s result as Markdown: mean stated probability and ECE before and
+    """:func:`coevofold.system.evaluation.evaluate_calibration`'s result as Markdown: mean stated probability and ECE before and
     after calibration per level, and, when calibrated, each confidence band's proteins and precision."""
     whens = [when for when in ("before", "after") if when in result]
     header = ["Level", "proteins", "top-1 right", *(f"{col} {when}" for when in whens for col in ("stated p", "ECE"))]

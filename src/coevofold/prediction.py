@@ -19,23 +19,27 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from coevofold import calibration as calibrating, metrics
-from coevofold import checkpoint as model_files
-from coevofold import combiner as combining
-from coevofold import data, devices, features, homology, pretrained, store, system, templates
-from coevofold import names as fold_naming
+from coevofold import metrics
+from coevofold.system import calibration as calibrating
+from coevofold.training import checkpoint as model_files
+from coevofold.system import combiner as combining
+from coevofold import devices
+from coevofold.data import tables
+from coevofold.features import extraction, pretrained, store
+from coevofold.system import homology, preparation, templates
+from coevofold.data import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, write_text
 
 #: Columns of :func:`predict`'s table and of both output formats, in order. ``probability`` is
-#: calibrated where the model folder has a calibration (:mod:`coevofold.calibration`) and
+#: calibrated where the model folder has a calibration (:mod:`coevofold.system.calibration`) and
 #: ``confidence`` its band (high / medium / low; empty without a calibration); the rest is the
 #: evidence: ``source`` (alignment: homology transfer; combined: the combiner over the model and the
 #: searches; model: the classifier alone), the training domain that best supports the row's fold
 #: (``hit``, its ``identity`` and pairwise ``evalue``), and, where that hit itself passes the
 #: E-value threshold (a transfer), its superfamily and family.
 #: ``template`` is the training domain of the row's fold that the template search aligned best
-#: (residue embeddings, :mod:`coevofold.templates`), ``template_z`` its z-score against the
+#: (residue embeddings, :mod:`coevofold.system.templates`), ``template_z`` its z-score against the
 #: query's own decoys, ``query_region`` / ``template_region`` the aligned residues (1-based).
 PREDICTION_COLUMNS = ["id", "rank", "fold", "probability", "confidence", "name",
                       "source", "hit", "identity", "evalue", "hit_superfamily", "hit_family",
@@ -71,20 +75,20 @@ def _load_checkpoint(checkpoint: str | os.PathLike | None):
     return folder, classifier, meta
 
 
-def feature_config(folder: Path, meta: dict) -> features.FeatureConfig:
+def feature_config(folder: Path, meta: dict) -> extraction.FeatureConfig:
     """The feature settings a model was trained on, from its ``model.json``."""
     try:
         stored = meta["feature_settings"]
-        return features.FeatureConfig(maps=stored["maps"], grid=stored["grid"], embedding_layer=stored["embedding_layer"],
+        return extraction.FeatureConfig(maps=stored["maps"], grid=stored["grid"], embedding_layer=stored["embedding_layer"],
                                       embedding_bins=stored["embedding_bins"], stride=stored["stride"],
                                       residue_layer=stored["residue_layer"])
     except (KeyError, TypeError) as exc:
         raise CoevofoldError(f"{folder / model_files.MODEL_META}: no usable feature_settings ({exc!r} missing)") from None
 
 
-def check_compatible(folder: Path, meta: dict, plm: pretrained.ProteinLM, config: features.FeatureConfig) -> None:
+def check_compatible(folder: Path, meta: dict, plm: pretrained.ProteinLM, config: extraction.FeatureConfig) -> None:
     """Refuse a pLM whose features would differ from those the checkpoint was trained on."""
-    trained, now = meta["feature_settings"], features.settings_of(plm, config)
+    trained, now = meta["feature_settings"], extraction.settings_of(plm, config)
     if trained == now:
         return
     old, new = str(trained.get("weights_sha256")), now["weights_sha256"]
@@ -113,7 +117,7 @@ class Predictor:
     classifier: torch.nn.Module
     meta: dict
     plm: pretrained.ProteinLM
-    config: features.FeatureConfig
+    config: extraction.FeatureConfig
     search: homology.HomologySearch | None
     #: the folder's probability calibration, None when it has none (probabilities are then raw).
     calibration: calibrating.Calibration | None = None
@@ -123,7 +127,7 @@ class Predictor:
     templates: templates.TemplateSearch | None = None
     combiner: combining.Combiner | None = None
 
-    def predict(self, table: pd.DataFrame, top_k: int = 5, run: features.RunConfig | None = None,
+    def predict(self, table: pd.DataFrame, top_k: int = 5, run: extraction.RunConfig | None = None,
                 progress: bool = True, contacts: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
         """:func:`predict` for a validated ``table`` (``id``, ``sequence``).
 
@@ -131,20 +135,20 @@ class Predictor:
         features' channel 0, symmetric, in [0, 1]) by id.
         """
         check_top_k(top_k)
-        run = run or features.RunConfig()
+        run = run or extraction.RunConfig()
         if table.empty:
             raise CoevofoldError("no sequences to predict")
-        features.check_lengths(table)
+        extraction.check_lengths(table)
         devices.set_threads(run.threads)
         ids, sequences = table["id"].tolist(), table["sequence"].tolist()
         probs = np.zeros((len(ids), len(self.meta["classes"])), dtype=np.float32)
         residues: list[np.ndarray] = [np.zeros(0)] * len(ids)
         triangles: list[np.ndarray] = [np.zeros(0)] * len(ids)
-        batches = features.make_batches([len(s) for s in sequences], self.plm.window, self.config.stride,
+        batches = extraction.make_batches([len(s) for s in sequences], self.plm.window, self.config.stride,
                                         run.max_tokens, run.max_pairs)
         with tqdm(total=len(ids), unit="protein", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
             for batch in batches:
-                rows = features.compute(self.plm, self.config, [ids[i] for i in batch], [sequences[i] for i in batch],
+                rows = extraction.compute(self.plm, self.config, [ids[i] for i in batch], [sequences[i] for i in batch],
                                         run.max_pairs)
                 split = model_files.SplitData.from_rows(rows)
                 probs[batch] = model_files.predict_proba(self.classifier, split)
@@ -158,7 +162,7 @@ class Predictor:
         found = None
         if evidence is not None and self.templates is not None and self.combiner is not None:
             hits = self.templates.search(_Queries(residues, triangles), progress)
-            combined = system.evidence_of(probs, hits, evidence.scores, self.templates.templates, self.meta["classes"])
+            combined = preparation.evidence_of(probs, hits, evidence.scores, self.templates.templates, self.meta["classes"])
             probs = self.combiner.probabilities(probs, combined.template_z, combined.overlap, combined.alignment,
                                                 combined.fold_size)
             codes = self.template_codes
@@ -181,7 +185,7 @@ class Predictor:
 
 @dataclass
 class _Queries:
-    """What :meth:`coevofold.templates.TemplateSearch.search` reads of store rows, for in-memory features."""
+    """What :meth:`coevofold.system.templates.TemplateSearch.search` reads of store rows, for in-memory features."""
 
     residues: list[np.ndarray]
     contacts: list[np.ndarray]
@@ -246,11 +250,11 @@ def load_predictor(checkpoint: str | os.PathLike | None = None,
     else:
         note = MODEL_ONLY_NOTE.format(folder=folder)
     calibration = calibrating.load_calibration(folder) if calibrating.has_calibration(folder) else None
-    if search is None and system.is_prepared(folder):  # its maps read the combiner's probabilities, not the model's
+    if search is None and preparation.is_prepared(folder):  # its maps read the combiner's probabilities, not the model's
         calibration = None
         note += " (probabilities uncalibrated: the folder's calibration is the combined system's)"
     search_templates, fitted = None, None
-    if search is not None and system.is_prepared(folder):
+    if search is not None and preparation.is_prepared(folder):
         search_templates = templates.TemplateSearch(templates.load_templates(folder))
         fitted = combining.load_combiner(folder)
     elif search is not None:
@@ -263,17 +267,17 @@ def predict(
     checkpoint: str | os.PathLike | None = None,
     top_k: int = 5,
     model: str | os.PathLike | pretrained.ProteinLM | None = None,
-    run: features.RunConfig | None = None,
+    run: extraction.RunConfig | None = None,
     progress: bool = True,
     use_homology: bool = True,
 ) -> pd.DataFrame:
     """The ``top_k`` most probable folds of every sequence in ``source``, with their evidence.
 
-    ``source`` is a FASTA/table path (validated by :func:`coevofold.data.load`) or a table with
+    ``source`` is a FASTA/table path (validated by :func:`coevofold.data.tables.load`) or a table with
     ``id`` and ``sequence``; ``checkpoint`` a model folder (default :func:`default_model_dir`);
-    ``model`` the pLM (hub id, folder or loaded :class:`~coevofold.pretrained.ProteinLM`; default
+    ``model`` the pLM (hub id, folder or loaded :class:`~coevofold.features.pretrained.ProteinLM`; default
     resolved as for extraction); ``run`` sets batching and threads. With ``use_homology`` and a
-    model folder prepared by :func:`coevofold.homology.fit_homology`, sequences whose best
+    model folder prepared by :func:`coevofold.system.homology.fit_homology`, sequences whose best
     Smith-Waterman hit to the training domains passes the stored threshold take the alignment's
     ranking (``source`` = alignment), the others the model's. Returns one row per (sequence,
     rank) with the columns :data:`PREDICTION_COLUMNS`, rank 1 first, in input order; the frame's
@@ -282,11 +286,11 @@ def predict(
     """
     check_top_k(top_k)
     model_folder(checkpoint)  # a missing model is the first thing to say
-    table = data.as_table(source)
+    table = tables.as_table(source)
     if table.empty:
         raise CoevofoldError("no sequences to predict")
-    features.check_lengths(table)
-    run = run or features.RunConfig()
+    extraction.check_lengths(table)
+    run = run or extraction.RunConfig()
     return load_predictor(checkpoint, model, use_homology, device=run.device).predict(table, top_k, run, progress)
 
 
@@ -295,7 +299,7 @@ def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: di
                calibration: calibrating.Calibration | None, source: str = "model") -> pd.DataFrame:
     """Long table of the ``top_k`` best-ranked classes per protein, with their evidence.
 
-    Probabilities are :func:`coevofold.calibration.stated`'s: calibrated where the folder has a
+    Probabilities are :func:`coevofold.system.calibration.stated`'s: calibrated where the folder has a
     calibration, else the model's and, on alignment rows, the validation hit rate of their rank.
     Every row with a search names its fold's best hit, and that hit's superfamily and family
     where the hit passes the threshold.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from coevofold.data import DEEPSF_PUBLISHED_COUNTS, DEEPSF_SPLITS
+from coevofold.data.tables import DEEPSF_PUBLISHED_COUNTS, DEEPSF_SPLITS
 from coevofold.errors import CoevofoldError, LeakageError
 
 TEST_SPLITS = ("test_fold", "test_superfamily", "test_family")

@@ -3,7 +3,7 @@
 Pooled vectors lose what remote homologues share: a conserved core of a few dozen residues in
 a domain of two hundred. Aligning residue embeddings (EBA, pLM-BLAST) keeps it: the cosine
 matrix between query and template residues, z-scored by rows and columns, a local alignment
-with a linear gap (:mod:`coevofold.embedding_alignment`). On held-out training superfamilies
+with a linear gap (:mod:`coevofold.system.embedding_alignment`). On held-out training superfamilies
 this finds the right fold about as often as the whole classifier ensemble, and differently.
 
 Three choices keep it fast and comparable across queries:
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from coevofold import embedding_alignment as ea
-from coevofold import store
+from coevofold.system import embedding_alignment as ea
+from coevofold.features import store
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path
 

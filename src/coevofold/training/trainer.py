@@ -6,39 +6,28 @@ the 12,312 DeepSF training domains is a pass over in-memory arrays, not a pLM ru
 Reproducibility: every epoch reseeds the shuffling and dropout generators from (seed, epoch), so
 a run killed and resumed from its last checkpoint repeats the uninterrupted run exactly.
 Checkpoints for resuming are loaded with ``weights_only=True``; the finished model is saved as
-safetensors plus a JSON description (:mod:`coevofold.checkpoint`), never a pickle.
+safetensors plus a JSON description (:mod:`coevofold.training.checkpoint`), never a pickle.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from coevofold import devices, store
-from coevofold.checkpoint import (
-    ENSEMBLE_MEMBERS,
-    METRICS,
-    MODEL_META,
-    MODEL_WEIGHTS,
-    SplitData,
-    load_model,
-    load_split,
-    predict_proba,
-    read_meta,
-    save_model,
-)
+from coevofold import devices
 from coevofold.errors import CoevofoldError
+from coevofold.features import store
 from coevofold.files import writable_dir, write_text
 from coevofold.logs import quiet_lightning
-from coevofold.models import LINEAR, MODELS, Batch, FoldClassifier, ModelConfig
+from coevofold.models.registry import LINEAR, MODELS, Batch, FoldClassifier, ModelConfig
+from coevofold.training.checkpoint import METRICS, SplitData, load_split, predict_proba, save_model
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -313,125 +302,6 @@ def train(
     meta["epochs"] = trainer.current_epoch
     save_model(run_dir, classifier, meta)
     _plot_curves(run_dir)
-    return run_dir
-
-
-def default_members(progress: bool = True) -> dict[str, TrainConfig]:
-    """The default model's members: what ``quickstart`` trains and ``predict`` uses.
-
-    A linear probe on every hidden layer's mean embedding fitted to convergence, eight seeds of
-    an MLP on the same inputs with superfamily and family heads in its loss and no class
-    weights, and three seeds of the same MLP with light attention over the segment embeddings;
-    one mixture weight per recipe, fitted on ``valid`` and shared equally by its seeds
-    (:func:`seed_groups`). Chosen on held-out data only (README, Results): single MLP seeds
-    differ by up to 3 points on held-out fold-like proteins, and averaging eight of them (three
-    of the attention MLP) lifted a proxy of the model from 34.1 to 35.8 % on the fold-like
-    proteins held out of training (:func:`coevofold.splits.calibration_split`) and from 39.9
-    to 41.0 % on ``valid``. Offered as a sixth member of the previous five-member default, the
-    co-evolution maps CNN got weight 0 on ``valid``.
-    """
-    hierarchy = ("fold", "superfamily", "family")
-    mlp = TrainConfig(model=ModelConfig(name="layers", levels=hierarchy), class_weight_power=0.0, progress=progress)
-    attention = replace(mlp, model=ModelConfig(name="attention", levels=hierarchy))
-    return {
-        "probe": TrainConfig(model=ModelConfig(name="probe"), solver="lbfgs", progress=progress),
-        **{("mlp" if seed == 0 else f"mlp_seed{seed}"): replace(mlp, seed=seed) for seed in range(8)},
-        **{("attention" if seed == 0 else f"attention_seed{seed}"): replace(attention, seed=seed) for seed in range(3)},
-    }
-
-
-def seed_groups(members: dict[str, TrainConfig]) -> list[list[str]]:
-    """Members that differ only in their seed (or progress, threads and device), in order of first appearance.
-
-    An ensemble fits one weight per group, shared equally by its seeds: a weight per seed would
-    let ``valid`` pick lucky seeds, and the grid search grows as (steps + 1) ** groups.
-    """
-    groups: dict[str, list[str]] = {}
-    for name, config in members.items():
-        groups.setdefault(json.dumps(_recipe(asdict(replace(config, seed=0))), sort_keys=True), []).append(name)
-    return list(groups.values())
-
-
-def _recipe(described: dict) -> dict:
-    """A member's configuration without what does not change the model (progress, threads, device)."""
-    return {k: v for k, v in described.items() if k not in ("progress", "threads", "device")}
-
-
-def trained_as(folder: str | os.PathLike, members: dict[str, TrainConfig], settings: dict) -> bool:
-    """Whether ``folder`` holds the ensemble of ``members`` trained on features of ``settings``.
-
-    Progress, thread and device settings do not change a model, so they are not compared.
-    """
-    path = Path(folder) / MODEL_META
-    if not path.is_file():
-        return False
-    meta = read_meta(path)
-    stored = meta.get("ensemble", {}).get("members", {})
-    return meta.get("feature_settings") == settings and set(stored) == set(members) and all(
-        _recipe(stored[name]) == _recipe(json.loads(json.dumps(asdict(config)))) for name, config in members.items())
-
-
-def simplex_grid(n: int, steps: int = 10) -> np.ndarray:
-    """Every mixture of ``n`` weights on a 1/``steps`` grid that sums to 1, one per row."""
-    grid = np.arange(steps + 1) / steps
-    combos = np.array(np.meshgrid(*[grid] * n, indexing="ij")).reshape(n, -1).T
-    return combos[np.isclose(combos.sum(axis=1), 1.0)]
-
-
-def fit_ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: int = 10) -> np.ndarray:
-    """Mixture weights on a 1/``steps`` grid of the simplex with the best top-1 on ``targets``,
-    ties broken by log-loss (then by the earlier grid point)."""
-    seen = targets >= 0
-    best, best_key = None, None
-    for combo in simplex_grid(len(probs), steps):
-        mixed = sum(w * p for w, p in zip(combo, probs))[seen]
-        key = (float((mixed.argmax(1) == targets[seen]).mean()),
-               float(np.log(mixed[np.arange(len(mixed)), targets[seen]] + 1e-12).mean()))
-        if best_key is None or key > best_key:
-            best, best_key = combo, key
-    return best
-
-
-def train_ensemble(store_path: str | os.PathLike, table: pd.DataFrame, run_dir: str | os.PathLike,
-                   members: dict[str, TrainConfig], fold_names: dict[str, str] | None = None) -> Path:
-    """Train each member (or reuse a finished one) and fit the mixture weights on ``valid``,
-    one per :func:`seed_groups` group.
-
-    ``run_dir/members/NAME`` holds each member's ordinary model folder; ``run_dir/model.json``
-    the weights and every member's configuration. Loading it with :func:`load_model` gives an
-    :class:`~coevofold.models.Ensemble`.
-    """
-    run_dir = writable_dir(run_dir)
-    loaded = {}
-    for name, config in members.items():
-        folder = run_dir / ENSEMBLE_MEMBERS / name
-        if not (folder / MODEL_WEIGHTS).is_file():
-            train(store_path, table, folder, config, fold_names)
-        loaded[name] = load_model(folder)
-    metas = [meta for _, meta in loaded.values()]
-    if any(meta["classes"] != metas[0]["classes"] for meta in metas):
-        raise CoevofoldError(f"{run_dir}: members were trained on different folds")
-    valid = load_split(store_path, table[table["split"] == "valid"], metas[0]["classes"])
-    probs = dict(zip(members, (predict_proba(model, valid) for model, _ in loaded.values())))
-    groups = seed_groups(members)
-    group_weights = fit_ensemble_weights([np.mean([probs[name] for name in group], axis=0) for group in groups],
-                                         valid.labels.numpy())
-    shared = {name: weight / len(group) for group, weight in zip(groups, group_weights) for name in group}
-    weights = [shared[name] for name in members]
-    mixed = sum(w * probs[name] for w, name in zip(weights, members))
-    meta = {key: metas[0][key] for key in ("classes", "shapes", "fold_names", "train_counts", "feature_settings")}
-    meta["plm"] = plm_label(store_path)
-    if fold_names:
-        meta["fold_names"] = {c: fold_names.get(c, "") for c in meta["classes"]}
-    meta.update(
-        model={"name": "ensemble"},
-        level_classes={},
-        ensemble={"weights": {name: float(w) for name, w in zip(members, weights)},
-                  "members": {name: json.loads(json.dumps(asdict(config))) for name, config in members.items()}},
-        best_val_acc=float((mixed.argmax(1) == valid.labels.numpy()).mean()),
-        epochs=sum(meta["epochs"] for meta in metas),
-    )
-    write_text(run_dir / MODEL_META, json.dumps(meta, indent=1))
     return run_dir
 
 

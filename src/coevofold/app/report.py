@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from coevofold import __version__, plots, store
-from coevofold import names as fold_naming
+from coevofold import __version__, plots
+from coevofold.features import store
+from coevofold.data import names as fold_naming
 from coevofold.errors import CoevofoldError
-from coevofold.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON, is_ensemble
+from coevofold.training.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON, is_ensemble
 from coevofold.metrics import LEVEL_NAMES, RELIABILITY_PNG, calibration_markdown, results_markdown
 from coevofold.files import write_text
 

@@ -11,35 +11,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coevofold import calibration, evaluation, homology, metrics, plots, system, templates
-from coevofold import combiner as combining
-from coevofold.checkpoint import RESULTS_JSON
-from coevofold.splits import TEST_SPLITS
+from coevofold import metrics, plots
+from coevofold.system import calibration, homology, preparation, templates
+from coevofold.training import scoring
+from coevofold.system import combiner as combining
+from coevofold.training.checkpoint import RESULTS_JSON
+from coevofold.data.splits import TEST_SPLITS
 
 
 def system_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame,
-                  alignment: dict[str, np.ndarray], scored: evaluation.Scored,
-                  progress: bool = True) -> evaluation.Scored:
+                  alignment: dict[str, np.ndarray], scored: scoring.Scored,
+                  progress: bool = True) -> scoring.Scored:
     """The combined probabilities of every split in ``scored`` (the model's own scores), as
-    :func:`coevofold.evaluation.model_scores` returns them, so every evaluation reads them alike."""
+    :func:`coevofold.training.scoring.model_scores` returns them, so every evaluation reads them alike."""
     meta, probs, targets = scored
     found = templates.load_templates(model_dir)
     fitted = combining.load_combiner(model_dir)
     combined = {}
     for split, split_probs in probs.items():
-        hits = system.cached_hits(model_dir, store_path, table, split, progress=progress)
-        evidence = system.evidence_of(split_probs, hits, alignment[split], found, meta["classes"])
+        hits = preparation.cached_hits(model_dir, store_path, table, split, progress=progress)
+        evidence = preparation.evidence_of(split_probs, hits, alignment[split], found, meta["classes"])
         combined[split] = fitted.probabilities(evidence.probs, evidence.template_z, evidence.overlap,
                                                evidence.alignment, evidence.fold_size)
     return meta, combined, targets
 
 
 def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
-                           scored: evaluation.Scored | None = None,
+                           scored: scoring.Scored | None = None,
                            threshold: float | None = None) -> tuple[float, dict]:
     """A trained model (or ``scored``, any scores of it) behind homology transfer, with the E-value
     threshold chosen on valid unless given."""
-    meta, probs, targets = evaluation.scores_for(run_dir, store_path, table, ("valid", *TEST_SPLITS), scored)
+    meta, probs, targets = scoring.scores_for(run_dir, store_path, table, ("valid", *TEST_SPLITS), scored)
     threshold, ranked = homology.transfer(probs, alignment, targets, threshold)
     levels = [s for s in TEST_SPLITS if s in ranked]
     return threshold, metrics.evaluate_levels({s: ranked[s] for s in levels}, {s: targets[s] for s in levels},
@@ -48,7 +50,7 @@ def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame,
 
 def evaluate_calibration(model_dir: str | os.PathLike, store_path: str | os.PathLike, table,
                          alignment: Mapping[str, np.ndarray] | None = None,
-                         scored: evaluation.Scored | None = None) -> dict[str, dict]:
+                         scored: scoring.Scored | None = None) -> dict[str, dict]:
     """How well the top-1 probability ``predict`` states matches how often it is right, per test level.
 
     ``alignment``: the test levels' alignment class scores against the model's training set;
@@ -56,10 +58,10 @@ def evaluate_calibration(model_dir: str | os.PathLike, store_path: str | os.Path
     first) as ``predict`` answers, else the model alone. ``before`` is the raw statement (model
     probability, validation hit rate on alignment rows), ``after`` the folder's calibration
     where it has one. Adds ``calibration`` to ``results.json`` and draws :data:`metrics.RELIABILITY_PNG`.
-    ``scored``: the model's :func:`coevofold.evaluation.model_scores` when the caller has them.
+    ``scored``: the model's :func:`coevofold.training.scoring.model_scores` when the caller has them.
     """
     model_dir = Path(model_dir)
-    _, probs, targets = evaluation.scores_for(model_dir, store_path, table, TEST_SPLITS, scored)
+    _, probs, targets = scoring.scores_for(model_dir, store_path, table, TEST_SPLITS, scored)
     settings = homology.read_settings(model_dir) if alignment is not None and homology.has_homology(model_dir) else None
     fitted = calibration.load_calibration(model_dir) if calibration.has_calibration(model_dir) else None
     stated: dict[str, dict[str, np.ndarray]] = {"before": {}, "after": {}}

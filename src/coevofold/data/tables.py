@@ -368,7 +368,7 @@ class Preset:
     relpath: str
     reader: str
     description: str
-    #: the ``coevofold data fetch`` name that downloads this file (coevofold.fetch.DATASETS).
+    #: the ``coevofold data fetch`` name that downloads this file (coevofold.data.fetch.DATASETS).
     fetch: str
     folds: tuple[str, ...] = ()  # restrict to these folds (the binary task)
 

@@ -1,6 +1,6 @@
 """Feature extraction: proteins -> pLM attention -> compact co-evolution features in a store.
 
-:func:`compute` turns a list of sequences into :class:`~coevofold.store.FeatureRows` (the
+:func:`compute` turns a list of sequences into :class:`~coevofold.features.store.FeatureRows` (the
 science, usable in memory); :func:`extract` runs it over a FASTA or table through Lightning's
 predict loop so ``--device cuda --devices N`` scales out unchanged, each rank writing its own
 part files, rank 0 merging them into the store. Re-running skips finished proteins.
@@ -21,8 +21,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from coevofold import data, devices, pretrained, store
-from coevofold.coevolution import Stitcher, coevolution_maps, pool_grid, pool_positions, window_starts
+from coevofold import devices
+from coevofold.data import tables
+from coevofold.features import pretrained, store
+from coevofold.features.coevolution import Stitcher, coevolution_maps, pool_grid, pool_positions, window_starts
 from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, writable_dir
 from coevofold.logs import quiet_lightning
@@ -325,7 +327,7 @@ def extract(
     config = config or FeatureConfig()
     run = run or RunConfig()
     out = Path(out)
-    table = data.as_table(source)
+    table = tables.as_table(source)
     if table.empty:
         raise CoevofoldError("no proteins to extract")
     check_lengths(table)

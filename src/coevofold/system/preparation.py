@@ -3,18 +3,18 @@
 Preparing a trained ensemble's folder (:func:`fit_templates`, then :func:`fit_system`):
 
 1. ``templates.npz`` / ``templates_vectors.npy``: the model's training domains as templates
-   (:mod:`coevofold.templates`).
+   (:mod:`coevofold.system.templates`).
 2. A *proxy* of the model (the same recipe trained without the calibration split's held-out
-   superfamilies, families and members, :func:`coevofold.splits.calibration_split`) with its
+   superfamilies, families and members, :func:`coevofold.data.splits.calibration_split`) with its
    own templates (the proxy's training rows only), so that the held-out rows meet classifier and
    searches exactly as remote queries meet the final model.
 3. ``combiner.json``: the combiner's regression fitted on the held-out rows
-   (:mod:`coevofold.combiner`), never on valid or test.
+   (:mod:`coevofold.system.combiner`), never on valid or test.
 4. ``calibration.json``: the calibration maps fitted on *cross-fitted* combined probabilities of
    the same rows (each row scored by a combiner fitted without its superfamily), so the maps see
    the combiner's out-of-sample behaviour.
 
-Homology transfer (a significant Smith-Waterman hit decides, :func:`coevofold.homology.homology_first`)
+Homology transfer (a significant Smith-Waterman hit decides, :func:`coevofold.system.homology.homology_first`)
 stays on top: its threshold is the model folder's ``homology.json``.
 """
 
@@ -29,10 +29,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coevofold import baselines, calibration, combiner, evaluation, homology, metrics, splits, store, templates
+from coevofold import metrics
+from coevofold.data import splits
+from coevofold.features import store
+from coevofold.models import baselines
+from coevofold.system import calibration, combiner, homology, templates
+from coevofold.training import scoring
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, cache_dir
-from coevofold.splits import TEST_SPLITS
+from coevofold.data.splits import TEST_SPLITS
 
 #: Where :func:`fit_system` trains the proxy, inside the model folder it prepares.
 PROXY_DIR = "calibration_proxy"
@@ -93,7 +98,7 @@ class HeldOut:
 def held_out(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame, members: dict,
              held_out_alignment: dict[str, np.ndarray] | None = None, progress: bool = True) -> HeldOut:
     """Train (or reuse) the proxy and its templates, and gather its evidence on the held-out rows."""
-    from coevofold import training
+    from coevofold.training import mixture
 
     table = table[table["split"] != "excluded"]
     model_dir = Path(model_dir)
@@ -101,9 +106,9 @@ def held_out(model_dir: str | os.PathLike, store_path: str | os.PathLike, table:
     kinds = [s for s in splits.CALIBRATION_SPLITS if (carved["split"] == s).any()]
     if not kinds:
         raise CoevofoldError("calibration: the training set is too small to hold out superfamilies, families or members")
-    proxy = Path(training.train_ensemble(store_path, carved, model_dir / PROXY_DIR, members))
-    meta, probs, targets = evaluation.model_scores(proxy, store_path, carved, (*kinds, "valid"))
-    final_meta, final_probs, final_targets = evaluation.model_scores(model_dir, store_path, table, ("valid",))
+    proxy = Path(mixture.train_ensemble(store_path, carved, model_dir / PROXY_DIR, members))
+    meta, probs, targets = scoring.model_scores(proxy, store_path, carved, (*kinds, "valid"))
+    final_meta, final_probs, final_targets = scoring.model_scores(model_dir, store_path, table, ("valid",))
     if meta["classes"] != final_meta["classes"]:
         raise CoevofoldError(f"{model_dir}: the calibration proxy's folds are not the model's")
     if not templates.has_templates(proxy):
@@ -194,11 +199,11 @@ def prepare(model_dir: Path, store_path: Path, table: pd.DataFrame, members: dic
     if not homology.has_homology(model_dir):
         homology.fit_homology(model_dir, store_path, table, valid_alignment=alignment.get("valid"), progress=progress)
     if not templates.has_templates(model_dir):
-        print("template search: the training domains' residue embeddings as templates (coevofold.templates)")
+        print("template search: the training domains' residue embeddings as templates (coevofold.system.templates)")
         fit_templates(model_dir, store_path, table)
     if not is_prepared(model_dir):
         print("combiner and calibration: a proxy of the model trained without held-out superfamilies, families "
-              "and members, with its own templates (coevofold.system)")
+              "and members, with its own templates (coevofold.system.preparation)")
         held_out = cached_alignment(name, splits.calibration_split(table), progress, splits.CALIBRATION_SPLITS)
         fit_system(model_dir, store_path, table, members, held_out, progress)
     return alignment

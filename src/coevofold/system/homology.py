@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coevofold import baselines
+from coevofold.models import baselines
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, write_text
 
@@ -58,7 +58,7 @@ class HomologySettings:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Per query: each class's best hit and its score (the ranking is :func:`coevofold.calibration.stated`'s)."""
+    """Per query: each class's best hit and its score (the ranking is :func:`coevofold.system.calibration.stated`'s)."""
 
     scores: np.ndarray  # [N, n_classes] -log10 E of each class's best member
     class_best: np.ndarray  # [N, n_classes] row of the training table
@@ -148,13 +148,13 @@ def fit_homology(model_dir: str | os.PathLike, store_path: str | os.PathLike, ta
     store holding the valid proteins. ``valid_alignment`` takes the valid split's alignment
     scores when the caller has them already (the benchmark does), saving the search.
     """
-    from coevofold import evaluation
+    from coevofold.training import scoring
 
     model_dir = Path(model_dir)
     train = table[table["split"] == "train"]
     if train.empty or (table["split"] == "valid").sum() == 0:
         raise CoevofoldError("fit_homology needs the model's train and valid rows (split column)")
-    meta, probs, targets = evaluation.model_scores(model_dir, store_path, table, ("valid",))
+    meta, probs, targets = scoring.model_scores(model_dir, store_path, table, ("valid",))
     if sorted(set(train["fold"])) != list(meta["classes"]):
         raise CoevofoldError(f"{model_dir}: the table's training folds are not the model's classes; "
                              "pass the table the model was trained on")

@@ -19,7 +19,7 @@ Design choices:
   requests of 4 domains (a small model with the default pLM; 3.5 GB 20 s later). What grew was
   per-request tensors: attention passes of up to 2M residue pairs (now ``max_pairs``, 128K),
   all layers' attention concatenated for the maps (now summed per layer, see
-  :func:`coevofold.features._chunk_features`), and glibc keeping freed blocks resident
+  :func:`coevofold.features.extraction._chunk_features`), and glibc keeping freed blocks resident
   (:func:`_tune_malloc`). With all three fixed: peak 1.42x start-up, 0.65 GB after; undoing one
   at a time gives 2.34x, 1.75x and 1.64x (0.94 GB after). A thread per request instead of one
   made no difference to the peak then (1.42x), 50 MB more after. With the default model
@@ -31,7 +31,7 @@ Design choices:
   methods too), the message in the page. A client that leaves is logged in one line at most
   (INFO); an unexpected exception is a JSON 500 and one logged traceback (:class:`_Unexpected`).
 * Bad FASTA gives the line the command line prints (the same checks, see
-  :func:`coevofold.data.read_fasta_bytes`), naming the upload or "pasted FASTA".
+  :func:`coevofold.data.tables.read_fasta_bytes`), naming the upload or "pasted FASTA".
 * No ``/docs``: FastAPI's Swagger page loads its scripts from a CDN, useless offline; the API
   is one route, described here, in the README and in the page's footer.
 * It binds to 127.0.0.1 unless told otherwise: it is one user's tool, not a public service.
@@ -67,7 +67,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coevofold import data
+from coevofold.data import tables
 from coevofold.errors import CoevofoldError
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).with_name("templates")
 PASTED = "pasted FASTA"
-LOG = logging.getLogger("coevofold.serve")
+LOG = logging.getLogger("coevofold.app.serve")
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def parse_request(raw: bytes, name: str, top_k: int, config: ServeConfig) -> pd.
         raise too_large(f"{len(raw):,}", config.max_bytes)
     if not 1 <= top_k <= config.max_top_k:
         raise RequestError(f"top_k must be between 1 and {config.max_top_k}, not {top_k}")
-    table = data.read_fasta_bytes(raw, name)
+    table = tables.read_fasta_bytes(raw, name)
     if len(table) > config.max_sequences:
         raise RequestError(f"{name}: {len(table)} sequences, at most {config.max_sequences} per request", 413)
     long = table[table["length"] > config.max_residues]
@@ -173,11 +173,11 @@ class Service:
     """The loaded predictor, the one thread that runs it, and the bounded queue in front of it."""
 
     def __init__(self, predictor: prediction.Predictor, config: ServeConfig) -> None:
-        from coevofold import features
+        from coevofold.features import extraction
 
         self.predictor = predictor
         self.config = config
-        self.run_config = features.RunConfig(max_pairs=config.max_pairs, progress=False)
+        self.run_config = extraction.RunConfig(max_pairs=config.max_pairs, progress=False)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coevofold-model")
         self._seconds = 1.0  # recent seconds per request, for Retry-After
         self._admitted, self._count_lock = 0, threading.Lock()  # the running request + those waiting

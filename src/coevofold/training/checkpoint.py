@@ -23,11 +23,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from coevofold import store
+from coevofold.features import store
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, write_text
 from coevofold.metrics import encode_labels
-from coevofold.models import EMBEDDING_INPUTS, Batch, Ensemble, FoldClassifier, ModelConfig
+from coevofold.models.ensemble import Ensemble
+from coevofold.models.registry import Batch, EMBEDDING_INPUTS, FoldClassifier, ModelConfig
 
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_META = "model.json"

@@ -6,7 +6,7 @@ queries. Per query, each candidate fold (the union of the top folds of each sour
 features of :data:`FEATURE_GROUPS`; a logistic regression of "this candidate is the true fold",
 fitted on the calibration split's held-out training rows (never on valid or test), scores them,
 and a softmax over a query's candidates gives its probabilities. Folds outside the candidates
-get 0. The probabilities then go through :mod:`coevofold.calibration` like the model's did.
+get 0. The probabilities then go through :mod:`coevofold.system.calibration` like the model's did.
 
 Inputs are put on one scale before they meet the regression: the model's probabilities by its
 own temperature on ``valid`` (the proxy the combiner is fitted on is less sharp than the final
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coevofold.calibration import LogisticMap, fit_logistic, tempered
+from coevofold.system.calibration import LogisticMap, fit_logistic, tempered
 from coevofold.errors import CoevofoldError
 from coevofold.files import write_text
 
@@ -97,7 +97,7 @@ def features(evidence: Evidence, query: np.ndarray, klass: np.ndarray) -> np.nda
 class Combiner:
     """``combiner.json``: the regression and the model temperature its inputs assume."""
 
-    #: the final model's temperature on ``valid`` (:func:`coevofold.calibration.top1_temperature`).
+    #: the final model's temperature on ``valid`` (:func:`coevofold.system.calibration.top1_temperature`).
     model_temperature: float
     weights: LogisticMap
     fitted_on: dict = field(default_factory=dict)

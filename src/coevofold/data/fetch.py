@@ -1,6 +1,6 @@
 """``coevofold data fetch``: download the public benchmark data and lay it out as the presets read it.
 
-Every data set the presets read (:data:`coevofold.data.PRESETS`) is public. This module fetches
+Every data set the presets read (:data:`coevofold.data.tables.PRESETS`) is public. This module fetches
 each from its publishers, checks it, and converts it into exactly the files the presets read, so
 that a new user needs ``coevofold data fetch deepsf`` and nothing else before ``coevofold
 quickstart``. What each data set is made of, and why, is in :data:`DATASETS`.
@@ -21,7 +21,7 @@ Design choices:
 * Nothing half-written: the converted files are written into a hidden folder beside the target
   and renamed into place once complete, with :data:`~coevofold.files.FETCH_MANIFEST` (the
   source URL and sha256 of every input, the sha256 of every output).
-  :func:`coevofold.data.load` checks the outputs' hashes on every load.
+  :func:`coevofold.data.tables.load` checks the outputs' hashes on every load.
 * Every failure is one line: which file, which URL, why, and where to put the file by hand.
 * ``--mirror URL`` (or ``$COEVOFOLD_MIRROR``) replaces every upstream URL by
   ``URL/<data set>/<file name>``: a local copy of the files, or the tests' server.
@@ -44,7 +44,8 @@ from pathlib import Path
 import pandas as pd
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from coevofold import __version__, data
+from coevofold import __version__
+from coevofold.data import tables
 from coevofold.errors import CoevofoldError
 from coevofold.files import (FETCH_MANIFEST, cache_dir, check_fetched, current_umask, data_root, fetched_data_dir,
                              sha256_of, writable_dir, write_text)
@@ -402,12 +403,12 @@ def _build_deepsf(paths: dict[str, Path], out: Path) -> str:
                          _FAMILY_SOURCE if family else "", str(label), sequence])
     if len(set(label_fold.values())) != len(label_fold):
         raise CoevofoldError("TAPE gives one SCOP fold more than one fold_label")
-    table_path = out / Path(data.PRESETS["deepsf"].relpath).name
+    table_path = out / Path(tables.PRESETS["deepsf"].relpath).name
     pd.DataFrame(rows, columns=_DEEPSF_COLUMNS).to_csv(table_path, sep="\t", index=False)
-    table = data.read_deepsf_tsv(table_path)  # what the preset reads, checked now
+    table = tables.read_deepsf_tsv(table_path)  # what the preset reads, checked now
     counts = table["split"].value_counts()
-    found = ", ".join(f"{split} {counts.get(split, 0):,}" for split in data.DEEPSF_SPLITS)
-    published = all(counts.get(s, 0) == n for s, n in data.DEEPSF_PUBLISHED_COUNTS.items())
+    found = ", ".join(f"{split} {counts.get(split, 0):,}" for split in tables.DEEPSF_SPLITS)
+    published = all(counts.get(s, 0) == n for s, n in tables.DEEPSF_PUBLISHED_COUNTS.items())
     return (f"{len(table):,} domains ({found}: {'the published counts' if published else 'NOT the published counts'}), "
             f"{table['fold'].nunique():,} folds, families from DeepSF's D1 lists for "
             f"{int(table['family'].notna().sum()):,}")
@@ -448,9 +449,9 @@ def _build_scope208(paths: dict[str, Path], out: Path) -> str:
                          raw.strip().upper(), " ".join(fields[3:])])
     table = pd.DataFrame(rows, columns=_SCOPE_COLUMNS[:-1])
     table["seq_len"] = table["seq"].str.len()
-    table_path = out / Path(data.PRESETS["scope208"].relpath).name
+    table_path = out / Path(tables.PRESETS["scope208"].relpath).name
     table.to_csv(table_path, sep="\t", index=False)
-    loaded = data.read_scope_tsv(table_path)
+    loaded = tables.read_scope_tsv(table_path)
     classified = {row[0]: row[3] for row in _columns(paths[_SCOPE_CLA.name], 4)}
     families = {row[2] for row in _columns(paths[_SCOPE_DES.name], 5) if row[1] == "fa"}
     return (f"{len(loaded):,} domains, {loaded['fold'].nunique():,} folds; sccs: "
@@ -460,9 +461,9 @@ def _build_scope208(paths: dict[str, Path], out: Path) -> str:
 
 def _build_astral20(paths: dict[str, Path], out: Path) -> str:
     """The official SCOPe 2.08 ASTRAL 20 % FASTA, unchanged."""
-    target = out / Path(data.PRESETS["astral20"].relpath).name
+    target = out / Path(tables.PRESETS["astral20"].relpath).name
     _copy(paths[_ASTRAL20.name], target)
-    table = data.read_fasta(target, labels="scop")
+    table = tables.read_fasta(target, labels="scop")
     return f"{len(table):,} domains, {table['fold'].nunique():,} folds"
 
 
@@ -490,11 +491,11 @@ def _build_scop2(paths: dict[str, Path], out: Path) -> str:
     cannot be redone from SCOP2's files, so its table is taken as published), with SCOP2's own
     ``scop-des`` for fold names; each row's classification is cross-checked against the current
     ``scop-cla``."""
-    table_path = out / Path(data.PRESETS["scop2"].relpath).name
+    table_path = out / Path(tables.PRESETS["scop2"].relpath).name
     _copy(paths[_TWILIGHT_TH20.name], table_path)
     _copy(paths[_SCOP2_DES.name], out / _SCOP2_DES.name)
-    table = data.read_scop2_tsv(table_path)
-    names = data.read_scop2_names(out / _SCOP2_DES.name)
+    table = tables.read_scop2_tsv(table_path)
+    names = tables.read_scop2_names(out / _SCOP2_DES.name)
     published = pd.read_csv(table_path, sep="\t", dtype=str, keep_default_na=False, usecols=["FA-DOMID", "SCOPCLA"])
     current = {row[0]: row[10] for row in _columns(paths[_SCOP2_CLA.name], 11, sep=None)}
     return (f"{len(table):,} domains, {table['fold'].nunique():,} folds ({sum(f in names for f in table['fold'].unique()):,} "

@@ -17,7 +17,7 @@ kept, so every name says how much evidence it has. Folds without any match are n
 as unnamed by :func:`fold_name`, never by their class.
 
 The result ships as ``scop175_fold_names.tsv`` beside this module (regenerate with
-``python -m coevofold.names``), so prediction needs no data folder.
+``python -m coevofold.data.names``), so prediction needs no data folder.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coevofold import data
+from coevofold.data import tables
 from coevofold.files import atomic_path
 
 #: The shipped mapping (columns :data:`NAME_COLUMNS`), one row per SCOP 1.75 fold of DeepSF.
@@ -126,8 +126,8 @@ def _fold_key(fold: str) -> tuple:
 
 def build_scop175_names(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """The mapping for every DeepSF fold, from the shared data under ``root`` (default data root)."""
-    root = Path(root) if root is not None else data.data_root()
-    deepsf = data.read_deepsf_tsv(root / data.PRESETS["deepsf"].relpath)
+    root = Path(root) if root is not None else tables.data_root()
+    deepsf = tables.read_deepsf_tsv(root / tables.PRESETS["deepsf"].relpath)
     folds = set(deepsf["fold"])
     labelled = [d for r in deepsf.itertuples(index=False) if (d := scop_sid_domain(r.id, r.fold, r.sequence))]
     scope_dir = root / "scope208_astral_filtered"
@@ -138,7 +138,7 @@ def build_scop175_names(root: str | os.PathLike | None = None) -> pd.DataFrame:
     scop2_dir = root / "scop2_represeq_clusters"
     scop2 = pd.concat([pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False)
                        for p in sorted(scop2_dir.glob("scop2_represeq_th*.tsv"))]).drop_duplicates("FA-DOMID")
-    names = data.read_scop2_names(scop2_dir / "scop-des-latest.txt")
+    names = tables.read_scop2_names(scop2_dir / "scop-des-latest.txt")
     return resolve(match_folds(labelled, scop2_domains(scop2)), folds, names)
 
 
@@ -193,10 +193,10 @@ def fold_names(source: str | os.PathLike) -> dict[str, str]:
     borrowed through shared PDB chains (above), or ``fold a.80, name not in
     SCOP2`` where none was found: the class name is not a fold name.
     """
-    table = data.load(source)
+    table = tables.load(source)
     scop2_names: dict[str, str] = {}
     if str(source) in ("scop2", "binary"):
-        scop2_names = data.read_scop2_names(data.preset_file(data.PRESETS[str(source)], "scop2_represeq_clusters/scop-des-latest.txt"))
+        scop2_names = tables.read_scop2_names(tables.preset_file(tables.PRESETS[str(source)], "scop2_represeq_clusters/scop-des-latest.txt"))
     return {fold: fold_name(fold, scop2_names) for fold in table["fold"].dropna().unique()}
 
 

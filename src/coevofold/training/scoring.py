@@ -10,7 +10,7 @@ import numpy as np
 from coevofold.errors import CoevofoldError
 from coevofold.files import write_text
 from coevofold.metrics import encode_labels, evaluate_levels, results_markdown, topk_for, write_results_json
-from coevofold.splits import TEST_SPLITS
+from coevofold.data.splits import TEST_SPLITS
 
 
 def model_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, table,
@@ -20,7 +20,7 @@ def model_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, ta
     Returns the model's ``model.json`` description, probabilities and targets by split; the
     targets are encoded against the model's own classes, which keeps the two aligned.
     """
-    from coevofold import checkpoint
+    from coevofold.training import checkpoint
 
     classifier, meta = checkpoint.load_model(model_dir)
     probs, targets = {}, {}
@@ -56,7 +56,7 @@ def evaluate_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, 
     """
     import pandas as pd
 
-    from coevofold.checkpoint import PREDICTIONS, RESULTS_JSON, RESULTS_MD
+    from coevofold.training.checkpoint import PREDICTIONS, RESULTS_JSON, RESULTS_MD
 
     meta, probs, targets = scores_for(model_dir, store_path, table, TEST_SPLITS, scored)
     if not probs:

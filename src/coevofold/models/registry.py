@@ -1,4 +1,4 @@
-"""Fold classifiers: small PyTorch modules over the stored features, plus a registry.
+"""The fold classifiers' registry: model names, their inputs, and the one module that builds them.
 
 Every model takes a :class:`Batch` and returns logits over the training folds, so training,
 evaluation and prediction treat them alike. Inputs are standardized inside the model with
@@ -13,7 +13,7 @@ everything prediction needs.
 * ``attention``: ``layers`` plus light-attention pooling (Stärk et al. 2021) over the segments.
 
 ``probe``, ``layers`` and ``attention`` are the default ensemble's members
-(:func:`coevofold.training.default_members`). The other model types studied (``deepsf1d``,
+(:func:`coevofold.training.recipe.default_members`). The other model types studied (``deepsf1d``,
 ``onehot1d``, ``fused``, ``linear``, ``coevo``, ``topo``, ``graph``) are recorded, with the commit
 that last had their code, in ``docs/research.md``.
 
@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from coevofold.models.attention import LightAttention
+from coevofold.models.maps import Conv2DBranch
 
 
 @dataclass
@@ -52,44 +55,6 @@ class Standardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) / self.std
-
-
-class LightAttention(nn.Module):
-    """Light attention (Stärk et al. 2021): per-channel softmax attention over positions plus max.
-
-    Unlike k-max pooling over fixed segments, it learns which positions speak for the fold, with
-    one attention distribution per feature channel.
-    """
-
-    def __init__(self, in_dim: int, channels: int, kernel: int = 3) -> None:
-        super().__init__()
-        self.values = nn.Conv1d(in_dim, channels, kernel, padding=kernel // 2)
-        self.scores = nn.Conv1d(in_dim, channels, kernel, padding=kernel // 2)
-        self.out_dim = 2 * channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values = self.values(x)
-        weights = torch.softmax(self.scores(x), dim=-1)
-        return torch.cat([(weights * values).sum(-1), values.amax(-1)], dim=1)
-
-
-class Conv2DBranch(nn.Module):
-    """A small 2D CNN over the P x P co-evolution maps: three conv blocks, then avg+max pooling."""
-
-    def __init__(self, in_channels: int, channels: int) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = []
-        for i in range(3):
-            blocks += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1),
-                       nn.BatchNorm2d(channels), nn.ReLU()]
-            if i < 2:
-                blocks.append(nn.MaxPool2d(2))
-        self.convs = nn.Sequential(*blocks)
-        self.out_dim = 2 * channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.convs(x)
-        return torch.cat([h.mean((-1, -2)), h.amax((-1, -2))], dim=1)
 
 
 @dataclass(frozen=True)
@@ -158,7 +123,7 @@ class FoldClassifier(nn.Module):
     def fit_normalization(self, features) -> None:
         """Fit the input standardizers on training-set features (before training).
 
-        ``features`` has the arrays of :class:`coevofold.checkpoint.SplitData` as attributes;
+        ``features`` has the arrays of :class:`coevofold.training.checkpoint.SplitData` as attributes;
         only those of the inputs this model reads are touched.
         """
         if "maps" in self.uses:
@@ -187,34 +152,6 @@ class FoldClassifier(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         """Fold logits."""
         return self.heads["fold"](self.represent(batch))
-
-
-class Ensemble(nn.Module):
-    """A weighted mean of member models' fold probabilities, weights chosen on ``valid``.
-
-    Members that read different inputs or were fitted differently (a converged linear probe, an
-    MLP with the hierarchy in its loss) make different mistakes; their mean is right more often
-    than either. ``forward`` returns log-probabilities, so a softmax over them gives the mean.
-    """
-
-    def __init__(self, members: dict[str, nn.Module], weights: dict[str, float]) -> None:
-        super().__init__()
-        if set(members) != set(weights):
-            raise ValueError(f"weights for {sorted(weights)} but members {sorted(members)}")
-        sizes = {m.n_classes for m in members.values()}
-        if len(sizes) != 1:
-            raise ValueError(f"members predict different numbers of classes: {sorted(sizes)}")
-        self.members = nn.ModuleDict(members)
-        self.weights = dict(weights)
-        self.uses = tuple(sorted({u for m in members.values() for u in m.uses}))
-
-    @property
-    def n_classes(self) -> int:
-        return next(iter(self.members.values())).n_classes
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        mixed = sum(w * torch.softmax(self.members[name](batch), -1) for name, w in self.weights.items())
-        return torch.log(mixed.clamp(min=1e-12))
 
 
 #: model name -> the inputs it reads.

@@ -67,30 +67,31 @@ SPLIT_OPTIONS: tuple[Option, ...] = (
 
 
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
-    from coevofold.splits import SplitConfig
+    from coevofold.data.splits import SplitConfig
 
     _add_options(parser.add_argument_group("split maker (used when the source has no published split)"),
                  SplitConfig, SPLIT_OPTIONS)
 
 
 def _split_config(args: argparse.Namespace):
-    from coevofold.splits import SplitConfig
+    from coevofold.data.splits import SplitConfig
 
     return _from_options(args, SplitConfig, SPLIT_OPTIONS)
 
 
 def _load_split(args: argparse.Namespace):
     """Load a source and give it splits: published ones if present, else the split maker's."""
-    from coevofold import data, splits
+    from coevofold.data import splits, tables
 
-    return splits.with_splits(data.load(args.source), _split_config(args))
+    return splits.with_splits(tables.load(args.source), _split_config(args))
 
 
 # ----------------------------------------------------------------------------------- data
 
 
 def cmd_data_summarize(args: argparse.Namespace) -> int:
-    from coevofold import plots, splits
+    from coevofold import plots
+    from coevofold.data import splits
 
     table = _load_split(args)
     print(f"# {args.source}: {len(table)} proteins")
@@ -123,7 +124,7 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from coevofold import fetch
+    from coevofold.data import fetch
 
     result = fetch.fetch(args.name, args.dir, args.mirror, progress=not args.quiet)
     if result.written:
@@ -138,7 +139,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def _fetch_help() -> str:
-    from coevofold.fetch import DATASETS, RECORDED
+    from coevofold.data.fetch import DATASETS, RECORDED
 
     names = "\n".join(f"  {d.name}: {d.description}; writes {d.folder}/" for d in DATASETS.values())
     return ("Download a public data set and write it where the presets read it, then `coevofold quickstart` "
@@ -155,7 +156,7 @@ def _fetch_help() -> str:
 
 
 def _register_data(sub: argparse._SubParsersAction) -> None:
-    from coevofold.data import PRESETS
+    from coevofold.data.tables import PRESETS
 
     presets = "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
     data_parser = sub.add_parser("data", help="fetch, inspect and split SCOP data sets", formatter_class=_Formatter)
@@ -173,7 +174,7 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--out", required=True, help="TSV file to write")
     _add_split_options(p)
-    from coevofold.fetch import DATASETS, MIRROR_ENV
+    from coevofold.data.fetch import DATASETS, MIRROR_ENV
 
     p = _add(data_sub, "fetch", cmd_data_fetch, _fetch_help())
     p.add_argument("name", metavar="NAME", choices=list(DATASETS), help=f"one of {', '.join(DATASETS)}")
@@ -201,14 +202,14 @@ FEATURE_OPTIONS: tuple[Option, ...] = (
 
 
 def _add_feature_options(parser: argparse.ArgumentParser) -> None:
-    from coevofold.features import FeatureConfig
+    from coevofold.features.extraction import FeatureConfig
 
     _add_options(parser.add_argument_group("features (stored with the features; a store refuses other values)"),
                  FeatureConfig, FEATURE_OPTIONS)
 
 
 def _feature_config(args: argparse.Namespace):
-    from coevofold.features import FeatureConfig
+    from coevofold.features.extraction import FeatureConfig
 
     return _from_options(args, FeatureConfig, FEATURE_OPTIONS)
 
@@ -236,7 +237,7 @@ RUN_PROCESS_OPTIONS: tuple[Option, ...] = (
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    from coevofold.features import RunConfig
+    from coevofold.features.extraction import RunConfig
 
     d = RunConfig()
     g = parser.add_argument_group("execution (does not change stored values)")
@@ -247,23 +248,23 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_config(args: argparse.Namespace):
-    from coevofold.features import RunConfig
+    from coevofold.features.extraction import RunConfig
 
     return _from_options(args, RunConfig, RUN_OPTIONS + RUN_PROCESS_OPTIONS, threads=args.threads,
                          device=args.device, progress=not args.quiet)
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from coevofold import features, store
+    from coevofold.features import extraction, store
 
-    out = features.extract(args.fasta, args.out, _feature_config(args), _run_config(args))
+    out = extraction.extract(args.fasta, args.out, _feature_config(args), _run_config(args))
     rows = len(store.read_ids(out))
     print(f"{out}: {rows} proteins, {out.stat().st_size / max(rows, 1) / 1024:.1f} KB per protein")
     return 0
 
 
 def cmd_contacts(args: argparse.Namespace) -> int:
-    from coevofold import contacts, pretrained
+    from coevofold.features import contacts, pretrained
 
     plm = pretrained.load(args.model)
     table = contacts.check_features(args.structures, _feature_config(args), plm=plm)
@@ -307,8 +308,8 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    from coevofold.models import MODELS, ModelConfig
-    from coevofold.training import TrainConfig
+    from coevofold.models.registry import ModelConfig, MODELS
+    from coevofold.training.trainer import TrainConfig
 
     t, m = TrainConfig(), ModelConfig()
     g = parser.add_argument_group("model and optimisation")
@@ -333,8 +334,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from coevofold.models import ModelConfig
-    from coevofold.training import TrainConfig
+    from coevofold.models.registry import ModelConfig
+    from coevofold.training.trainer import TrainConfig
 
     try:
         model = ModelConfig(name=args.model_type, levels=tuple(args.levels.split(",")))
@@ -345,7 +346,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def _fold_names(source: str) -> dict[str, str]:
-    from coevofold import names
+    from coevofold.data import names
 
     try:
         return names.fold_names(source)
@@ -354,68 +355,70 @@ def _fold_names(source: str) -> dict[str, str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from coevofold import checkpoint, training
+    from coevofold.training import checkpoint, mixture, recipe, trainer
 
     table = _load_split(args)
     if args.calibrate and args.model_type != "default":
         raise CoevofoldError("--calibrate prepares the default ensemble: use it with --model-type default")
     if args.model_type == "default":
         members = {name: replace(config, device=args.device, threads=args.threads)
-                   for name, config in training.default_members(not args.quiet).items()}
-        run_dir = training.train_ensemble(args.store, table, args.out, members, fold_names=_fold_names(args.source))
+                   for name, config in recipe.default_members(not args.quiet).items()}
+        run_dir = mixture.train_ensemble(args.store, table, args.out, members, fold_names=_fold_names(args.source))
         if args.calibrate:
-            from coevofold import system
+            from coevofold.system import preparation
 
-            system.prepare(run_dir, Path(args.store), table, members, Path(args.source).stem, not args.quiet)
+            preparation.prepare(run_dir, Path(args.store), table, members, Path(args.source).stem, not args.quiet)
         print(f"model saved in {run_dir} (members in {run_dir / checkpoint.ENSEMBLE_MEMBERS}"
               f"{'; homology transfer and calibration prepared' if args.calibrate else ''})")
         return 0
-    run_dir = training.train(args.store, table, args.out, _train_config(args), fold_names=_fold_names(args.source))
+    run_dir = trainer.train(args.store, table, args.out, _train_config(args), fold_names=_fold_names(args.source))
     print(f"model saved in {run_dir} (learning curves: {run_dir / 'learning_curves.png'})")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from coevofold import evaluation, homology, metrics, system, system_evaluation
-    from coevofold.splits import TEST_SPLITS
+    from coevofold import metrics
+    from coevofold.system import evaluation, homology, preparation
+    from coevofold.training import scoring
+    from coevofold.data.splits import TEST_SPLITS
 
     table = _load_split(args)
-    scored = evaluation.model_scores(args.model_dir, args.store, table, TEST_SPLITS)  # once, for both below
+    scored = scoring.model_scores(args.model_dir, args.store, table, TEST_SPLITS)  # once, for both below
     meta = scored[0]
-    results = evaluation.evaluate_model(args.model_dir, args.store, table, n_boot=args.bootstrap, scored=scored)
+    results = scoring.evaluate_model(args.model_dir, args.store, table, n_boot=args.bootstrap, scored=scored)
     print(metrics.results_markdown({meta["model"]["name"]: results}))
     alignment = None
     if homology.has_homology(args.model_dir) and not args.no_homology:
-        alignment = system.cached_alignment(Path(args.source).stem, table, not args.quiet, TEST_SPLITS)
-    if alignment is not None and system.is_prepared(args.model_dir):  # the combined system, as predict answers
-        scored = system_evaluation.system_scores(args.model_dir, args.store, table, alignment, scored, not args.quiet)
+        alignment = preparation.cached_alignment(Path(args.source).stem, table, not args.quiet, TEST_SPLITS)
+    if alignment is not None and preparation.is_prepared(args.model_dir):  # the combined system, as predict answers
+        scored = evaluation.system_scores(args.model_dir, args.store, table, alignment, scored, not args.quiet)
         min_score = homology.read_settings(args.model_dir).min_score
-        _, answer = system_evaluation.homology_first_results(args.model_dir, args.store, table, alignment, scored, min_score)
+        _, answer = evaluation.homology_first_results(args.model_dir, args.store, table, alignment, scored, min_score)
         print(metrics.results_markdown({f"system (combined; homology transfer where E <= 1e-{min_score:g})": answer}))
-    calibrated = system_evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment, scored)
+    calibrated = evaluation.evaluate_calibration(args.model_dir, args.store, table, alignment, scored)
     print(metrics.calibration_markdown(calibrated))
     print(f"written: {Path(args.model_dir) / 'results.json'}, results.md, predictions.tsv, {metrics.RELIABILITY_PNG}")
     return 0
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from coevofold import benchmark
+    from coevofold.app import runs
 
-    benchmark.quickstart(progress=not args.quiet)
+    runs.quickstart(progress=not args.quiet)
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from coevofold import benchmark
+    from coevofold.app import runs
 
-    benchmark.run_benchmark(args.preset, args.out, tuple(args.models), alignment=not args.skip_alignment,
+    runs.run_benchmark(args.preset, args.out, tuple(args.models), alignment=not args.skip_alignment,
                          progress=not args.quiet)
     return 0
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
-    from coevofold.benchmark import BENCHMARKS
-    from coevofold.models import MODELS
+    from coevofold.app.runs import BENCHMARKS
+    from coevofold.models.registry import MODELS
 
     p = _add(sub, "train", cmd_train,
              "Train a fold classifier on extracted features (train split; early stopping on valid).\n\n"
@@ -481,7 +484,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from coevofold import report
+    from coevofold.app import report
 
     index = report.write_report(args.run_dir, store_path=args.store, out=args.out)
     print(f"report: {index}")
@@ -531,7 +534,7 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from coevofold import serve
+    from coevofold.app import serve
 
     serve.serve(_from_options(args, serve.ServeConfig, SERVE_OPTIONS + SERVE_LIMITS, use_homology=not args.no_homology,
                               device=args.device, threads=args.threads))
@@ -557,7 +560,7 @@ SERVE_LIMITS: tuple[Option, ...] = (
 
 
 def _register_serve(sub: argparse._SubParsersAction) -> None:
-    from coevofold.serve import ServeConfig
+    from coevofold.app.serve import ServeConfig
 
     d = ServeConfig()
     p = _add(sub, "serve", cmd_serve,

@@ -34,8 +34,8 @@ import pandas as pd
 from Bio.Data.PDBData import protein_letters_3to1, protein_letters_3to1_extended
 from Bio.PDB import MMCIFParser, PDBParser
 
-from coevofold import features, pretrained, store
-from coevofold.data import data_root
+from coevofold.features import extraction, pretrained, store
+from coevofold.data.tables import data_root
 from coevofold.errors import CoevofoldError
 
 CONTACT_DISTANCE = 8.0
@@ -210,26 +210,26 @@ def last_layer_row(layers: int) -> str:
 
 def check_features(
     structures: str | os.PathLike | None = None,
-    config: features.FeatureConfig | None = None,
+    config: extraction.FeatureConfig | None = None,
     plm: pretrained.ProteinLM | None = None,
 ) -> pd.DataFrame:
     """Long-range precision of the contact map a feature store keeps, on real structures.
 
     The premise checked end to end through the extraction code itself: each chain of
     ``structures`` (default: the 26 of ``shared/data/structures``) goes through
-    :func:`features.compute` with ``config`` (default settings), and the stored uint8 contact
+    :func:`extraction.compute` with ``config`` (default settings), and the stored uint8 contact
     triangle is expanded back to L x L and scored. For reference, the same pass yields the last
     layer's and all heads' APC averages at full resolution: the grid is set to L, where pooling
     is the identity, and the contact triangle does not depend on the grid. Rows are
     :data:`RANDOM_ROW`, :data:`STORED_CONTACT_ROW`, :func:`last_layer_row`, :data:`ALL_HEADS_ROW`.
     """
-    config = config or features.FeatureConfig()
+    config = config or extraction.FeatureConfig()
     plm = plm or pretrained.load(config.model)
     targets = read_benchmark(structures if structures is not None else data_root() / "structures")
 
     def maps_for(sequence: str) -> dict[str, np.ndarray]:
         length = len(sequence)
-        rows = features.compute(plm, dataclasses.replace(config, grid=length), ["chain"], [sequence])
+        rows = extraction.compute(plm, dataclasses.replace(config, grid=length), ["chain"], [sequence])
         # channels after the contact map are per layer or per head, layer-major: average per layer
         layers = rows.maps[0, 1:].astype(np.float32).reshape(plm.num_layers, -1, length, length).mean(1)
         return {

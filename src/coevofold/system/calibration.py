@@ -6,9 +6,9 @@ and alignment rows reported the hit rate of the ``valid`` split, which holds clo
 only. A calibration map fixes both, and it must be fitted on proteins that look like what users
 send: as remote from training as each test level, which ``valid`` is not.
 
-How the map is fitted (:func:`coevofold.system.fit_system` calls :func:`fit`), and why:
+How the map is fitted (:func:`coevofold.system.preparation.fit_system` calls :func:`fit`), and why:
 
-* :func:`coevofold.splits.calibration_split` holds out whole superfamilies, whole families and
+* :func:`coevofold.data.splits.calibration_split` holds out whole superfamilies, whole families and
   family members of the training set; a *proxy* of the model (the same recipe, trained on the
   rest) scores them, and its homology search runs against the rest only. The map learnt from
   the proxy's answers is applied to the model trained on everything: one extra training, where
@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from coevofold.errors import CoevofoldError
-from coevofold.homology import rank_hit_rates, ranking
+from coevofold.system.homology import rank_hit_rates, ranking
 from coevofold.files import write_text
 
 CALIBRATION_FILE = "calibration.json"
@@ -198,7 +198,7 @@ class Calibration:
 
 
 def has_calibration(model_dir: str | os.PathLike) -> bool:
-    """Whether :func:`coevofold.system.fit_system` has calibrated this model folder."""
+    """Whether :func:`coevofold.system.preparation.fit_system` has calibrated this model folder."""
     return (Path(model_dir) / CALIBRATION_FILE).is_file()
 
 
@@ -284,7 +284,7 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
     ``probs``: a model's class probabilities, on the common scale, for proteins it was not
     trained on; ``scores``: their alignment class scores against the same model's training set;
     ``targets``: their fold codes; ``levels``: each row's held-out kind (a name of
-    :data:`coevofold.splits.CALIBRATION_SPLITS`; maps fall back to every row where their kinds
+    :data:`coevofold.data.splits.CALIBRATION_SPLITS`; maps fall back to every row where their kinds
     are missing); ``min_score``: the homology threshold, and ``temperature`` the scale, of the
     model folder the calibration will serve; ``weights``: each row's weight in the maps
     (:func:`unit_weights`; None: rows weigh the same).

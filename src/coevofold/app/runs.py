@@ -18,12 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coevofold import checkpoint, data, evaluation, features, metrics, names, pretrained, store, system, system_evaluation, training
-from coevofold.checkpoint import RESULTS_JSON, RESULTS_MD
+from coevofold import metrics
+from coevofold.data import names, tables
+from coevofold.features import extraction, pretrained, store
+from coevofold.system import evaluation, preparation
+from coevofold.training import checkpoint, mixture, recipe, scoring, trainer
+from coevofold.training.checkpoint import RESULTS_JSON, RESULTS_MD
 from coevofold.files import write_text
 from coevofold.prediction import default_model_dir
-from coevofold.models import MODELS, ModelConfig
-from coevofold.splits import TEST_SPLITS, with_splits
+from coevofold.models.registry import ModelConfig, MODELS
+from coevofold.data.splits import TEST_SPLITS, with_splits
 
 ALIGNMENT = "alignment nearest neighbour (Smith-Waterman, E-value)"
 
@@ -33,7 +37,7 @@ class BenchmarkPreset:
     """A benchmark: a labelled data set, its splits, and how much of it a run uses."""
 
     name: str
-    #: data preset (see coevofold.data.PRESETS); sets without published splits get the split
+    #: data preset (see coevofold.data.tables.PRESETS); sets without published splits get the split
     #: maker's (superfamilies held out for the fold level), seed 0.
     source: str = "deepsf"
     #: keep only the N most populated training folds (0: all).
@@ -44,7 +48,7 @@ class BenchmarkPreset:
     alignment: bool = True
 
 
-#: the accuracy benchmarks ``coevofold benchmark`` runs (data sets are :data:`coevofold.data.PRESETS`).
+#: the accuracy benchmarks ``coevofold benchmark`` runs (data sets are :data:`coevofold.data.tables.PRESETS`).
 BENCHMARKS = {
     p.name: p
     for p in [
@@ -61,7 +65,7 @@ BENCHMARKS = {
 
 def benchmark_table(preset: BenchmarkPreset) -> pd.DataFrame:
     """The preset's table with splits, reduced as it says (deterministically)."""
-    table = with_splits(data.load(preset.source))
+    table = with_splits(tables.load(preset.source))
     table = table[table["split"] != "excluded"]  # features only for rows in a split
     if preset.folds:
         train = table[table["split"] == "train"]
@@ -72,19 +76,19 @@ def benchmark_table(preset: BenchmarkPreset) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def cached_features(name: str, table: pd.DataFrame, plm: pretrained.ProteinLM, config: features.FeatureConfig,
+def cached_features(name: str, table: pd.DataFrame, plm: pretrained.ProteinLM, config: extraction.FeatureConfig,
                     progress: bool = True) -> Path:
     """Extract ``table`` into the cache store for ``name`` (a no-op when already complete)."""
-    path = features.cached_store(name, plm, config)
+    path = extraction.cached_store(name, plm, config)
     if progress:
         print(f"features: {path}")
-    return features.extract(table, path, config, features.RunConfig(progress=progress), plm=plm)
+    return extraction.extract(table, path, config, extraction.RunConfig(progress=progress), plm=plm)
 
 
 def cached_deepsf() -> tuple[pd.DataFrame, Path]:
     """The DeepSF table and the feature store ``quickstart`` extracted for it (default pLM and
     feature settings): what the benchmarks that study the default model read."""
-    return data.load("deepsf"), features.cached_store("deepsf", pretrained.load(None), features.FeatureConfig())
+    return tables.load("deepsf"), extraction.cached_store("deepsf", pretrained.load(None), extraction.FeatureConfig())
 
 
 def quickstart(progress: bool = True) -> dict:
@@ -94,32 +98,32 @@ def quickstart(progress: bool = True) -> dict:
     calibrated, as ``predict`` answers), the previous system (the model behind homology transfer
     alone), the model alone, and the all-layer linear probe, per test level.
     """
-    from coevofold import homology
+    from coevofold.system import homology
 
     started = time.perf_counter()
     plm = pretrained.load(None)
     print(f"pLM: {plm.label}")
-    table = data.load("deepsf")
-    config = features.FeatureConfig()
+    table = tables.load("deepsf")
+    config = extraction.FeatureConfig()
     store_path = cached_features("deepsf", table, plm, config, progress)
     settings = store.read_settings(store_path)
     model_dir = default_model_dir()
-    members = training.default_members(progress)
-    if training.trained_as(model_dir, members, settings):
+    members = recipe.default_members(progress)
+    if mixture.trained_as(model_dir, members, settings):
         print(f"default model: {model_dir} (cached)")
     else:
         print(f"training the default model ({' + '.join(members)}) on {int((table['split'] == 'train').sum())} proteins")
         if model_dir.exists():  # another recipe or other features: start afresh, not resume
             shutil.rmtree(model_dir)
-        training.train_ensemble(store_path, table, model_dir, members, fold_names=names.fold_names("deepsf"))
-    alignment = system.prepare(model_dir, store_path, table, members, "deepsf", progress)
-    scored = evaluation.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
-    combined = system_evaluation.system_scores(model_dir, store_path, table, alignment, scored, progress)
+        mixture.train_ensemble(store_path, table, model_dir, members, fold_names=names.fold_names("deepsf"))
+    alignment = preparation.prepare(model_dir, store_path, table, members, "deepsf", progress)
+    scored = scoring.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
+    combined = evaluation.system_scores(model_dir, store_path, table, alignment, scored, progress)
     min_score = homology.read_settings(model_dir).min_score
-    default = evaluation.evaluate_model(model_dir, store_path, table, scored=scored)
-    threshold, previous = system_evaluation.homology_first_results(model_dir, store_path, table, alignment, scored)
-    _, answer = system_evaluation.homology_first_results(model_dir, store_path, table, alignment, combined, min_score)
-    probe = evaluation.evaluate_model(model_dir / checkpoint.ENSEMBLE_MEMBERS / "probe", store_path, table)
+    default = scoring.evaluate_model(model_dir, store_path, table, scored=scored)
+    threshold, previous = evaluation.homology_first_results(model_dir, store_path, table, alignment, scored)
+    _, answer = evaluation.homology_first_results(model_dir, store_path, table, alignment, combined, min_score)
+    probe = scoring.evaluate_model(model_dir / checkpoint.ENSEMBLE_MEMBERS / "probe", store_path, table)
     print()
     print(metrics.results_markdown({
         f"coevofold default system (model + template search + Smith-Waterman, combined; homology transfer where "
@@ -128,7 +132,7 @@ def quickstart(progress: bool = True) -> dict:
         f"coevofold default model alone (ensemble: {', '.join(members)})": default,
         "all-layer linear probe alone (baseline; the ensemble's member)": probe,
     }))
-    calibrated = system_evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
+    calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
     print(metrics.calibration_markdown(calibrated))
     _show_examples(model_dir, table, alignment, combined)
     print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
@@ -137,9 +141,9 @@ def quickstart(progress: bool = True) -> dict:
 
 
 def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
-                   scored: evaluation.Scored, per_level: int = 2) -> None:
+                   scored: scoring.Scored, per_level: int = 2) -> None:
     """A few test-set answers as ``predict`` states them (homology first, calibrated, with a band)."""
-    from coevofold import calibration, homology
+    from coevofold.system import calibration, homology
 
     meta, probs, _ = scored
     settings = homology.read_settings(model_dir)
@@ -169,7 +173,7 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     Also returns the alignment's class scores on valid and every test level (empty without the
     alignment), for the homology-first rows of the trained models.
     """
-    from coevofold import baselines
+    from coevofold.models import baselines
 
     train = table[table["split"] == "train"]
     train_rows = store.read_rows(store_path, train["id"].tolist())
@@ -188,7 +192,7 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     scores: dict[str, np.ndarray] = {}
     if alignment:
         started = time.perf_counter()
-        scores = system.cached_alignment("benchmark", table, progress)
+        scores = preparation.cached_alignment("benchmark", table, progress)
         out[ALIGNMENT] = metrics.evaluate_table(scores, table, sorted(train["fold"].unique()))
         print(f"alignment nearest neighbour: {time.perf_counter() - started:.0f} s")
     return out, scores
@@ -204,7 +208,7 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
     out = Path(out)
     plm = pretrained.load(None)
     table = benchmark_table(preset)
-    config = features.FeatureConfig()
+    config = extraction.FeatureConfig()
     started = time.perf_counter()
     store_path = cached_features(preset.name, table, plm, config, progress)
     print(f"features of {len(table)} proteins ready in {time.perf_counter() - started:.0f} s")
@@ -226,16 +230,16 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
     for name in models:
         started = time.perf_counter()
         run_dir = out / name
-        training.train(store_path, table, run_dir,
-                       training.TrainConfig(model=ModelConfig(name=name), max_epochs=preset.max_epochs, progress=progress),
+        trainer.train(store_path, table, run_dir,
+                       trainer.TrainConfig(model=ModelConfig(name=name), max_epochs=preset.max_epochs, progress=progress),
                        fold_names=names.fold_names(preset.source))
-        results[f"coevofold {name}"] = evaluation.evaluate_model(run_dir, store_path, table)
+        results[f"coevofold {name}"] = scoring.evaluate_model(run_dir, store_path, table)
         meta = json.loads((run_dir / checkpoint.MODEL_META).read_text())
         seconds = time.perf_counter() - started
         print(f"{name}: {seconds:.0f} s for {meta['epochs']} epochs ({seconds / max(meta['epochs'], 1):.1f} s/epoch "
               f"incl. evaluation), best validation accuracy {100 * meta['best_val_acc']:.1f} %")
         if alignment_scores:
-            threshold, hybrid = system_evaluation.homology_first_results(run_dir, store_path, table, alignment_scores)
+            threshold, hybrid = evaluation.homology_first_results(run_dir, store_path, table, alignment_scores)
             results[f"coevofold {name}, homology transfer where E <= 1e-{threshold:g}"] = hybrid
         save()
     markdown = save()

@@ -1,0 +1,1 @@
+"""Data: readers of every SCOP format and the presets (tables), homology-aware splits, fold names, fetch."""

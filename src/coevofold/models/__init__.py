@@ -1,0 +1,1 @@
+"""Models: the registry of fold classifiers (one file per branch), the ensemble, the classical baselines."""

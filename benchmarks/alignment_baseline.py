@@ -15,8 +15,8 @@ import numpy as np
 
 from coevofold import metrics
 from coevofold.data import tables
-from coevofold.models.baselines import AlignmentNearestNeighbour
 from coevofold.data.splits import TEST_SPLITS
+from coevofold.models.baselines import AlignmentNearestNeighbour
 
 MODEL_NAME = "Smith-Waterman nearest neighbour"
 

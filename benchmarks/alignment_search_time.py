@@ -15,8 +15,8 @@ import time
 import joblib
 
 from coevofold.data import tables
-from coevofold.models import baselines
 from coevofold.data.splits import TEST_SPLITS
+from coevofold.models import baselines
 
 
 def main() -> None:

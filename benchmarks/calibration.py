@@ -33,10 +33,10 @@ from sklearn.model_selection import GroupKFold
 from coevofold import metrics
 from coevofold.app import runs
 from coevofold.data import splits
+from coevofold.data.splits import CALIBRATION_SPLITS, TEST_SPLITS
+from coevofold.prediction import default_model_dir
 from coevofold.system import calibration, homology, preparation
 from coevofold.training import scoring
-from coevofold.prediction import default_model_dir
-from coevofold.data.splits import CALIBRATION_SPLITS, TEST_SPLITS
 
 
 def main() -> None:

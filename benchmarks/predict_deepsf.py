@@ -24,11 +24,11 @@ import pandas as pd
 from coevofold import prediction
 from coevofold.app import runs
 from coevofold.data import names, tables
+from coevofold.data.splits import TEST_SPLITS
 from coevofold.features import extraction, pretrained
 from coevofold.models import baselines
 from coevofold.system import evaluation, homology, preparation
 from coevofold.training import trainer
-from coevofold.data.splits import TEST_SPLITS
 
 
 def compare(model_dir: Path, store_path: Path, table: pd.DataFrame, plm: pretrained.ProteinLM,

@@ -34,12 +34,12 @@ import numpy as np
 from coevofold import metrics
 from coevofold.app import runs
 from coevofold.data import splits
-from coevofold.features import store
-from coevofold.system import combiner, homology, preparation, templates
-from coevofold.training import recipe, scoring
-from coevofold.system.calibration import tempered
-from coevofold.prediction import default_model_dir, load_predictor
 from coevofold.data.splits import CALIBRATION_SPLITS, TEST_SPLITS
+from coevofold.features import store
+from coevofold.prediction import default_model_dir, load_predictor
+from coevofold.system import combiner, homology, preparation, templates
+from coevofold.system.calibration import tempered
+from coevofold.training import recipe, scoring
 
 #: The ablation's rows: the feature groups each combiner uses.
 ROWS = {

@@ -50,9 +50,9 @@ import torch
 
 from coevofold.data import tables
 from coevofold.features import extraction, pretrained, store
-from coevofold.training import checkpoint, trainer
 from coevofold.features.coevolution import window_starts
 from coevofold.models.registry import FoldClassifier, ModelConfig, MODELS
+from coevofold.training import checkpoint, trainer
 
 #: seconds per training epoch the original study reported (pLM re-run on every protein).
 ORIGINAL_EPOCH_S = 11_466

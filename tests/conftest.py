@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from coevofold.data import tables
+from coevofold.data.tables import data_root
 from coevofold.features import extraction, pretrained
 from coevofold.system import homology, preparation
 from coevofold.training import mixture, recipe, trainer
-from coevofold.data.tables import data_root
 
 #: pLM window of the small test model: long chains are windowed in seconds.
 WINDOW = 64

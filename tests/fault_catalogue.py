@@ -48,10 +48,10 @@ from safetensors.torch import load_file
 
 from coevofold.app import cli
 from coevofold.data import tables
-from coevofold.features import extraction, pretrained, store
-from coevofold.training import checkpoint, trainer
-from coevofold.features.coevolution import window_starts
 from coevofold.errors import CoevofoldError
+from coevofold.features import extraction, pretrained, store
+from coevofold.features.coevolution import window_starts
+from coevofold.training import checkpoint, trainer
 
 ERROR_PREFIX = "coevofold: error: "
 #: peak memory a 50,000-record FASTA may add while it is read.

@@ -7,9 +7,9 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from coevofold.data import tables
+from coevofold.errors import CoevofoldError
 from coevofold.models import baselines
 from coevofold.system import preparation
-from coevofold.errors import CoevofoldError
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ import pytest
 
 from coevofold import metrics
 from coevofold.data import splits
+from coevofold.errors import CoevofoldError
 from coevofold.features import pretrained
+from coevofold.prediction import load_predictor, predict
 from coevofold.system import calibration, evaluation
 from coevofold.system.calibration import Calibration, LogisticMap
-from coevofold.errors import CoevofoldError
-from coevofold.prediction import load_predictor, predict
 
 
 def test_ece_hand_computed():

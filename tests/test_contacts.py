@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coevofold.features import contacts
 from coevofold.errors import CoevofoldError
+from coevofold.features import contacts
 
 L = 30  # top-L = 30, top-L/2 = 15, top-L/5 = 6
 

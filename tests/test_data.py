@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from coevofold.data import names, tables
 from coevofold.app.cli import main
+from coevofold.data import names, tables
 from coevofold.errors import CoevofoldError
 
 

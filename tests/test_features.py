@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from coevofold.data import tables
+from coevofold.errors import CoevofoldError
 from coevofold.features import extraction, pretrained, store
 from coevofold.features.coevolution import window_starts
-from coevofold.errors import CoevofoldError
 
 PROTBERT_VOCAB = "[PAD] [UNK] [CLS] [SEP] [MASK] L A G V E S I K R D T P N Q F Y M H C W X U B Z O".split()
 FLOAT16 = {"rtol": 2e-3, "atol": 1e-4}  # one float16 step, for values that took another float path

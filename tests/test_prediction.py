@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 
 from coevofold import prediction
+from coevofold.data.names import fold_name
+from coevofold.errors import CoevofoldError
 from coevofold.features import extraction, pretrained
 from coevofold.models import baselines
+from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, predictions_text, write_predictions
 from coevofold.system import evaluation, homology
 from coevofold.training import scoring, trainer
-from coevofold.errors import CoevofoldError
-from coevofold.data.names import fold_name
-from coevofold.prediction import PREDICTION_COLUMNS, default_model_dir, predict, predictions_text, write_predictions
 
 LONG_ID = "d1y5ia2"  # 1,074 residues: longer than ESM-2's 1,022-residue window
 

@@ -13,10 +13,10 @@ import pytest
 
 from coevofold import metrics, plots
 from coevofold.app import report
-from coevofold.features import store
-from coevofold.errors import CoevofoldError
 from coevofold.data.names import fold_name
 from coevofold.data.splits import TEST_SPLITS
+from coevofold.errors import CoevofoldError
+from coevofold.features import store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -27,8 +27,8 @@ import numpy as np
 
 from coevofold import prediction
 from coevofold.app import cli
-from coevofold.system.calibration import ALIGNMENT_FEATURES, MODEL_FEATURES, MODEL_ONLY_FEATURES, Calibration, LogisticMap
 from coevofold.app.serve import ServeConfig, Service, create_app
+from coevofold.system.calibration import ALIGNMENT_FEATURES, MODEL_FEATURES, MODEL_ONLY_FEATURES, Calibration, LogisticMap
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "serve_screenshot.png"
 CONFIG = ServeConfig(max_sequences=4, max_residues=400, max_bytes=20_000)

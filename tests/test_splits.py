@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from coevofold.data import splits, tables
 from coevofold.app.cli import main
+from coevofold.data import splits, tables
 from coevofold.errors import LeakageError
 
 

@@ -9,10 +9,10 @@ import pytest
 
 from coevofold import metrics, prediction
 from coevofold.data import splits
+from coevofold.errors import CoevofoldError
 from coevofold.features import store
 from coevofold.system import combiner, evaluation, homology, preparation, templates
 from coevofold.training import scoring
-from coevofold.errors import CoevofoldError
 
 
 def test_templates_save_load_round_trip(system_run, tmp_path):

@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 
 from coevofold.app import runs
 from coevofold.data import tables
+from coevofold.errors import CoevofoldError
 from coevofold.features import extraction, pretrained
 from coevofold.models import attention, ensemble, registry
 from coevofold.training import checkpoint, mixture, recipe, trainer
-from coevofold.errors import CoevofoldError
 
 
 def test_class_weights_hand_computed():

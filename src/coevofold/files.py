@@ -12,10 +12,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from typing import TypeVar
+
 from coevofold.errors import CoevofoldError
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -146,3 +150,12 @@ def check_fetched(path: str | os.PathLike) -> None:
     if expected is not None and (actual := sha256_of(path)) != expected:
         raise CoevofoldError(f"{path}: changed since `coevofold data fetch` wrote it (sha256 {actual}, written as "
                              f"{expected}); delete {path.parent} and fetch it again")
+
+
+def read_json(path: str | os.PathLike, build: Callable[[dict], T], what: str, remedy: str) -> T:
+    """``build`` applied to the JSON file at ``path``; unreadable or malformed (a missing key, a
+    wrong type) refused in one line that names the file, ``what`` it holds and the ``remedy``."""
+    try:
+        return build(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CoevofoldError(f"{path}: unreadable {what} ({exc!r}); {remedy}") from None

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from coevofold.data.splits import TEST_SPLITS
 from coevofold.errors import CoevofoldError
 from coevofold.files import write_text
-from coevofold.data.splits import TEST_SPLITS
 
 #: Target code of a protein whose fold has no column in the scores (unseen in training).
 UNSEEN = -1

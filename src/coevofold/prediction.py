@@ -20,16 +20,16 @@ import torch
 from tqdm.auto import tqdm
 
 from coevofold import metrics
-from coevofold.system import calibration as calibrating
-from coevofold.training import checkpoint as model_files
-from coevofold.system import combiner as combining
 from coevofold import devices
 from coevofold.data import tables
-from coevofold.features import extraction, pretrained, store
-from coevofold.system import homology, preparation, templates
 from coevofold.data import names as fold_naming
 from coevofold.errors import CoevofoldError
+from coevofold.features import extraction, pretrained, store
 from coevofold.files import cache_dir, write_text
+from coevofold.system import calibration as calibrating
+from coevofold.system import combiner as combining
+from coevofold.system import homology, preparation, templates
+from coevofold.training import checkpoint as model_files
 
 #: Columns of :func:`predict`'s table and of both output formats, in order. ``probability`` is
 #: calibrated where the model folder has a calibration (:mod:`coevofold.system.calibration`) and

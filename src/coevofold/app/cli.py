@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from coevofold import __version__
@@ -34,56 +34,57 @@ def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Na
     return parser
 
 
-#: An option mirrored from a config dataclass: (flag, field, help[, extra add_argument keywords]).
-#: Its default and type come from the dataclass field; :func:`_from_options` builds the config back.
-Option = tuple
+@dataclass(frozen=True)
+class _Mirror:
+    """Options mirrored from a config dataclass: each option's default and type come from the field
+    it sets, and :meth:`build` makes the config from the parsed values. ``options``: (flag, field,
+    help[, extra add_argument keywords])."""
+
+    #: imports and returns the config class (on use: the parser builds fast).
+    config_class: Callable[[], type]
+    options: tuple[tuple, ...]
+
+    def add(self, group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        config_class = self.config_class()
+        defaults, kinds = config_class(), {f.name: str(f.type).split("|")[0].strip() for f in fields(config_class)}
+        for flag, name, text, *extra in self.options:
+            keywords = dict(extra[0]) if extra else {}
+            if "choices" not in keywords and kinds[name] in ("int", "float"):
+                keywords.setdefault("type", int if kinds[name] == "int" else float)
+            group.add_argument(flag, default=getattr(defaults, name), help=text, **keywords)
+
+    def build(self, args: argparse.Namespace, *more: _Mirror, **values):
+        """The config from these options' (and ``more``'s) parsed values, plus ``values``."""
+        options = [o for mirror in (self, *more) for o in mirror.options]
+        return self.config_class()(**{name: getattr(args, flag.lstrip("-").replace("-", "_"))
+                                      for flag, name, *_ in options}, **values)
 
 
-def _add_options(group: argparse._ArgumentGroup, config_class: type, options: tuple[Option, ...]) -> None:
-    """One option per entry of ``options``, default and type read from ``config_class``'s fields."""
-    defaults = config_class()
-    kinds = {f.name: str(f.type).split("|")[0].strip() for f in fields(config_class)}
-    for flag, name, text, *extra in options:
-        keywords = dict(extra[0]) if extra else {}
-        if "choices" not in keywords and kinds[name] in ("int", "float"):
-            keywords.setdefault("type", int if kinds[name] == "int" else float)
-        group.add_argument(flag, default=getattr(defaults, name), help=text, **keywords)
+def _split_class() -> type:
+    from coevofold.data.splits import SplitConfig
+
+    return SplitConfig
 
 
-def _from_options(args: argparse.Namespace, config_class: type, options: tuple[Option, ...], **more):
-    """``config_class`` from the parsed values of ``options`` (plus ``more`` fields)."""
-    return config_class(**{name: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, name, *_ in options},
-                        **more)
-
-
-SPLIT_OPTIONS: tuple[Option, ...] = (
+SPLIT = _Mirror(_split_class, (
     ("--split-seed", "seed", "random seed of the split maker"),
     ("--min-members", "min_members_per_fold", "exclude folds with fewer proteins"),
     ("--fold-test-fraction", "fold_test_fraction", "share of superfamilies held out as test_fold"),
     ("--superfamily-test-fraction", "superfamily_test_fraction", "share of families held out as test_superfamily"),
     ("--family-test-fraction", "family_test_fraction", "share of family members held out as test_family"),
     ("--valid-fraction", "valid_fraction", "share of family members held out as valid"),
-)
+))
 
 
 def _add_split_options(parser: argparse.ArgumentParser) -> None:
-    from coevofold.data.splits import SplitConfig
-
-    _add_options(parser.add_argument_group("split maker (used when the source has no published split)"),
-                 SplitConfig, SPLIT_OPTIONS)
-
-
-def _split_config(args: argparse.Namespace):
-    from coevofold.data.splits import SplitConfig
-
-    return _from_options(args, SplitConfig, SPLIT_OPTIONS)
+    SPLIT.add(parser.add_argument_group("split maker (used when the source has no published split)"))
 
 
 def _load_split(args: argparse.Namespace):
     """Load a source and give it splits: published ones if present, else the split maker's."""
     from coevofold.data import splits, tables
 
-    return splits.with_splits(tables.load(args.source), _split_config(args))
+    return splits.with_splits(tables.load(args.source), SPLIT.build(args))
 
 
 # ----------------------------------------------------------------------------------- data
@@ -103,7 +104,7 @@ def cmd_data_summarize(args: argparse.Namespace) -> int:
     stem = Path(str(args.source)).stem
     used = table[table["split"] != "excluded"]
     if used.empty:
-        reasons = splits.exclusion_reasons(table, _split_config(args))
+        reasons = splits.exclusion_reasons(table, SPLIT.build(args))
         why = "; ".join(f"{n} {reason}" for reason, n in reasons.items()) or "excluded by the published split"
         print(f"\nall {len(table)} proteins are excluded ({why}); no plots written")
         return 0
@@ -189,7 +190,13 @@ def _register_data(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------- extract
 
 
-FEATURE_OPTIONS: tuple[Option, ...] = (
+def _feature_class() -> type:
+    from coevofold.features.extraction import FeatureConfig
+
+    return FeatureConfig
+
+
+FEATURES = _Mirror(_feature_class, (
     ("--model", "model", "hub id or local folder of an ESM-2 / ProtBert / ProtAlbert model; default: $COEVOFOLD_MODEL, "
      "else facebook/esm2_t6_8M_UR50D (offline copy in ../shared/models used when the hub is out of reach)"),
     ("--maps", "maps", "map channels after the contact map: per-layer head average, or every head",
@@ -198,20 +205,11 @@ FEATURE_OPTIONS: tuple[Option, ...] = (
     ("--embedding-layer", "embedding_layer", "hidden layer for embeddings (-1 = last)"),
     ("--bins", "embedding_bins", "per-residue embeddings pooled to BINS segments"),
     ("--stride", "stride", "window step for chains longer than the model window"),
-)
+))
 
 
 def _add_feature_options(parser: argparse.ArgumentParser) -> None:
-    from coevofold.features.extraction import FeatureConfig
-
-    _add_options(parser.add_argument_group("features (stored with the features; a store refuses other values)"),
-                 FeatureConfig, FEATURE_OPTIONS)
-
-
-def _feature_config(args: argparse.Namespace):
-    from coevofold.features.extraction import FeatureConfig
-
-    return _from_options(args, FeatureConfig, FEATURE_OPTIONS)
+    FEATURES.add(parser.add_argument_group("features (stored with the features; a store refuses other values)"))
 
 
 def _add_device_options(group: argparse._ArgumentGroup, device: str, threads: int | None, what: str,
@@ -226,14 +224,20 @@ def _add_device_options(group: argparse._ArgumentGroup, device: str, threads: in
     group.add_argument("--threads", type=int, default=threads, help="CPU threads for torch (default: all cores)")
 
 
-RUN_OPTIONS: tuple[Option, ...] = (
+def _run_class() -> type:
+    from coevofold.features.extraction import RunConfig
+
+    return RunConfig
+
+
+RUN = _Mirror(_run_class, (
     ("--max-tokens", "max_tokens", "padded tokens per batch"),
     ("--max-pairs", "max_pairs", "cap on batch x length^2 (attention memory)"),
-)
-RUN_PROCESS_OPTIONS: tuple[Option, ...] = (
+))
+RUN_PROCESSES = _Mirror(_run_class, (
     ("--devices", "devices", "processes to extract with (GPUs with --device cuda, CPU processes with --device cpu)"),
     ("--part-size", "part_size", "proteins per atomic part file (most work a kill loses)"),
-)
+))
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -241,23 +245,20 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
     d = RunConfig()
     g = parser.add_argument_group("execution (does not change stored values)")
-    _add_options(g, RunConfig, RUN_OPTIONS)
+    RUN.add(g)
     _add_device_options(g, d.device, d.threads, "the pLM")
-    _add_options(g, RunConfig, RUN_PROCESS_OPTIONS)
+    RUN_PROCESSES.add(g)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _run_config(args: argparse.Namespace):
-    from coevofold.features.extraction import RunConfig
-
-    return _from_options(args, RunConfig, RUN_OPTIONS + RUN_PROCESS_OPTIONS, threads=args.threads,
-                         device=args.device, progress=not args.quiet)
+    return RUN.build(args, RUN_PROCESSES, threads=args.threads, device=args.device, progress=not args.quiet)
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from coevofold.features import extraction, store
 
-    out = extraction.extract(args.fasta, args.out, _feature_config(args), _run_config(args))
+    out = extraction.extract(args.fasta, args.out, FEATURES.build(args), _run_config(args))
     rows = len(store.read_ids(out))
     print(f"{out}: {rows} proteins, {out.stat().st_size / max(rows, 1) / 1024:.1f} KB per protein")
     return 0
@@ -267,7 +268,7 @@ def cmd_contacts(args: argparse.Namespace) -> int:
     from coevofold.features import contacts, pretrained
 
     plm = pretrained.load(args.model)
-    table = contacts.check_features(args.structures, _feature_config(args), plm=plm)
+    table = contacts.check_features(args.structures, FEATURES.build(args), plm=plm)
     print(f"long-range (separation >= 24) contact precision, mean over chains; pLM {plm.label}")
     print(table.to_string(float_format="%.3f"))
     return 0
@@ -293,7 +294,13 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------- train
 
 
-TRAIN_OPTIONS: tuple[Option, ...] = (
+def _train_class() -> type:
+    from coevofold.training.trainer import TrainConfig
+
+    return TrainConfig
+
+
+TRAIN = _Mirror(_train_class, (
     ("--solver", "solver", "lbfgs: linear models fitted to convergence by scikit-learn", {"choices": ["adamw", "lbfgs"]}),
     ("--C", "C", "inverse L2 strength for --solver lbfgs"),
     ("--seed", "seed", "seed for initialisation, shuffling and dropout"),
@@ -304,7 +311,7 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
     ("--weight-decay", "weight_decay", "AdamW weight decay"),
     ("--label-smoothing", "label_smoothing", "cross-entropy label smoothing"),
     ("--class-weight-power", "class_weight_power", "class weights = count^-power (0: none, 1: full rebalancing)"),
-)
+))
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -327,7 +334,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         "training, plus its search)")
     g.add_argument("--levels", default=",".join(m.levels),
                    help="SCOP levels with a head of their own, comma-separated, fold first (e.g. fold,superfamily,family)")
-    _add_options(g, TrainConfig, TRAIN_OPTIONS)
+    TRAIN.add(g)
     g = parser.add_argument_group("execution (does not change the model; applies to --model-type default too)")
     _add_device_options(g, t.device, t.threads, "the classifier",
                         "; cpu by default: these small models train in minutes there and runs repeat bit for bit")
@@ -335,14 +342,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 def _train_config(args: argparse.Namespace):
     from coevofold.models.registry import ModelConfig
-    from coevofold.training.trainer import TrainConfig
 
     try:
         model = ModelConfig(name=args.model_type, levels=tuple(args.levels.split(",")))
     except ValueError as exc:
         raise CoevofoldError(f"--levels: {exc}") from None
-    return _from_options(args, TrainConfig, TRAIN_OPTIONS, model=model, threads=args.threads, device=args.device,
-                         progress=not args.quiet)
+    return TRAIN.build(args, model=model, threads=args.threads, device=args.device, progress=not args.quiet)
 
 
 def _fold_names(source: str) -> dict[str, str]:
@@ -378,9 +383,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from coevofold import metrics
+    from coevofold.data.splits import TEST_SPLITS
     from coevofold.system import evaluation, homology, preparation
     from coevofold.training import scoring
-    from coevofold.data.splits import TEST_SPLITS
 
     table = _load_split(args)
     scored = scoring.model_scores(args.model_dir, args.store, table, TEST_SPLITS)  # once, for both below
@@ -536,19 +541,25 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from coevofold.app import serve
 
-    serve.serve(_from_options(args, serve.ServeConfig, SERVE_OPTIONS + SERVE_LIMITS, use_homology=not args.no_homology,
-                              device=args.device, threads=args.threads))
+    serve.serve(SERVE.build(args, SERVE_LIMITS, use_homology=not args.no_homology, device=args.device,
+                            threads=args.threads))
     return 0
 
 
-SERVE_OPTIONS: tuple[Option, ...] = (
+def _serve_class() -> type:
+    from coevofold.app.serve import ServeConfig
+
+    return ServeConfig
+
+
+SERVE = _Mirror(_serve_class, (
     ("--host", "host", "address to listen on (0.0.0.0 exposes it to the network)"),
     ("--port", "port", "port to listen on"),
     ("--checkpoint", "checkpoint",
      "trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')"),
     ("--model", "model", "pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)"),
-)
-SERVE_LIMITS: tuple[Option, ...] = (
+))
+SERVE_LIMITS = _Mirror(_serve_class, (
     ("--top-k", "top_k", "folds shown per sequence unless the request says"),
     ("--max-sequences", "max_sequences", "sequences per request"),
     ("--max-residues", "max_residues", "residues per sequence"),
@@ -556,7 +567,7 @@ SERVE_LIMITS: tuple[Option, ...] = (
     ("--max-queue", "max_queue", "requests waiting behind the running one; more get 503 with Retry-After"),
     ("--body-timeout", "body_timeout", "seconds a client may take to send its request body (408 after)"),
     ("--max-pairs", "max_pairs", "attention residue pairs per pLM pass: bounds a request's memory (~0.5 KB per pair)"),
-)
+))
 
 
 def _register_serve(sub: argparse._SubParsersAction) -> None:
@@ -570,9 +581,9 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
              "'coevofold predict --format json' writes; every refusal is a 4xx JSON {\"error\": ...} (503 with Retry-After "
              "when --max-queue requests already wait). Requests run one at a time. Binds to 127.0.0.1 (this machine "
              "only) unless --host says otherwise.")
-    _add_options(p, ServeConfig, SERVE_OPTIONS)
+    SERVE.add(p)
     p.add_argument("--no-homology", action="store_true", help="model only: no homology transfer")
-    _add_options(p, ServeConfig, SERVE_LIMITS)
+    SERVE_LIMITS.add(p)
     _add_device_options(p.add_argument_group("execution"), d.device, d.threads, "the pLM")
 
 

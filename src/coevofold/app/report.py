@@ -23,12 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from coevofold import __version__, plots
-from coevofold.features import store
 from coevofold.data import names as fold_naming
 from coevofold.errors import CoevofoldError
-from coevofold.training.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON, is_ensemble
-from coevofold.metrics import LEVEL_NAMES, RELIABILITY_PNG, calibration_markdown, results_markdown
+from coevofold.features import store
 from coevofold.files import write_text
+from coevofold.metrics import LEVEL_NAMES, RELIABILITY_PNG, calibration_markdown, results_markdown
+from coevofold.training.checkpoint import ENSEMBLE_MEMBERS, METRICS, MODEL_META, PREDICTIONS, RESULTS_JSON, is_ensemble
 
 #: Files of a model folder the report reads, and the step that writes each.
 RUN_FILES = {

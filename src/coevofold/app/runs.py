@@ -20,14 +20,14 @@ import pandas as pd
 
 from coevofold import metrics
 from coevofold.data import names, tables
+from coevofold.data.splits import TEST_SPLITS, with_splits
 from coevofold.features import extraction, pretrained, store
+from coevofold.files import write_text
+from coevofold.models.registry import ModelConfig, MODELS
+from coevofold.prediction import default_model_dir
 from coevofold.system import evaluation, preparation
 from coevofold.training import checkpoint, mixture, recipe, scoring, trainer
 from coevofold.training.checkpoint import RESULTS_JSON, RESULTS_MD
-from coevofold.files import write_text
-from coevofold.prediction import default_model_dir
-from coevofold.models.registry import ModelConfig, MODELS
-from coevofold.data.splits import TEST_SPLITS, with_splits
 
 ALIGNMENT = "alignment nearest neighbour (Smith-Waterman, E-value)"
 

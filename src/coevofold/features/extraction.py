@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from coevofold import devices
 from coevofold.data import tables
+from coevofold.errors import CoevofoldError
 from coevofold.features import pretrained, store
 from coevofold.features.coevolution import Stitcher, coevolution_maps, pool_grid, pool_positions, window_starts
-from coevofold.errors import CoevofoldError
 from coevofold.files import cache_dir, writable_dir
 from coevofold.logs import quiet_lightning
 

@@ -54,10 +54,12 @@ from pathlib import Path
 import numpy as np
 
 from coevofold.errors import CoevofoldError
+from coevofold.files import read_json, write_text
 from coevofold.system.homology import rank_hit_rates, ranking
-from coevofold.files import write_text
 
 CALIBRATION_FILE = "calibration.json"
+#: What a refused system file (calibration.json, combiner.json) tells the user to do.
+PREPARE_AGAIN = "re-run the system's preparation"
 _EPS = 1e-12
 
 
@@ -204,13 +206,11 @@ def has_calibration(model_dir: str | os.PathLike) -> bool:
 
 def load_calibration(model_dir: str | os.PathLike) -> Calibration:
     """A model folder's :class:`Calibration`, refused in one line when unreadable."""
-    path = Path(model_dir) / CALIBRATION_FILE
-    try:
-        stored = json.loads(path.read_text())
+    def build(stored: dict) -> Calibration:
         maps = {key: LogisticMap(**stored[key]) for key in ("model", "model_only", "alignment")}
         return Calibration(**{**stored, **maps})
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CoevofoldError(f"{path}: unreadable calibration ({exc!r}); re-run the system's preparation") from None
+
+    return read_json(Path(model_dir) / CALIBRATION_FILE, build, "calibration", PREPARE_AGAIN)
 
 
 def stated(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None, rank_probability: list[float],

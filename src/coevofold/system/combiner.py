@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from coevofold.system.calibration import LogisticMap, fit_logistic, tempered
 from coevofold.errors import CoevofoldError
-from coevofold.files import write_text
+from coevofold.files import read_json, write_text
+from coevofold.system.calibration import PREPARE_AGAIN, LogisticMap, fit_logistic, tempered
 
 COMBINER_FILE = "combiner.json"
 #: Candidate folds per source: the model's top 10, the template search's top 10, Smith-Waterman's
@@ -163,10 +163,6 @@ def has_combiner(folder: str | os.PathLike) -> bool:
 
 
 def load_combiner(folder: str | os.PathLike) -> Combiner:
-    path = Path(folder) / COMBINER_FILE
-    try:
-        stored = json.loads(path.read_text())
-        return Combiner(model_temperature=float(stored["model_temperature"]), weights=LogisticMap(**stored["weights"]),
-                        fitted_on=stored.get("fitted_on", {}))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CoevofoldError(f"{path}: unreadable combiner ({exc!r}); re-run the system's preparation") from None
+    return read_json(Path(folder) / COMBINER_FILE, lambda stored: Combiner(
+        model_temperature=float(stored["model_temperature"]), weights=LogisticMap(**stored["weights"]),
+        fitted_on=stored.get("fitted_on", {})), "combiner", PREPARE_AGAIN)

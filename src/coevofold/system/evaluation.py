@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from coevofold import metrics, plots
-from coevofold.system import calibration, homology, preparation, templates
-from coevofold.training import scoring
-from coevofold.system import combiner as combining
-from coevofold.training.checkpoint import RESULTS_JSON
 from coevofold.data.splits import TEST_SPLITS
+from coevofold.system import calibration, homology, preparation, templates
+from coevofold.system import combiner as combining
+from coevofold.training import scoring
+from coevofold.training.checkpoint import RESULTS_JSON
 
 
 def system_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame,

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coevofold.models import baselines
 from coevofold.errors import CoevofoldError
 from coevofold.files import atomic_path, write_text
+from coevofold.models import baselines
 
 TRAIN_FILE = "homology_train.tsv"
 META_FILE = "homology.json"

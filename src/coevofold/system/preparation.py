@@ -31,13 +31,13 @@ import pandas as pd
 
 from coevofold import metrics
 from coevofold.data import splits
+from coevofold.data.splits import TEST_SPLITS
+from coevofold.errors import CoevofoldError
 from coevofold.features import store
+from coevofold.files import atomic_path, cache_dir
 from coevofold.models import baselines
 from coevofold.system import calibration, combiner, homology, templates
 from coevofold.training import scoring
-from coevofold.errors import CoevofoldError
-from coevofold.files import atomic_path, cache_dir
-from coevofold.data.splits import TEST_SPLITS
 
 #: Where :func:`fit_system` trains the proxy, inside the model folder it prepares.
 PROXY_DIR = "calibration_proxy"

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from coevofold.system import embedding_alignment as ea
-from coevofold.features import store
 from coevofold.errors import CoevofoldError
+from coevofold.features import store
 from coevofold.files import atomic_path
+from coevofold.system import embedding_alignment as ea
 
 TEMPLATES_FILE = "templates.npz"
 VECTORS_FILE = "templates_vectors.npy"

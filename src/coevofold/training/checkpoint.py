@@ -23,8 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from coevofold.features import store
 from coevofold.errors import CoevofoldError
+from coevofold.features import store
 from coevofold.files import atomic_path, write_text
 from coevofold.metrics import encode_labels
 from coevofold.models.ensemble import Ensemble

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from coevofold.data.splits import TEST_SPLITS
 from coevofold.errors import CoevofoldError
 from coevofold.files import write_text
 from coevofold.metrics import encode_labels, evaluate_levels, results_markdown, topk_for, write_results_json
-from coevofold.data.splits import TEST_SPLITS
 
 
 def model_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, table,

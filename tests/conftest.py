@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from coevofold.data import tables
-from coevofold.data.tables import data_root
 from coevofold.features import extraction, pretrained
+from coevofold.files import data_root
 from coevofold.system import homology, preparation
 from coevofold.training import mixture, recipe, trainer
 

@@ -148,7 +148,7 @@ def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np
     meta, probs, _ = scored
     settings = homology.read_settings(model_dir)
     fitted = calibration.load_calibration(model_dir) if calibration.has_calibration(model_dir) else None
-    classes, names = np.asarray(meta["classes"]), meta.get("fold_names", {})
+    classes, named = np.asarray(meta["classes"]), meta.get("fold_names", {})
     rng = np.random.default_rng(0)
     print("example answers as coevofold predict states them (test proteins never seen in training):")
     for level in TEST_SPLITS:
@@ -160,7 +160,7 @@ def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np
             band = metrics.band_of(probability[i, :1])[0] if fitted is not None else ""
             mark = "correct" if fold == true else f"true fold {true}"
             print(f"  {rows['id'].iat[i]:9s} {level:17s} -> {fold:7s} p={probability[i, 0]:.2f} {band:6s} "
-                  f"{'alignment' if from_alignment[i] else 'combined':9s} ({names.get(fold, '')}) [{mark}]")
+                  f"{'alignment' if from_alignment[i] else 'combined':9s} ({named.get(fold, '')}) [{mark}]")
 
 
 # ------------------------------------------------------------------------------ full benchmark

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from coevofold.data import tables
-from coevofold.files import atomic_path
+from coevofold.files import atomic_path, data_root
 
 #: The shipped mapping (columns :data:`NAME_COLUMNS`), one row per SCOP 1.75 fold of DeepSF.
 SHIPPED = Path(__file__).with_name("scop175_fold_names.tsv")
@@ -126,7 +126,7 @@ def _fold_key(fold: str) -> tuple:
 
 def build_scop175_names(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """The mapping for every DeepSF fold, from the shared data under ``root`` (default data root)."""
-    root = Path(root) if root is not None else tables.data_root()
+    root = Path(root) if root is not None else data_root()
     deepsf = tables.read_deepsf_tsv(root / tables.PRESETS["deepsf"].relpath)
     folds = set(deepsf["fold"])
     labelled = [d for r in deepsf.itertuples(index=False) if (d := scop_sid_domain(r.id, r.fold, r.sequence))]

@@ -30,7 +30,7 @@ import pandas as pd
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from coevofold.errors import CoevofoldError
-from coevofold.files import check_fetched, data_root  # data_root: where the data lives; re-exported
+from coevofold.files import check_fetched, data_root
 
 COLUMNS = ["id", "sequence", "class", "fold", "superfamily", "family", "length", "split"]
 STANDARD_RESIDUES = "ACDEFGHIKLMNPQRSTVWY"

@@ -34,9 +34,9 @@ import pandas as pd
 from Bio.Data.PDBData import protein_letters_3to1, protein_letters_3to1_extended
 from Bio.PDB import MMCIFParser, PDBParser
 
-from coevofold.data.tables import data_root
 from coevofold.errors import CoevofoldError
 from coevofold.features import extraction, pretrained, store
+from coevofold.files import data_root
 
 CONTACT_DISTANCE = 8.0
 #: Sequence separations of the standard ranges (short >= 6, medium+long >= 12, long >= 24).

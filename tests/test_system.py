@@ -155,3 +155,11 @@ def test_evaluate_scores_the_combined_system(system_run, monkeypatch, capsys, tm
                      "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "system (combined; homology transfer where E <= 1e-" in out and "after" in out
+
+
+def test_proxy_trains_two_seeds_per_recipe():
+    from coevofold import training
+
+    members = training.default_members(progress=False)
+    assert list(system.proxy_members(members)) == ["probe", "mlp", "mlp_seed1", "attention", "attention_seed1"]
+    assert all(system.proxy_members(members)[name] == members[name] for name in system.proxy_members(members))

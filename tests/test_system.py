@@ -159,3 +159,12 @@ def test_evaluate_scores_the_combined_system(system_run, monkeypatch, capsys, tm
                      "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "system (combined; homology transfer where E <= 1e-" in out and "after" in out
+
+
+def test_proxy_trains_two_seeds_per_recipe():
+    from coevofold.training import recipe
+
+    members = recipe.default_members(progress=False)
+    proxy = preparation.proxy_members(members)
+    assert list(proxy) == ["probe", "mlp", "mlp_seed1", "attention", "attention_seed1"]
+    assert all(proxy[name] == members[name] for name in proxy)

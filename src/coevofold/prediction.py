@@ -228,9 +228,10 @@ def plm_record(plm: pretrained.ProteinLM) -> dict[str, str]:
 
 def load_predictor(checkpoint: str | os.PathLike | None = None,
                    model: str | os.PathLike | pretrained.ProteinLM | None = None,
-                   use_homology: bool = True, n_jobs: int = -1, device: str = "auto") -> Predictor:
+                   use_homology: bool = True, n_jobs: int = -1, device: str = "auto",
+                   templates_in_memory: bool = False) -> Predictor:
     """Load a model folder, its pLM (checked compatible, on ``device``) and, if prepared, its
-    homology search.
+    homology search and templates (memory-mapped unless ``templates_in_memory``).
 
     Without homology files, or with ``use_homology=False``, predictions are the model's alone
     and :attr:`Predictor.note` says why. The classifier stays on the CPU (it is small); the pLM
@@ -255,7 +256,7 @@ def load_predictor(checkpoint: str | os.PathLike | None = None,
         note += " (probabilities uncalibrated: the folder's calibration is the combined system's)"
     search_templates, fitted = None, None
     if search is not None and preparation.is_prepared(folder):
-        search_templates = templates.TemplateSearch(templates.load_templates(folder))
+        search_templates = templates.TemplateSearch(templates.load_templates(folder, templates_in_memory))
         fitted = combining.load_combiner(folder)
     elif search is not None:
         note = NO_TEMPLATES_NOTE.format(folder=folder)

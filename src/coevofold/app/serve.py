@@ -489,7 +489,7 @@ def load_service(config: ServeConfig) -> Service:
 
     devices.set_threads(config.threads)
     return Service(prediction.load_predictor(config.checkpoint, config.model, config.use_homology,
-                                             device=config.device), config)
+                                             device=config.device, templates_in_memory=True), config)
 
 
 def serve(config: ServeConfig) -> None:

@@ -94,13 +94,15 @@ def has_templates(folder: str | os.PathLike) -> bool:
     return (Path(folder) / TEMPLATES_FILE).is_file() and (Path(folder) / VECTORS_FILE).is_file()
 
 
-def load_templates(folder: str | os.PathLike) -> Templates:
-    """A model folder's templates; the vectors are memory-mapped (read as the search touches them)."""
+def load_templates(folder: str | os.PathLike, in_memory: bool = False) -> Templates:
+    """A model folder's templates; the vectors are memory-mapped (read as the search touches them:
+    a short ``predict`` reads a fraction), or read whole with ``in_memory`` (``serve``: a server
+    touches them all in time, and its memory should be what it holds from start-up on)."""
     folder = Path(folder)
     try:
         with np.load(folder / TEMPLATES_FILE, allow_pickle=False) as meta:
             parts = {key: meta[key] for key in meta.files}
-        vectors = np.load(folder / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
+        vectors = np.load(folder / VECTORS_FILE, mmap_mode=None if in_memory else "r", allow_pickle=False)
         templates = Templates(vectors=vectors, **parts)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise CoevofoldError(f"{folder}: unreadable template search files ({exc}); re-run the system's preparation") from None

@@ -91,8 +91,8 @@ def test_serve_command_passes_device_and_threads(service: Service, calibrated: P
 
     asked = {}
 
-    def load(checkpoint, model, use_homology, device="auto"):
-        asked.update(checkpoint=checkpoint, device=device)
+    def load(checkpoint, model, use_homology, device="auto", templates_in_memory=False):
+        asked.update(checkpoint=checkpoint, device=device, templates_in_memory=templates_in_memory)
         return service.predictor
 
     monkeypatch.setattr(prediction, "load_predictor", load)
@@ -103,7 +103,7 @@ def test_serve_command_passes_device_and_threads(service: Service, calibrated: P
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert asked == {"checkpoint": str(calibrated), "device": "cpu", "served": 8765}
+    assert asked == {"checkpoint": str(calibrated), "device": "cpu", "served": 8765, "templates_in_memory": True}
     assert f"pLM {service.predictor.plm.label})" in capsys.readouterr().out
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,17 +74,14 @@ def bytes_and_quantisation(model_dir: Path, store_path: Path, table, rows: prepa
     proxy = model_dir / preparation.PROXY_DIR
     carved = splits.calibration_split(table)
     quantised = templates.load_templates(proxy)
-    exact = templates.Templates(**{**quantised.__dict__})
     train = store.read_rows(store_path, quantised.ids.tolist(), residues=True)
-    exact.vectors = np.concatenate([templates.unit_rows(r, quantised.center) * 127.0 for r in train.residues])
+    exact = replace(quantised, vectors=np.concatenate([templates.unit_rows(r, quantised.center) * 127.0
+                                                       for r in train.residues]))
 
     class _Float(templates.TemplateSearch):
-        def _similarity(self, unit, chosen):
-            t = self.templates
-            blocks = [t.vectors[t.offsets[i]:t.offsets[i + 1]] for i in chosen]
-            offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
-            offsets[1:] = np.cumsum([len(b) for b in blocks])
-            return np.ascontiguousarray(unit @ np.concatenate(blocks).T / 127.0, dtype=np.float32), offsets
+        def _similarity(self, unit, chosen):  # float32 products of unrounded vectors
+            stacked, offsets = self._blocks(chosen)
+            return np.ascontiguousarray(unit @ stacked.T / 127.0, dtype=np.float32), offsets
 
     for kind in ("calibration_fold", "calibration_superfamily"):
         held = carved[carved["split"] == kind].sample(n=min(150, (carved["split"] == kind).sum()), random_state=0)
@@ -144,12 +142,12 @@ def recall(model_dir: Path, store_path: Path, table, n: int) -> None:
 
 
 def ablation(model_dir: Path, store_path: Path, table, rows: preparation.HeldOut, alignment: dict) -> None:
-    classes = scoring.model_scores(model_dir, store_path, table, ())[0]["classes"]
     scored = scoring.model_scores(model_dir, store_path, table, TEST_SPLITS)
+    classes = scored[0]["classes"]
     found = templates.load_templates(model_dir)
     min_score = homology.read_settings(model_dir).min_score
     test_evidence = {s: preparation.evidence_of(tempered(scored[1][s], rows.final_temperature),
-                                           preparation.cached_hits(model_dir, store_path, table, s, progress=False),
+                                           preparation.cached_hits(found, store_path, table, s, progress=False),
                                            alignment[s], found, classes) for s in TEST_SPLITS}
     held, test = {}, {}
     for name, groups in ROWS.items():

@@ -69,9 +69,9 @@ def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
     searched, fitted = [], []
     real_hits, real_fit = preparation.cached_hits, combiner.fit_weights
 
-    def spy_hits(folder, store_path, searched_table, split, config=None, progress=True):
-        searched.append((folder, set(searched_table.loc[searched_table["split"] == split, "id"])))
-        return real_hits(folder, store_path, searched_table, split, config, progress)
+    def spy_hits(found, store_path, searched_table, split, config=None, progress=True):
+        searched.append((found, set(searched_table.loc[searched_table["split"] == split, "id"])))
+        return real_hits(found, store_path, searched_table, split, config, progress)
 
     def spy_fit(evidence, targets, weights=None, groups=tuple(combiner.FEATURE_GROUPS)):
         fitted.append(np.asarray(targets))

@@ -159,28 +159,17 @@ class Predictor:
                         contacts[row_id] = store.triangle_to_map(triangle, len(sequence))
                 bar.update(len(batch))
         evidence = self.search.evidence(sequences, progress) if self.search is not None else None
-        found = None
+        combined = None
         if evidence is not None and self.templates is not None and self.combiner is not None:
             hits = self.templates.search(_Queries(residues, triangles), progress)
             combined = preparation.evidence_of(probs, hits, evidence.scores, self.templates.templates, self.meta["classes"])
-            probs = self.combiner.probabilities(probs, combined.template_z, combined.overlap, combined.alignment,
-                                                combined.fold_size)
-            codes = self.template_codes
-            found = (hits.class_best(codes, len(self.meta["classes"])), residues)
+            probs = self.combiner.probabilities(combined)
         frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search, self.calibration,
-                           "combined" if found is not None else "model")
-        _template_columns(frame, found, self.templates, self.meta["classes"])
+                           "combined" if combined is not None else "model")
+        _template_columns(frame, combined, residues, self.templates, self.meta["classes"])
         frame.attrs["note"] = self.note
         frame.attrs["plm"] = plm_record(self.plm)
         return frame
-
-
-    @property
-    def template_codes(self) -> np.ndarray:
-        """Each template's class column in the model's classes."""
-        from coevofold.metrics import encode_labels
-
-        return encode_labels(self.templates.templates.folds, self.meta["classes"])
 
 
 @dataclass
@@ -194,23 +183,23 @@ class _Queries:
         return len(self.residues)
 
 
-def _template_columns(frame: pd.DataFrame, found, search: templates.TemplateSearch | None, classes: list[str]) -> None:
+def _template_columns(frame: pd.DataFrame, combined: combining.Evidence | None, residues: list[np.ndarray],
+                      search: templates.TemplateSearch | None, classes: list[str]) -> None:
     """Fill each row's best template of its fold, its z-score and the aligned regions (in place)."""
     frame["template"], frame["template_z"], frame["query_region"], frame["template_region"] = "", np.nan, "", ""
-    if found is None or search is None:
+    if combined is None:
         return
-    (best_z, best, _), residues = found
     class_of = {fold: n for n, fold in enumerate(classes)}
     query_of = {query_id: n for n, query_id in enumerate(dict.fromkeys(frame["id"]))}
     for row in range(len(frame)):
         q = query_of[frame["id"].iat[row]]
         c = class_of[frame["fold"].iat[row]]
-        t = int(best[q, c])
+        t = int(combined.best_template[q, c])
         if t < 0:
             continue
         _, pairs = search.align(residues[q], t)
         frame.iat[row, frame.columns.get_loc("template")] = search.templates.ids[t]
-        frame.iat[row, frame.columns.get_loc("template_z")] = float(best_z[q, c])
+        frame.iat[row, frame.columns.get_loc("template_z")] = float(combined.template_z[q, c])
         if len(pairs):
             frame.iat[row, frame.columns.get_loc("query_region")] = f"{pairs[0, 0] + 1}-{pairs[-1, 0] + 1}"
             frame.iat[row, frame.columns.get_loc("template_region")] = f"{pairs[0, 1] + 1}-{pairs[-1, 1] + 1}"

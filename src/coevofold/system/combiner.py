@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,19 +45,28 @@ _EPS = 1e-8
 class Evidence:
     """Class-level evidence per query, every array [N, n_classes] (rows: queries, columns: the model's folds)."""
 
-    probs: np.ndarray  # the model's probabilities, on the common scale (tempered)
+    probs: np.ndarray  # the model's probabilities (on the common scale where the regression reads them)
     template_z: np.ndarray  # best template z-score per fold
     overlap: np.ndarray  # contact overlap of that best template
     alignment: np.ndarray  # Smith-Waterman -log10 E of the fold's best member
     fold_size: np.ndarray  # [n_classes] training domains per fold
+    #: the template row behind ``template_z`` (-1: none aligned), what ``predict`` names; None if not kept.
+    best_template: np.ndarray | None = None
+
+    def _per_query(self) -> list[str]:
+        return [name for name in _PER_QUERY if getattr(self, name) is not None]
 
     def select(self, rows: np.ndarray) -> Evidence:
-        return Evidence(self.probs[rows], self.template_z[rows], self.overlap[rows], self.alignment[rows], self.fold_size)
+        return replace(self, **{name: getattr(self, name)[rows] for name in self._per_query()})
 
     @staticmethod
     def concat(parts: list[Evidence]) -> Evidence:
-        return Evidence(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                          ("probs", "template_z", "overlap", "alignment")), parts[0].fold_size)
+        return replace(parts[0], **{name: np.concatenate([getattr(p, name) for p in parts])
+                                    for name in parts[0]._per_query()})
+
+
+#: :class:`Evidence`'s arrays with a row per query.
+_PER_QUERY = ("probs", "template_z", "overlap", "alignment", "best_template")
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -102,12 +111,11 @@ class Combiner:
     weights: LogisticMap
     fitted_on: dict = field(default_factory=dict)
 
-    def probabilities(self, probs: np.ndarray, template_z: np.ndarray, overlap: np.ndarray, alignment: np.ndarray,
-                      fold_size: np.ndarray) -> np.ndarray:
-        """The system's fold probabilities [N, n_classes] from a model's raw probabilities and the searches."""
-        evidence = Evidence(tempered(np.asarray(probs, dtype=np.float64), self.model_temperature),
-                            template_z, overlap, alignment, fold_size)
-        return combine(self.weights, evidence)
+    def probabilities(self, evidence: Evidence) -> np.ndarray:
+        """The system's fold probabilities [N, n_classes] from ``evidence`` holding a model's raw
+        probabilities (put on the common scale here) and the searches' scores."""
+        tempered_probs = tempered(np.asarray(evidence.probs, dtype=np.float64), self.model_temperature)
+        return combine(self.weights, replace(evidence, probs=tempered_probs))
 
     def save(self, folder: str | os.PathLike) -> None:
         write_text(Path(folder) / COMBINER_FILE, json.dumps(asdict(self), indent=1) + "\n")

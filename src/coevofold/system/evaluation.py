@@ -29,10 +29,9 @@ def system_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, t
     fitted = combining.load_combiner(model_dir)
     combined = {}
     for split, split_probs in probs.items():
-        hits = preparation.cached_hits(model_dir, store_path, table, split, progress=progress)
-        evidence = preparation.evidence_of(split_probs, hits, alignment[split], found, meta["classes"])
-        combined[split] = fitted.probabilities(evidence.probs, evidence.template_z, evidence.overlap,
-                                               evidence.alignment, evidence.fold_size)
+        hits = preparation.cached_hits(found, store_path, table, split, progress=progress)
+        combined[split] = fitted.probabilities(preparation.evidence_of(split_probs, hits, alignment[split], found,
+                                                                       meta["classes"]))
     return meta, combined, targets
 
 

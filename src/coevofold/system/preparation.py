@@ -65,16 +65,15 @@ def fit_templates(folder: str | os.PathLike, store_path: str | os.PathLike, tabl
     return built
 
 
-def cached_hits(folder: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame, split: str,
+def cached_hits(found: templates.Templates, store_path: str | os.PathLike, table: pd.DataFrame, split: str,
                 config: templates.SearchConfig | None = None, progress: bool = True) -> templates.Hits:
-    """The template search of ``split``'s rows against ``folder``'s templates, cached.
+    """The template search of ``split``'s rows against the templates ``found``, cached.
 
     Keyed on the templates' ids, the queries' ids and sequences, and the search settings: the
     search takes minutes for DeepSF's valid and test sets, and re-runs of quickstart reuse it.
     """
     config = config or templates.SearchConfig()
     rows = table[table["split"] == split]
-    found = templates.load_templates(folder)
     key = hashlib.sha1("\n".join([*found.ids.tolist(), "|", *rows["id"], *rows["sequence"], repr(config),
                                   str(store_path)]).encode()).hexdigest()[:12]
     path = cache_dir() / "template_hits" / f"{split}-{key}.npz"
@@ -88,11 +87,12 @@ def cached_hits(folder: str | os.PathLike, store_path: str | os.PathLike, table:
 
 def evidence_of(probs: np.ndarray, hits: templates.Hits, alignment: np.ndarray, found: templates.Templates,
                 classes: list[str]) -> combiner.Evidence:
-    """Class-level evidence of a model's raw ``probs``, template ``hits`` and Smith-Waterman class scores."""
+    """Class-level evidence of a model's ``probs``, template ``hits`` and Smith-Waterman class scores."""
     codes = metrics.encode_labels(found.folds, classes)
-    best_z, _, overlap = hits.class_best(codes, len(classes))
+    best_z, best, overlap = hits.class_best(codes, len(classes))
     fold_size = np.bincount(codes, minlength=len(classes))
-    return combiner.Evidence(np.asarray(probs, dtype=np.float64), best_z, overlap, np.asarray(alignment), fold_size)
+    return combiner.Evidence(np.asarray(probs, dtype=np.float64), best_z, overlap, np.asarray(alignment), fold_size,
+                             best)
 
 
 @dataclass(frozen=True)
@@ -124,14 +124,12 @@ def held_out(model_dir: str | os.PathLike, store_path: str | os.PathLike, table:
     final_meta, final_probs, final_targets = scoring.model_scores(model_dir, store_path, table, ("valid",))
     if meta["classes"] != final_meta["classes"]:
         raise CoevofoldError(f"{model_dir}: the calibration proxy's folds are not the model's")
-    if not templates.has_templates(proxy):
-        fit_templates(proxy, store_path, carved)
+    found = templates.load_templates(proxy) if templates.has_templates(proxy) else fit_templates(proxy, store_path, carved)
     if held_out_alignment is None:
         held_out_alignment = baselines.alignment_scores(carved, kinds, progress=progress)[1]
     proxy_temperature = calibration.top1_temperature(probs["valid"], targets["valid"])
-    found = templates.load_templates(proxy)
-    parts = [evidence_of(calibration.tempered(probs[s], proxy_temperature), cached_hits(proxy, store_path, carved, s,
-                                                                                          progress=progress),
+    parts = [evidence_of(calibration.tempered(probs[s], proxy_temperature),
+                         cached_hits(found, store_path, carved, s, progress=progress),
                          held_out_alignment[s], found, meta["classes"]) for s in kinds]
     rows = pd.concat([carved[carved["split"] == s] for s in kinds])
     return HeldOut(combiner.Evidence.concat(parts), np.concatenate([targets[s] for s in kinds]),

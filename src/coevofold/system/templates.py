@@ -203,7 +203,7 @@ def contact_overlap(pairs: np.ndarray, query_contacts: np.ndarray, query_length:
     """
     if len(template_contacts) == 0 or len(pairs) == 0:
         return 0.0
-    mapped = np.full(int(template_contacts.max()) + 1 if len(template_contacts) else 1, -1, dtype=np.int64)
+    mapped = np.full(int(template_contacts.max()) + 1, -1, dtype=np.int64)
     inside = pairs[:, 1] < len(mapped)
     mapped[pairs[inside, 1]] = pairs[inside, 0]
     contact = np.zeros((query_length, query_length), dtype=bool)
@@ -224,19 +224,23 @@ class TemplateSearch:
         self.decoys = rng.choice(len(templates), min(self.config.decoys, len(templates)), replace=False)
         self._pooled = torch.from_numpy(np.ascontiguousarray(templates.pooled))
 
+    def _blocks(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ``chosen`` templates' vectors stacked [sum Lt, D], and where each starts (offsets [K + 1])."""
+        t = self.templates
+        blocks = [np.asarray(t.vectors[t.offsets[i]:t.offsets[i + 1]]) for i in chosen]
+        offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in blocks])
+        return np.concatenate(blocks), offsets
+
     def _similarity(self, unit: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cosine matrix [Lq, sum Lt] of the query against the ``chosen`` templates, and block offsets.
 
         bfloat16 matrix products run ~6x faster than float32 on CPUs with AMX/AVX-512 BF16; the
         cosines differ by ~1e-3, below the int8 templates' own rounding.
         """
-        t = self.templates
-        blocks = [np.asarray(t.vectors[t.offsets[i]:t.offsets[i + 1]]) for i in chosen]
-        offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum([len(b) for b in blocks])
-        stacked = torch.from_numpy(np.concatenate(blocks)).to(torch.bfloat16)
-        sim = (torch.from_numpy(unit).to(torch.bfloat16) @ stacked.T).float().numpy() / _SCALE
-        return np.ascontiguousarray(sim, dtype=np.float32), offsets
+        stacked, offsets = self._blocks(chosen)
+        sim = (torch.from_numpy(unit).to(torch.bfloat16) @ torch.from_numpy(stacked).to(torch.bfloat16).T).float()
+        return np.ascontiguousarray(sim.numpy() / _SCALE, dtype=np.float32), offsets
 
     def align(self, residues: np.ndarray, template: int) -> tuple[float, np.ndarray]:
         """The local alignment of one query to one template: (raw score, aligned (query, template) pairs)."""

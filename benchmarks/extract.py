@@ -57,7 +57,7 @@ def naive_dump(plm: pretrained.ProteinLM, table: pd.DataFrame, out: Path) -> Non
     for record_id, sequence in zip(table["id"], table["sequence"]):
         tokens = {k: v.to(plm.model.device) for k, v in plm.encode([sequence]).items()}
         with torch.inference_mode():
-            attentions = plm.model(**tokens, output_attentions=True).attentions
+            attentions = plm.forward(tokens, attentions=True).attentions
         raw = torch.stack(attentions, dim=1)[0, :, :, 1:-1, 1:-1].float().cpu().numpy()  # [layers, heads, L, L]
         np.save(out / f"{record_id}.npy", raw)
 

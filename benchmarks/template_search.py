@@ -47,11 +47,10 @@ ROWS = {
     "model alone (classifier features only)": ("model",),
     "template search alone": ("templates",),
     "model + template search": ("model", "templates"),
-    "model + template search + contact overlap": ("model", "templates", "contacts"),
-    "model + template search + Smith-Waterman": ("model", "templates", "alignment"),
-    "full combiner (model + templates + contacts + Smith-Waterman)": tuple(combiner.FEATURE_GROUPS),
+    "model + Smith-Waterman": ("model", "alignment"),
+    "full combiner (model + templates + Smith-Waterman)": tuple(combiner.FEATURE_GROUPS),
 }
-FULL = "full combiner (model + templates + contacts + Smith-Waterman)"
+FULL = "full combiner (model + templates + Smith-Waterman)"
 
 
 def _top1(probs: np.ndarray, targets: np.ndarray) -> str:
@@ -88,7 +87,7 @@ def bytes_and_quantisation(model_dir: Path, store_path: Path, table, rows: prepa
         queries = store.read_rows(store_path, held["id"].tolist(), residues=True)
         right = []
         for search in (templates.TemplateSearch(quantised), _Float(exact)):
-            hits = search.search(queries, False)
+            hits = search.search(queries.residues, False)
             right.append(quantised.folds[hits.index[:, 0]] == held["fold"].to_numpy())
         print(f"   {kind}: template search alone, top-1 fold on {len(held)} rows: int8 {100 * right[0].mean():.1f} %, "
               f"float32 {100 * right[1].mean():.1f} % (paired difference "
@@ -101,9 +100,9 @@ def timing(model_dir: Path, store_path: Path, table, sample: int = 100) -> None:
     picked = rows.sample(n=sample, random_state=0)
     queries = store.read_rows(store_path, picked["id"].tolist(), residues=True)
     search = templates.TemplateSearch(found)
-    search.search(store.read_rows(store_path, picked["id"].tolist()[:2], residues=True), False)  # compile, page in
+    search.search(queries.residues[:2], False)  # compile, page in
     started = time.perf_counter()
-    search.search(queries, False)
+    search.search(queries.residues, False)
     per_query = (time.perf_counter() - started) / sample
     print(f"2. search time: {per_query:.3f} s per query ({sample} random valid/test queries, "
           f"{search.config.prefilter} prefiltered + {search.config.decoys} decoys); the {len(rows)} valid + test "
@@ -128,9 +127,9 @@ def recall(model_dir: Path, store_path: Path, table, n: int) -> None:
     test = table[table["split"].isin(TEST_SPLITS)].sample(n=n, random_state=1)
     queries = store.read_rows(store_path, test["id"].tolist(), residues=True)
     started = time.perf_counter()
-    exhaustive = templates.TemplateSearch(found, templates.SearchConfig(prefilter=len(found), traced=0)).search(queries)
+    exhaustive = templates.TemplateSearch(found, templates.SearchConfig(prefilter=len(found))).search(queries.residues)
     seconds = time.perf_counter() - started
-    default = templates.TemplateSearch(found, templates.SearchConfig(traced=0)).search(queries, False)
+    default = templates.TemplateSearch(found).search(queries.residues, False)
     same = exhaustive.index[:, 0] == default.index[:, 0]
     fold = found.folds[exhaustive.index[:, 0]] == found.folds[default.index[:, 0]]
     truth = test["fold"].to_numpy()
@@ -177,8 +176,6 @@ def ablation(model_dir: Path, store_path: Path, table, rows: preparation.HeldOut
         cells.append(_diff(np.concatenate([test[FULL][s] for s in TEST_SPLITS]),
                            np.concatenate([test[name][s] for s in TEST_SPLITS]), pooled_targets))
         print(f"| {name} | " + " | ".join(cells) + " |")
-    no_contacts = "model + template search + Smith-Waterman"
-    print(f"\ncontact overlap (the co-evolution maps as threading evidence): full minus '{no_contacts}' above")
 
 
 def transfer_reliability(model_dir: Path, rows: preparation.HeldOut) -> None:

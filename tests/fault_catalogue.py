@@ -686,12 +686,12 @@ def _training_killed(ctx: Context, folder: Path) -> str:
 
 
 def _nan_features(split: str) -> Callable[[Context, Path], str]:
-    """Training on a store where one protein of ``split`` has NaN maps: refused, no model saved."""
+    """Training on a store where one protein of ``split`` has NaN embeddings: refused, no model saved."""
 
     def check(ctx: Context, folder: Path) -> str:
         rows = store.read_rows(ctx.feature_store, residues=True)
         victim = ctx.table.loc[ctx.table["split"] == split, "id"].iloc[0]
-        rows.maps[rows.ids.index(victim)] = np.nan
+        rows.embedding[rows.ids.index(victim)] = np.nan
         poisoned = folder / "nan.h5"
         store.write_file(poisoned, rows, store.read_settings(ctx.feature_store))
         run_dir = folder / "run"

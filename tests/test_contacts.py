@@ -134,7 +134,7 @@ def _direct_maps(plm, sequence: str) -> dict[str, np.ndarray]:
 
     tokens = plm.encode([sequence])
     with torch.inference_mode():
-        attentions = torch.stack(plm.model(**tokens, output_attentions=True).attentions, dim=1)
+        attentions = torch.stack(plm.forward(tokens, attentions=True).attentions, dim=1)
         probability = plm.model.predict_contacts(tokens["input_ids"], tokens["attention_mask"])[0]
     heads = average_product_correct(symmetrize(attentions[0, ..., 1:-1, 1:-1]))
     return {

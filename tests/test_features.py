@@ -43,9 +43,13 @@ def four(domains: pd.DataFrame) -> pd.DataFrame:
     return domains.head(4)
 
 
+#: features with attention maps (the default store has none).
+MAPS = extraction.FeatureConfig(maps="layers")
+
+
 @pytest.fixture(scope="module")
 def batched(plm, four) -> store.FeatureRows:
-    return extraction.compute(plm, extraction.FeatureConfig(), four["id"].tolist(), four["sequence"].tolist())
+    return extraction.compute(plm, MAPS, four["id"].tolist(), four["sequence"].tolist())
 
 
 def _one_by_one(plm, config, table: pd.DataFrame) -> store.FeatureRows:
@@ -69,7 +73,19 @@ def _one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 # ----------------------------------------------------------------------------------- values
 
 
-def test_shapes_of_the_default_features(batched, four):
+def test_the_default_features_are_the_maps_passes_embeddings_without_maps(plm, batched, four):
+    """No attention maps by default: fused attention gives the embeddings of the eager pass that
+    maps need, to float rounding."""
+    plain = extraction.compute(plm, extraction.FeatureConfig(), four["id"].tolist(), four["sequence"].tolist())
+    assert plain.maps.shape == (4, 0, 32, 32) and all(c.size == 0 for c in plain.contacts)
+    np.testing.assert_allclose(plain.embedding, batched.embedding, **FLOAT16)
+    np.testing.assert_allclose(plain.layers, batched.layers, **FLOAT16)
+    np.testing.assert_allclose(plain.mean, batched.mean, atol=1e-4)
+    for a, b in zip(plain.residues, batched.residues, strict=True):
+        np.testing.assert_allclose(a, b, **FLOAT16)
+
+
+def test_shapes_of_the_features_with_maps(batched, four):
     assert batched.maps.shape == (4, 7, 32, 32) and batched.maps.dtype == np.float16
     assert batched.embedding.shape == (4, 32, 320) and batched.embedding.dtype == np.float16
     assert batched.mean.shape == (4, 320) and batched.mean.dtype == np.float32
@@ -81,6 +97,7 @@ def test_shapes_of_the_default_features(batched, four):
 def test_contact_channel_is_the_models_contact_prediction(plm, batched, four):
     for triangle, sequence in zip(batched.contacts, four["sequence"]):
         tokens = plm.encode([sequence])
+        plm.model.set_attn_implementation("eager")  # the fused kernel returns no attention
         with torch.inference_mode():
             expected = plm.model.predict_contacts(tokens["input_ids"], tokens["attention_mask"])[0].numpy()
         rows, cols = np.triu_indices(len(sequence), 1)
@@ -90,7 +107,7 @@ def test_contact_channel_is_the_models_contact_prediction(plm, batched, four):
 
 
 def test_batching_does_not_change_results(plm, batched, four):
-    single = _one_by_one(plm, extraction.FeatureConfig(), four)
+    single = _one_by_one(plm, MAPS, four)
     assert single.ids == batched.ids
     np.testing.assert_allclose(single.maps, batched.maps, **FLOAT16)
     np.testing.assert_allclose(single.embedding, batched.embedding, **FLOAT16)
@@ -104,7 +121,7 @@ def test_batching_does_not_change_results(plm, batched, four):
 
 def test_a_chain_that_fits_is_not_changed_by_windowing(plm, four):
     sequence = four["sequence"][2]
-    config = extraction.FeatureConfig(stride=len(sequence) // 2)
+    config = dataclasses.replace(MAPS, stride=len(sequence) // 2)
     exact = dataclasses.replace(plm, window=len(sequence))
     _assert_rows_equal(extraction.compute(exact, config, ["p"], [sequence]),
                        extraction.compute(plm, config, ["p"], [sequence]))
@@ -115,11 +132,11 @@ def test_a_long_chain_is_stitched_from_averaged_windows(plm, four):
     length, window = len(sequence), 40
     small = dataclasses.replace(plm, window=window)
     # grid = L and bins = L keep full resolution, so overlaps can be checked residue by residue
-    stitched = extraction.compute(small, extraction.FeatureConfig(grid=length, embedding_bins=length, stride=20),
+    stitched = extraction.compute(small, dataclasses.replace(MAPS, grid=length, embedding_bins=length, stride=20),
                                 ["p"], [sequence])
     starts = window_starts(length, window, 20)
     assert starts == [0, 20, 40, 49]
-    pieces = extraction.compute(plm, extraction.FeatureConfig(grid=window, embedding_bins=window, stride=20),
+    pieces = extraction.compute(plm, dataclasses.replace(MAPS, grid=window, embedding_bins=window, stride=20),
                               [str(s) for s in starts], [sequence[s : s + window] for s in starts])
 
     maps = np.zeros((7, length, length))
@@ -219,7 +236,7 @@ def grid16_store(plm, four, tmp_path_factory) -> Path:
 
 
 def test_a_store_refuses_other_settings_naming_both_values(plm, four, grid16_store):
-    assert store.read_rows(grid16_store).maps.shape == (1, 7, 16, 16)
+    assert store.read_rows(grid16_store).maps.shape == (1, 0, 16, 16)  # no maps by default
     with pytest.raises(CoevofoldError, match="grid: 16 there, 32 now") as excinfo:
         extraction.extract(four, grid16_store, extraction.FeatureConfig(grid=32), ONE_AT_A_TIME, plm=plm)
     _one_line_error(excinfo)
@@ -276,12 +293,12 @@ def test_prottrans_features_use_the_all_head_average_as_contact_map(tiny_protber
     with pytest.raises(CoevofoldError, match="--stride 511 is larger than the model's window \\(62"):
         extraction.compute(model, extraction.FeatureConfig(), ["a"], ["MKTAYIAKQR"])
     sequences = ["MKTAYIAKQRQISFVKSHFSRQUZ", "ACDEFGHIKLMNPQRSTVWY" * 4]  # the second (80) is windowed
-    rows = extraction.compute(model, extraction.FeatureConfig(stride=31), ["a", "b"], sequences)
+    rows = extraction.compute(model, dataclasses.replace(MAPS, stride=31), ["a", "b"], sequences)
     assert rows.maps.shape == (2, 3, 32, 32) and rows.embedding.shape == (2, 32, 16) and rows.mean.shape == (2, 16)
     assert [c.size for c in rows.contacts] == [24 * 23 // 2, 80 * 79 // 2]
 
     length = len(sequences[0])
-    full = extraction.compute(model, extraction.FeatureConfig(stride=31, grid=length), ["a"], sequences[:1])
+    full = extraction.compute(model, dataclasses.replace(MAPS, stride=31, grid=length), ["a"], sequences[:1])
     all_heads = full.maps[0, 1:].astype(np.float32).mean(0)  # 2 layers of 2 heads: mean of layer means
     scaled = (all_heads - all_heads.min()) / (all_heads.max() - all_heads.min())
     np.testing.assert_allclose(full.maps[0, 0], scaled, atol=2e-3)

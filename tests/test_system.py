@@ -22,13 +22,14 @@ def test_templates_save_load_round_trip(system_run, tmp_path):
     train = table[table["split"] == "train"]
     assert loaded.ids.tolist() == train["id"].tolist() and loaded.folds.tolist() == train["fold"].tolist()
     assert loaded.lengths.tolist() == train["sequence"].str.len().tolist()
-    for name in ("offsets", "vectors", "pooled", "center", "contacts", "contact_offsets"):
+    for name in ("offsets", "vectors", "pooled", "center"):
         assert np.array_equal(np.asarray(getattr(loaded, name)), getattr(built, name)), name
     # unit vectors quantised to int8: norms within rounding of 127
     norms = np.linalg.norm(np.asarray(loaded.vectors, dtype=np.float32), axis=1)
     assert np.allclose(norms, 127, atol=3)
     queries = store.read_rows(store_path, table.loc[table["split"] == "valid", "id"].tolist()[:4], residues=True)
-    a, b = templates.TemplateSearch(built).search(queries, False), templates.TemplateSearch(loaded).search(queries, False)
+    a = templates.TemplateSearch(built).search(queries.residues, False)
+    b = templates.TemplateSearch(loaded).search(queries.residues, False)
     assert np.array_equal(a.index, b.index) and np.allclose(a.z, b.z)
     (tmp_path / templates.VECTORS_FILE).write_bytes(b"broken")
     with pytest.raises(CoevofoldError, match="template search files"):
@@ -41,23 +42,15 @@ def test_search_finds_itself_and_prefilter_recall(system_run):
     model, store_path, table, _, _ = system_run
     found = templates.load_templates(model)
     train = store.read_rows(store_path, found.ids[:10].tolist(), residues=True)
-    own = templates.TemplateSearch(found).search(train, False)
+    own = templates.TemplateSearch(found).search(train.residues, False)
     assert own.index[:, 0].tolist() == list(range(10))
     queries = store.read_rows(store_path, table.loc[table["split"] != "train", "id"].tolist(), residues=True)
-    full = templates.TemplateSearch(found, templates.SearchConfig(prefilter=len(found))).search(queries, False)
-    half = templates.TemplateSearch(found, templates.SearchConfig(prefilter=len(found) // 2)).search(queries, False)
+    full = templates.TemplateSearch(found, templates.SearchConfig(prefilter=len(found))).search(queries.residues, False)
+    half = templates.TemplateSearch(found, templates.SearchConfig(prefilter=len(found) // 2)).search(queries.residues, False)
     recall = np.mean(full.index[:, 0] == half.index[:, 0])  # a quarter of the templates: 0.80
     assert recall >= 0.8, recall
     right = found.folds[full.index[:, 0]] == table.loc[table["split"] != "train", "fold"].to_numpy()
     assert right.mean() >= 0.5  # short domains of 8 folds: the search alone finds most folds
-
-
-def test_contact_overlap_by_hand():
-    query_contacts = np.array([[0, 7], [1, 9]])
-    template_contacts = np.array([[2, 9], [3, 12], [4, 20]])
-    pairs = np.array([[0, 2], [1, 3], [7, 9], [9, 12]])  # template 2->0, 3->1, 9->7, 12->9; 20 unaligned
-    assert templates.contact_overlap(pairs, query_contacts, 10, template_contacts) == pytest.approx(2 / 3)
-    assert templates.contact_overlap(pairs[:0], query_contacts, 10, template_contacts) == 0.0
 
 
 def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
@@ -97,8 +90,8 @@ def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
 def test_combined_probabilities_are_a_distribution_over_candidates():
     rng = np.random.default_rng(0)
     n, c = 6, 40
-    evidence = combiner.Evidence(rng.dirichlet(np.ones(c), n), rng.normal(size=(n, c)), rng.random((n, c)),
-                                 rng.exponential(size=(n, c)), rng.integers(1, 30, c))
+    evidence = combiner.Evidence(rng.dirichlet(np.ones(c), n), rng.normal(size=(n, c)), rng.exponential(size=(n, c)),
+                                 rng.integers(1, 30, c))
     targets = rng.integers(0, c, n)
     weights = combiner.fit_weights(combiner.Evidence.concat([evidence] * 5), np.tile(targets, 5))
     out = combiner.combine(weights, evidence)

@@ -40,7 +40,7 @@ def tiny(tmp_path_factory, model_dir: Path) -> tuple[Path, pd.DataFrame]:
     table = pd.concat([short[short["fold"] == f].head(4) for f in folds], ignore_index=True)
     table["split"] = ["train", "train", "train", "valid"] * 4
     plm = pretrained.load(str(model_dir))
-    path = extraction.extract(table, tmp_path_factory.mktemp("store") / "f.h5", extraction.FeatureConfig(),
+    path = extraction.extract(table, tmp_path_factory.mktemp("store") / "f.h5", extraction.FeatureConfig(maps="layers"),
                             extraction.RunConfig(progress=False, device="cpu"), plm=plm)
     return path, table
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +132,8 @@ class Predictor:
         """:func:`predict` for a validated ``table`` (``id``, ``sequence``).
 
         ``contacts``, when given, receives each sequence's full-resolution contact map (the
-        features' channel 0, symmetric, in [0, 1]) by id.
+        features' channel 0, symmetric, in [0, 1]) by id; the pass then computes attention maps
+        whatever the model was trained on (its other features are the same, to float rounding).
         """
         check_top_k(top_k)
         run = run or extraction.RunConfig()
@@ -143,17 +144,17 @@ class Predictor:
         ids, sequences = table["id"].tolist(), table["sequence"].tolist()
         probs = np.zeros((len(ids), len(self.meta["classes"])), dtype=np.float32)
         residues: list[np.ndarray] = [np.zeros(0)] * len(ids)
-        triangles: list[np.ndarray] = [np.zeros(0)] * len(ids)
+        config = self.config if contacts is None or self.config.maps != "none" else replace(self.config, maps="layers")
         batches = extraction.make_batches([len(s) for s in sequences], self.plm.window, self.config.stride,
                                         run.max_tokens, run.max_pairs)
         with tqdm(total=len(ids), unit="protein", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
             for batch in batches:
-                rows = extraction.compute(self.plm, self.config, [ids[i] for i in batch], [sequences[i] for i in batch],
+                rows = extraction.compute(self.plm, config, [ids[i] for i in batch], [sequences[i] for i in batch],
                                         run.max_pairs)
                 split = model_files.SplitData.from_rows(rows)
                 probs[batch] = model_files.predict_proba(self.classifier, split)
-                for i, residue, triangle in zip(batch, rows.residues, rows.contacts):
-                    residues[i], triangles[i] = residue, triangle
+                for i, residue in zip(batch, rows.residues):
+                    residues[i] = residue
                 if contacts is not None:
                     for row_id, sequence, triangle in zip(rows.ids, rows.sequences, rows.contacts):
                         contacts[row_id] = store.triangle_to_map(triangle, len(sequence))
@@ -161,7 +162,7 @@ class Predictor:
         evidence = self.search.evidence(sequences, progress) if self.search is not None else None
         combined = None
         if evidence is not None and self.templates is not None and self.combiner is not None:
-            hits = self.templates.search(_Queries(residues, triangles), progress)
+            hits = self.templates.search(residues, progress)
             combined = preparation.evidence_of(probs, hits, evidence.scores, self.templates.templates, self.meta["classes"])
             probs = self.combiner.probabilities(combined)
         frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search, self.calibration,
@@ -170,17 +171,6 @@ class Predictor:
         frame.attrs["note"] = self.note
         frame.attrs["plm"] = plm_record(self.plm)
         return frame
-
-
-@dataclass
-class _Queries:
-    """What :meth:`coevofold.system.templates.TemplateSearch.search` reads of store rows, for in-memory features."""
-
-    residues: list[np.ndarray]
-    contacts: list[np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.residues)
 
 
 def _template_columns(frame: pd.DataFrame, combined: combining.Evidence | None, residues: list[np.ndarray],

@@ -199,8 +199,9 @@ def _feature_class() -> type:
 FEATURES = _Mirror(_feature_class, (
     ("--model", "model", "hub id or local folder of an ESM-2 / ProtBert / ProtAlbert model; default: $COEVOFOLD_MODEL, "
      "else facebook/esm2_t6_8M_UR50D (offline copy in ../shared/models used when the hub is out of reach)"),
-    ("--maps", "maps", "map channels after the contact map: per-layer head average, or every head",
-     {"choices": ["layers", "heads"]}),
+    ("--maps", "maps", "attention maps to store: none (embeddings only; 2x faster, fused attention; all the "
+     "default system reads), layers (contact map + per-layer APC averages, for maps2d, report and contact plots) "
+     "or heads (contact map + every head)", {"choices": ["none", "layers", "heads"]}),
     ("--grid", "grid", "maps are average-pooled to GRID x GRID"),
     ("--embedding-layer", "embedding_layer", "hidden layer for embeddings (-1 = last)"),
     ("--bins", "embedding_bins", "per-residue embeddings pooled to BINS segments"),

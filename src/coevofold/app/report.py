@@ -148,9 +148,13 @@ def _protein_sections(store_path: Path, ids: list[str], predictions: pd.DataFram
     by_id = predictions.drop_duplicates("id").set_index("id")
     cards = []
     for number, (record_id, sequence, triangle) in enumerate(zip(rows.ids, rows.sequences, rows.contacts), start=1):
-        image = f"contact_{number}_{re.sub(r'[^A-Za-z0-9_.-]', '_', record_id)}.png"
-        plots.contact_map(store.triangle_to_map(triangle, len(sequence)), out / image,
-                          title=f"{record_id}: contact map ({len(sequence)} residues)")
+        if triangle.size:
+            image = f"contact_{number}_{re.sub(r'[^A-Za-z0-9_.-]', '_', record_id)}.png"
+            plots.contact_map(store.triangle_to_map(triangle, len(sequence)), out / image,
+                              title=f"{record_id}: contact map ({len(sequence)} residues)")
+            figure = _figure(image, f"Contact map of {record_id}")
+        else:
+            figure = "<p>no contact map: the store was extracted without maps (<code>--maps layers</code> adds them)</p>"
         if record_id in by_id.index:
             hit = by_id.loc[record_id]
             verdict = '<span class="ok">correct</span>' if hit["correct"] else '<span class="wrong">wrong</span>'
@@ -161,7 +165,7 @@ def _protein_sections(store_path: Path, ids: list[str], predictions: pd.DataFram
         else:
             facts = "<tr><th>prediction</th><td>not a test protein of this run</td></tr>"
         cards.append(
-            f'<div class="protein">{_figure(image, f"Contact map of {record_id}")}'
+            f'<div class="protein">{figure}'
             f'<div class="details"><h3>{html.escape(record_id)}</h3><table>'
             f"<tr><th>length</th><td>{len(sequence)}</td></tr>{facts}</table>"
             f'<pre class="sequence">{html.escape(_wrapped(sequence))}</pre></div></div>'

@@ -208,7 +208,7 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
     out = Path(out)
     plm = pretrained.load(None)
     table = benchmark_table(preset)
-    config = extraction.FeatureConfig()
+    config = extraction.FeatureConfig(maps="layers")  # the original study's maps CNN is among the models
     started = time.perf_counter()
     store_path = cached_features(preset.name, table, plm, config, progress)
     print(f"features of {len(table)} proteins ready in {time.perf_counter() - started:.0f} s")

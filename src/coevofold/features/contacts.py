@@ -224,6 +224,8 @@ def check_features(
     :data:`RANDOM_ROW`, :data:`STORED_CONTACT_ROW`, :func:`last_layer_row`, :data:`ALL_HEADS_ROW`.
     """
     config = config or extraction.FeatureConfig()
+    if config.maps == "none":  # the check is of the maps: make them whatever the store's default
+        config = dataclasses.replace(config, maps="layers")
     plm = plm or pretrained.load(config.model)
     targets = read_benchmark(structures if structures is not None else data_root() / "structures")
 

@@ -30,21 +30,30 @@ from coevofold.files import cache_dir, writable_dir
 from coevofold.logs import quiet_lightning
 
 
+#: what ``FeatureConfig.maps`` may be.
+MAP_KINDS = ("none", "layers", "heads")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """What is stored per protein; every field is part of the store's identity.
 
-    Defaults: channel 0 of the maps is the model's contact-regression output (best long-range
-    top-L/5 precision of any map on the 26 reference structures, 0.222 vs 0.085 for the all-head
-    average), followed by the six per-layer head averages (``maps="layers"``) — 7 channels on a
-    32 x 32 grid. ``maps="heads"`` keeps every head (120 channels, the original study's input,
+    Defaults: no attention maps (``maps="none"``): the default system reads only embeddings
+    (per-layer means, 32 segments, per-residue), so the pLM runs with fused (SDPA) attention,
+    2x the proteins/s of the eager attention that maps need (45.5-49.4 vs 23.2-28.0 on 300
+    DeepSF domains, 2 cores, ``benchmarks/extract.py``). ``maps="layers"`` adds the contact map
+    (channel 0: the model's contact-regression output, best long-range top-L/5 precision of any
+    map on the 26 reference structures, 0.222 vs 0.085 for the all-head average) and the six
+    per-layer head averages, 7 channels on a 32 x 32 grid, plus the full-resolution contact
+    triangle; ``maps="heads"`` keeps every head (120 channels, the original study's input,
     17x the bytes). Embeddings are the last layer's, pooled to 32 segments.
     """
 
     #: hub id or local folder; None: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D.
     model: str | None = None
-    #: "layers": per-layer average of APC maps; "heads": every head's APC map.
-    maps: str = "layers"
+    #: "none": no attention maps; "layers": the contact map and per-layer averages of APC maps;
+    #: "heads": the contact map and every head's APC map.
+    maps: str = "none"
     grid: int = 32
     #: hidden layer for embeddings: -1 = last, 0 = token embeddings.
     embedding_layer: int = -1
@@ -59,8 +68,8 @@ class FeatureConfig:
     stride: int = 511
 
     def __post_init__(self) -> None:
-        if self.maps not in ("layers", "heads"):
-            raise CoevofoldError(f"--maps must be 'layers' or 'heads', not '{self.maps}'")
+        if self.maps not in MAP_KINDS:
+            raise CoevofoldError(f"--maps must be one of {', '.join(MAP_KINDS)}, not '{self.maps}'")
         if self.grid < 2 or self.embedding_bins < 1 or self.stride < 1:
             raise CoevofoldError("--grid must be >= 2, --bins >= 1 and --stride >= 1")
 
@@ -125,6 +134,8 @@ def channel_weights(plm: pretrained.ProteinLM, config: FeatureConfig) -> tuple[t
     head, following ``config.maps``.
     """
     n = plm.num_layers * plm.num_heads
+    if config.maps == "none":
+        return torch.zeros((0, n)), 0.0
     if plm.has_contact_head:
         regression = plm.model.contact_head.regression
         contact, bias = regression.weight.detach().float().reshape(1, n).cpu(), float(regression.bias)
@@ -149,7 +160,8 @@ def _chunk_features(plm: pretrained.ProteinLM, config: FeatureConfig, chunks: li
     """Run the pLM on window-sized chunks; yield (maps [C, l, l], profile [l, H x D]) per chunk.
 
     The profile holds every hidden layer side by side (H = layers + 1), so that windows of long
-    chains are stitched once for the segment embeddings and the per-layer means alike.
+    chains are stitched once for the segment embeddings and the per-layer means alike. Without
+    maps (C = 0) the pass uses fused attention and returns no attention at all.
 
     The maps are summed layer by layer (:func:`coevolution_maps` is a sum over heads), never
     concatenating all layers' attention: that copy, and the one einsum made of it, had tripled
@@ -158,14 +170,18 @@ def _chunk_features(plm: pretrained.ProteinLM, config: FeatureConfig, chunks: li
     one fp16 step apart).
     """
     weights, bias = channel_weights(plm, config)
+    with_maps = len(weights) > 0
     per_layer = weights.to(plm.model.device).split(plm.num_heads, dim=1)  # [C, heads] per layer
     encoded = {k: v.to(plm.model.device) for k, v in plm.encode(chunks).items()}
-    out = plm.model(**encoded, output_attentions=True, output_hidden_states=True)
+    out = plm.forward(encoded, attentions=with_maps)
     hidden = torch.cat(out.hidden_states, dim=-1)  # [B, T, H x D]
     for j, chunk in enumerate(chunks):
         t = len(chunk) + 2
-        maps = sum(coevolution_maps(layer[j, :, :t, :t], w) for layer, w in zip(out.attentions, per_layer))
-        maps[0] = _to_unit(maps[0], plm.has_contact_head, bias)
+        if with_maps:
+            maps = sum(coevolution_maps(layer[j, :, :t, :t], w) for layer, w in zip(out.attentions, per_layer))
+            maps[0] = _to_unit(maps[0], plm.has_contact_head, bias)
+        else:
+            maps = torch.zeros((0, t - 2, t - 2))
         yield maps.cpu(), hidden[j, 1 : t - 1].float().cpu()
 
 
@@ -210,7 +226,7 @@ def compute(plm: pretrained.ProteinLM, config: FeatureConfig, ids: list[str], se
         bins.append(pool_positions(chosen, config.embedding_bins).half().numpy())
         means.append(chosen.mean(0).numpy())
         layers.append(per_layer.mean(0).half().numpy())
-        contacts.append(store.map_to_triangle(maps[0].numpy()))
+        contacts.append(store.map_to_triangle(maps[0].numpy()) if len(maps) else np.zeros(0, np.uint8))
         residues.append(per_layer[:, config.residue_layer].half().numpy())
     return store.FeatureRows(list(ids), list(sequences), np.stack(grids), np.stack(bins), np.stack(means), contacts,
                              np.stack(layers), residues)

@@ -70,6 +70,17 @@ class ProteinLM:
         """ESM checkpoints carry a logistic regression over APC-corrected attention."""
         return self.family == "esm" and hasattr(self.model, "contact_head")
 
+    def forward(self, encoded: dict[str, torch.Tensor], attentions: bool = False):
+        """The model's outputs with every hidden state, and attention probabilities if asked.
+
+        Fused (SDPA) attention returns no probabilities, so a pass that needs them switches the
+        model to eager attention (2x slower on CPU) and one that does not switches back.
+        """
+        wanted = "eager" if attentions else "sdpa"
+        if self.model.config._attn_implementation != wanted:
+            self.model.set_attn_implementation(wanted)
+        return self.model(**encoded, output_attentions=attentions, output_hidden_states=True)
+
     def encode(self, sequences: list[str]) -> dict[str, torch.Tensor]:
         """Tokenize residues as this model family was trained (padding to the longest)."""
         if self.family == "prottrans":
@@ -149,10 +160,8 @@ def _local_folder(name: str) -> tuple[Path, bool]:
 
 
 def load(name: str | None = None, device: str | torch.device = "cpu") -> ProteinLM:
-    """Load a pLM for feature extraction in eval mode with eager attention.
-
-    Eager attention is required: fused kernels do not return attention probabilities.
-    """
+    """Load a pLM for feature extraction in eval mode (fused attention until maps are asked for,
+    :meth:`ProteinLM.forward`)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -178,7 +187,7 @@ def load(name: str | None = None, device: str | torch.device = "cpu") -> Protein
         with warnings.catch_warnings():  # torch warns about a pickle's protocol just before refusing it
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModel.from_pretrained(folder, attn_implementation="eager")
+            model = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
     except pickle.UnpicklingError:  # torch's weights-only loader refused it; its message advises unsafe loading
         raise CoevofoldError(
             f"{folder}: cannot load model weights (damaged, or a pickle holding more than tensors, refused because "

@@ -3,11 +3,12 @@
 Layout (all row-aligned; N proteins, C map channels, P grid, B bins, D embedding size)::
 
     id [N] str, sequence [N] str, length [N] int32
-    maps [N, C, P, P] float16        pooled APC maps (the CNN's 2D input)
+    maps [N, C, P, P] float16        pooled APC maps (the CNN's 2D input; C = 0 without maps)
     embedding [N, B, D] float16       per-residue embeddings pooled to B segments (1D input)
     mean [N, D] float32               mean embedding (classical baselines)
     layers [N, H, D] float16          mean embedding of every hidden layer (H = layers + 1)
-    contact [sum L(L-1)/2] uint8      full-resolution contact map, upper triangle, p * 255
+    contact [sum L(L-1)/2] uint8      full-resolution contact map, upper triangle, p * 255 (empty
+                                      without maps)
     contact_offset [N + 1] int64      where each protein's triangle starts in ``contact``
     residue [sum L, R] float16        per-residue embeddings of one layer (the template search's
                                       input), protein after protein; ``length`` says where each starts
@@ -107,12 +108,15 @@ def _write(path: Path, rows: FeatureRows, settings: dict, model: str) -> None:
         f.create_dataset("length", data=np.array([len(s) for s in rows.sequences], dtype=np.int32))
         for name in _ROW_ARRAYS:
             array = getattr(rows, name)
-            chunks = (min(len(rows), _CHUNK_ROWS), *array.shape[1:]) if len(rows) else None
-            f.create_dataset(name, data=array, chunks=chunks, **(_COMPRESSION if len(rows) else {}))
+            if array.size:
+                f.create_dataset(name, data=array, chunks=(min(len(rows), _CHUNK_ROWS), *array.shape[1:]), **_COMPRESSION)
+            else:  # no rows, or maps of no channels: HDF5 chunks must not be empty
+                f.create_dataset(name, data=array)
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([c.size for c in rows.contacts])
         flat = np.concatenate(rows.contacts) if rows.contacts else np.zeros(0, np.uint8)
-        f.create_dataset("contact", data=flat, chunks=(min(max(flat.size, 1), _CONTACT_CHUNK),), **_COMPRESSION)
+        f.create_dataset("contact", data=flat, **({"chunks": (min(flat.size, _CONTACT_CHUNK),), **_COMPRESSION}
+                                                 if flat.size else {}))
         f.create_dataset("contact_offset", data=offsets)
         if len(rows.residues) != len(rows):
             raise ValueError("rows without their per-residue embeddings cannot be written")

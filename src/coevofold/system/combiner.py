@@ -34,7 +34,6 @@ CANDIDATES = {"model": 10, "templates": 10, "alignment": 5}
 FEATURE_GROUPS = {
     "model": ["log model p", "log model rank", "log fold size"],
     "templates": ["best template z", "log template rank"],
-    "contacts": ["contact overlap of best template"],
     "alignment": ["Smith-Waterman -log10 E"],
 }
 FEATURES = [name for group in FEATURE_GROUPS.values() for name in group]
@@ -47,7 +46,6 @@ class Evidence:
 
     probs: np.ndarray  # the model's probabilities (on the common scale where the regression reads them)
     template_z: np.ndarray  # best template z-score per fold
-    overlap: np.ndarray  # contact overlap of that best template
     alignment: np.ndarray  # Smith-Waterman -log10 E of the fold's best member
     fold_size: np.ndarray  # [n_classes] training domains per fold
     #: the template row behind ``template_z`` (-1: none aligned), what ``predict`` names; None if not kept.
@@ -66,7 +64,7 @@ class Evidence:
 
 
 #: :class:`Evidence`'s arrays with a row per query.
-_PER_QUERY = ("probs", "template_z", "overlap", "alignment", "best_template")
+_PER_QUERY = ("probs", "template_z", "alignment", "best_template")
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -96,7 +94,6 @@ def features(evidence: Evidence, query: np.ndarray, klass: np.ndarray) -> np.nda
         "log fold size": np.log(np.maximum(evidence.fold_size[klass], 1)),
         "best template z": evidence.template_z[query, klass],
         "log template rank": np.log1p(template_rank),
-        "contact overlap of best template": evidence.overlap[query, klass],
         "Smith-Waterman -log10 E": np.clip(evidence.alignment[query, klass], 0.0, 300.0),
     }
     return np.column_stack([columns[name] for name in FEATURES]).astype(np.float64)
@@ -170,7 +167,16 @@ def has_combiner(folder: str | os.PathLike) -> bool:
     return (Path(folder) / COMBINER_FILE).is_file()
 
 
+def _known(weights: LogisticMap) -> LogisticMap:
+    """The weights, if this coevofold computes every feature they name (an older combiner may
+    name one since dropped)."""
+    unknown = [name for name in weights.features if name not in FEATURES]
+    if unknown:
+        raise ValueError(f"feature '{unknown[0]}' is no longer computed")
+    return weights
+
+
 def load_combiner(folder: str | os.PathLike) -> Combiner:
     return read_json(Path(folder) / COMBINER_FILE, lambda stored: Combiner(
-        model_temperature=float(stored["model_temperature"]), weights=LogisticMap(**stored["weights"]),
+        model_temperature=float(stored["model_temperature"]), weights=_known(LogisticMap(**stored["weights"])),
         fitted_on=stored.get("fitted_on", {})), "combiner", PREPARE_AGAIN)

@@ -80,7 +80,7 @@ def cached_hits(found: templates.Templates, store_path: str | os.PathLike, table
     if path.exists():
         return templates.Hits.load(path)
     queries = store.read_rows(store_path, rows["id"].tolist(), residues=True)
-    hits = templates.TemplateSearch(found, config).search(queries, progress)
+    hits = templates.TemplateSearch(found, config).search(queries.residues, progress)
     hits.save(path)
     return hits
 
@@ -89,10 +89,9 @@ def evidence_of(probs: np.ndarray, hits: templates.Hits, alignment: np.ndarray, 
                 classes: list[str]) -> combiner.Evidence:
     """Class-level evidence of a model's ``probs``, template ``hits`` and Smith-Waterman class scores."""
     codes = metrics.encode_labels(found.folds, classes)
-    best_z, best, overlap = hits.class_best(codes, len(classes))
+    best_z, best = hits.class_best(codes, len(classes))
     fold_size = np.bincount(codes, minlength=len(classes))
-    return combiner.Evidence(np.asarray(probs, dtype=np.float64), best_z, overlap, np.asarray(alignment), fold_size,
-                             best)
+    return combiner.Evidence(np.asarray(probs, dtype=np.float64), best_z, np.asarray(alignment), fold_size, best)
 
 
 @dataclass(frozen=True)

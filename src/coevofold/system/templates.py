@@ -18,8 +18,10 @@ Three choices keep it fast and comparable across queries:
 * templates stored compactly in the model folder: each residue vector centred on the training
   residues' mean, scaled to unit length and quantised to int8 (320 bytes a residue).
 
-Along the best alignments the predicted contact maps are compared too (contact overlap, the
-original study's co-evolution hypothesis used as threading evidence).
+An earlier version also compared the predicted contact maps along the best alignments (contact
+overlap, the original study's hypothesis as threading evidence); in the combiner it changed
+test top-1 by -0.1 [-1.0, +0.7] points at fold level and -0.3 [-0.6, 0.0] pooled (paired,
+docs/research.md), so it was dropped, and with it the attention maps from the default store.
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ TEMPLATES_FILE = "templates.npz"
 VECTORS_FILE = "templates_vectors.npy"
 #: quantisation scale of a unit vector's components (int8).
 _SCALE = 127.0
-#: residue pairs closer in sequence than this are not contacts worth comparing (local structure).
-MIN_SEPARATION = 6
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,12 @@ class SearchConfig:
     """How a query is searched; defaults measured on the calibration split's held-out rows.
 
     ``prefilter`` 300 found the right fold slightly more often than 200 (pooled-cosine recall
-    keeps rising to ~300); ``decoys`` 50 gave the same top-1 as 200; ``traced`` 30 covers the
-    candidates the combiner looks at; ``gap`` 1.0 is one z-unit, the probe's best.
+    keeps rising to ~300); ``decoys`` 50 gave the same top-1 as 200; ``gap`` 1.0 is one z-unit,
+    the probe's best.
     """
 
     prefilter: int = 300
     decoys: int = 50
-    traced: int = 30
     gap: float = 1.0
 
 
@@ -70,8 +69,6 @@ class Templates:
     vectors: np.ndarray  # [sum L, D] int8, unit(residue - center) x 127
     pooled: np.ndarray  # [T, D] float32, unit mean of each template's unit vectors
     center: np.ndarray  # [D] float32
-    contacts: np.ndarray  # [sum C, 2] int16, top-L predicted contacts (sequence separation >= 6)
-    contact_offsets: np.ndarray  # [T + 1] int64
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -86,8 +83,7 @@ class Templates:
             np.save(handle, self.vectors)
         with atomic_path(folder / TEMPLATES_FILE) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, ids=self.ids.astype(str), folds=self.folds.astype(str), offsets=self.offsets,
-                     pooled=self.pooled, center=self.center, contacts=self.contacts,
-                     contact_offsets=self.contact_offsets)
+                     pooled=self.pooled, center=self.center)
 
 
 def has_templates(folder: str | os.PathLike) -> bool:
@@ -126,15 +122,6 @@ def pooled_unit(unit: np.ndarray) -> np.ndarray:
     return (mean / max(float(np.linalg.norm(mean)), 1e-6)).astype(np.float32)
 
 
-def top_contacts(triangle: np.ndarray, length: int) -> np.ndarray:
-    """The ``length`` most probable predicted contacts at sequence separation >= 6, as (i, j) pairs."""
-    rows, cols = np.triu_indices(length, 1)
-    far = cols - rows >= MIN_SEPARATION
-    rows, cols, p = rows[far], cols[far], np.asarray(triangle)[far]
-    best = np.argsort(-p, kind="stable")[:length]
-    return np.column_stack([rows[best], cols[best]]).astype(np.int16)
-
-
 def build_templates(rows: store.FeatureRows, folds: list[str]) -> Templates:
     """:class:`Templates` from store rows read with their residues (the model's training rows)."""
     if len(rows.residues) != len(rows):
@@ -144,74 +131,46 @@ def build_templates(rows: store.FeatureRows, folds: list[str]) -> Templates:
     vectors = np.empty((total, rows.residues[0].shape[1]), dtype=np.int8)
     pooled = np.empty((len(rows), vectors.shape[1]), dtype=np.float32)
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    contacts, contact_offsets = [], np.zeros(len(rows) + 1, dtype=np.int64)
-    for n, (residues, triangle, sequence) in enumerate(zip(rows.residues, rows.contacts, rows.sequences)):
+    for n, residues in enumerate(rows.residues):
         unit = unit_rows(residues, center)
         offsets[n + 1] = offsets[n] + len(unit)
         vectors[offsets[n]:offsets[n + 1]] = np.rint(unit * _SCALE).astype(np.int8)
         pooled[n] = pooled_unit(unit)
-        contacts.append(top_contacts(triangle, len(sequence)))
-        contact_offsets[n + 1] = contact_offsets[n] + len(contacts[-1])
-    return Templates(np.asarray(rows.ids), np.asarray(folds), offsets, vectors, pooled, center,
-                     np.concatenate(contacts) if contacts else np.zeros((0, 2), np.int16), contact_offsets)
+    return Templates(np.asarray(rows.ids), np.asarray(folds), offsets, vectors, pooled, center)
 
 
 @dataclass
 class Hits:
-    """Per query, the aligned templates best first: index, z-score, normalised score, contact overlap."""
+    """Per query, the aligned templates best first: index, z-score, normalised score."""
 
     index: np.ndarray  # [N, K] int32 template rows
     z: np.ndarray  # [N, K] float32
     score: np.ndarray  # [N, K] float32, local score / sqrt(Lq x Lt)
-    overlap: np.ndarray  # [N, traced] float32 of the first ``traced`` hits; NaN without query contacts
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, index=self.index, z=self.z, score=self.score, overlap=self.overlap)
+            np.savez(handle, index=self.index, z=self.z, score=self.score)
 
     @staticmethod
     def load(path: str | os.PathLike) -> Hits:
         with np.load(path, allow_pickle=False) as stored:
-            return Hits(stored["index"], stored["z"], stored["score"], stored["overlap"])
+            return Hits(stored["index"], stored["z"], stored["score"])
 
-    def class_best(self, template_classes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per query and class: best z, the template giving it (-1: none aligned) and its contact overlap.
+    def class_best(self, template_classes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per query and class: best z and the template giving it (-1: none aligned).
 
         Classes with no aligned template get the query's lowest z (they were not even among
-        the nearest by pooled cosine) and overlap 0.
+        the nearest by pooled cosine).
         """
         n = len(self.index)
         best_z = np.repeat(self.z.min(axis=1, keepdims=True), n_classes, axis=1).astype(np.float32)
         best = np.full((n, n_classes), -1, dtype=np.int64)
-        overlap = np.zeros((n, n_classes), dtype=np.float32)
-        traced = self.overlap.shape[1]
         for q in range(n):
             for k in range(self.index.shape[1] - 1, -1, -1):  # worst first: the best hit of a class writes last
                 c = template_classes[self.index[q, k]]
                 best_z[q, c], best[q, c] = self.z[q, k], self.index[q, k]
-                overlap[q, c] = np.nan_to_num(self.overlap[q, k]) if k < traced else 0.0
-        return best_z, best, overlap
-
-
-def contact_overlap(pairs: np.ndarray, query_contacts: np.ndarray, query_length: int,
-                    template_contacts: np.ndarray) -> float:
-    """Fraction of the template's top contacts whose aligned query residues are a query contact too.
-
-    Threading evidence: a right fold shares its contact pattern along the alignment, which
-    sequence or embedding similarity alone need not show.
-    """
-    if len(template_contacts) == 0 or len(pairs) == 0:
-        return 0.0
-    mapped = np.full(int(template_contacts.max()) + 1, -1, dtype=np.int64)
-    inside = pairs[:, 1] < len(mapped)
-    mapped[pairs[inside, 1]] = pairs[inside, 0]
-    contact = np.zeros((query_length, query_length), dtype=bool)
-    contact[query_contacts[:, 0], query_contacts[:, 1]] = True
-    a, b = mapped[template_contacts[:, 0]], mapped[template_contacts[:, 1]]
-    both = (a >= 0) & (b >= 0)
-    lo, hi = np.minimum(a[both], b[both]), np.maximum(a[both], b[both])
-    return float(contact[lo, hi].sum() / len(template_contacts))
+        return best_z, best
 
 
 class TemplateSearch:
@@ -248,9 +207,8 @@ class TemplateSearch:
         sim, _ = self._similarity(unit, np.array([template]))
         return ea.local_alignment(ea.zscore(sim), self.config.gap)
 
-    def search_one(self, residues: np.ndarray, triangle: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-        """One query: (template index, z, normalised score) of the prefiltered templates best first,
-        and the contact overlap of the first :attr:`SearchConfig.traced`."""
+    def search_one(self, residues: np.ndarray) -> tuple[np.ndarray, ...]:
+        """One query: (template index, z, normalised score) of the prefiltered templates best first."""
         t, config = self.templates, self.config
         unit = unit_rows(residues, t.center)
         cosine = (self._pooled @ torch.from_numpy(pooled_unit(unit))).numpy()
@@ -263,28 +221,16 @@ class TemplateSearch:
         background = score[k:]
         z = (score[:k] - background.mean()) / max(float(background.std()), 1e-6)
         order = np.argsort(-z, kind="stable")
-        overlap = np.full(config.traced, np.nan, dtype=np.float32)
-        if triangle is not None:
-            query_contacts = top_contacts(triangle, len(unit))
-            for slot, hit in enumerate(order[: config.traced]):
-                lo, hi = offsets[hit], offsets[hit + 1]
-                _, pairs = ea.local_alignment(ea.zscore(np.ascontiguousarray(sim[:, lo:hi])), config.gap)
-                i = chosen[hit]
-                overlap[slot] = contact_overlap(pairs, query_contacts, len(unit),
-                                                t.contacts[t.contact_offsets[i]:t.contact_offsets[i + 1]])
-        return chosen[order].astype(np.int32), z[order].astype(np.float32), score[:k][order], overlap
+        return chosen[order].astype(np.int32), z[order].astype(np.float32), score[:k][order]
 
-    def search(self, rows: store.FeatureRows, progress: bool = True) -> Hits:
-        """Every row of ``rows`` (read with residues); queries with fewer templates than the
+    def search(self, residues: list[np.ndarray], progress: bool = True) -> Hits:
+        """Every query's per-residue embeddings [L, D]; queries with fewer templates than the
         prefilter are padded with their worst hit, so every query has K columns."""
-        if len(rows.residues) != len(rows):
-            raise CoevofoldError("the template search needs the rows' per-residue embeddings")
         k = min(self.config.prefilter, len(self.templates))
-        index = np.zeros((len(rows), k), np.int32)
-        z = np.zeros((len(rows), k), np.float32)
-        score = np.zeros((len(rows), k), np.float32)
-        overlap = np.full((len(rows), self.config.traced), np.nan, np.float32)
-        for n in tqdm(range(len(rows)), desc="template search", unit="query", disable=not progress,
+        index = np.zeros((len(residues), k), np.int32)
+        z = np.zeros((len(residues), k), np.float32)
+        score = np.zeros((len(residues), k), np.float32)
+        for n in tqdm(range(len(residues)), desc="template search", unit="query", disable=not progress,
                       dynamic_ncols=True, smoothing=0.05):
-            index[n], z[n], score[n], overlap[n] = self.search_one(rows.residues[n], rows.contacts[n])
-        return Hits(index, z, score, overlap)
+            index[n], z[n], score[n] = self.search_one(residues[n])
+        return Hits(index, z, score)

@@ -189,6 +189,9 @@ def _loader(split: SplitData, uses: tuple[str, ...], batch_size: int,
 
 def build_classifier(config: ModelConfig, n_classes: int | dict[str, int], split: SplitData) -> FoldClassifier:
     _, channels, grid, _ = split.maps.shape
+    if "maps" in MODELS[config.name] and channels == 0:
+        raise CoevofoldError(f"model '{config.name}' reads attention maps, and this store has none: "
+                             "extract with --maps layers (or heads)")
     _, bins, dim = split.embedding.shape
     return FoldClassifier(config, n_classes, channels, grid, bins, dim, n_layers=split.layers.shape[1])
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +93,40 @@ def cached_deepsf() -> tuple[pd.DataFrame, Path]:
     return tables.load("deepsf"), extraction.cached_store("deepsf", pretrained.load(None), extraction.FeatureConfig())
 
 
+#: The main job's steps and their minutes on 2 idle cores (a fresh run, README), for the ETA
+#: each step's line states; a cached step takes seconds.
+QUICKSTART_STEPS = {
+    "features of DeepSF": 6.0,
+    "the default model": 15.0,
+    "the system (homology, templates, calibration proxy, combiner, calibration)": 12.0,
+    "scores of valid and test (template search) and tables": 8.0,
+}
+
+
+class Steps:
+    """One line per step of a long job: which step of how many, the total so far, and the ETA of
+    the step and of the job from the measured minutes per step (the steps' own bars say more)."""
+
+    def __init__(self, job: str, minutes: dict[str, float]) -> None:
+        self.job, self.minutes, self.started, self.done = job, minutes, time.perf_counter(), 0
+
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        number, names = list(self.minutes).index(name) + 1, list(self.minutes)
+        left = sum(self.minutes[n] for n in names[number - 1:])
+        print(f"[{self.job} {number}/{len(names)}] {name}: so far {self._clock(time.perf_counter() - self.started)}; "
+              f"first run ~{self.minutes[name]:.0f} min for this step, ~{left:.0f} min to the end on 2 cores "
+              "(cached: seconds)", flush=True)
+        began = time.perf_counter()
+        yield
+        print(f"[{self.job} {number}/{len(names)}] {name}: {self._clock(time.perf_counter() - began)} "
+              f"(total {self._clock(time.perf_counter() - self.started)})", flush=True)
+
+
 def quickstart(progress: bool = True) -> dict:
     """The README's main job: the default system on the full DeepSF benchmark, trained once, cached.
 
@@ -100,30 +136,34 @@ def quickstart(progress: bool = True) -> dict:
     """
     from coevofold.system import homology
 
-    started = time.perf_counter()
+    steps = Steps("quickstart", QUICKSTART_STEPS)
+    features, model, system, scores = QUICKSTART_STEPS
     plm = pretrained.load(None)
     print(f"pLM: {plm.label}")
     table = tables.load("deepsf")
-    config = extraction.FeatureConfig()
-    store_path = cached_features("deepsf", table, plm, config, progress)
+    with steps.step(features):
+        store_path = cached_features("deepsf", table, plm, extraction.FeatureConfig(), progress)
     settings = store.read_settings(store_path)
     model_dir = default_model_dir()
     members = recipe.default_members(progress)
-    if mixture.trained_as(model_dir, members, settings):
-        print(f"default model: {model_dir} (cached)")
-    else:
-        print(f"training the default model ({' + '.join(members)}) on {int((table['split'] == 'train').sum())} proteins")
-        if model_dir.exists():  # another recipe or other features: start afresh, not resume
-            shutil.rmtree(model_dir)
-        mixture.train_ensemble(store_path, table, model_dir, members, fold_names=names.fold_names("deepsf"))
-    alignment = preparation.prepare(model_dir, store_path, table, members, "deepsf", progress)
-    scored = scoring.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
-    combined = evaluation.system_scores(model_dir, store_path, table, alignment, scored, progress)
-    min_score = homology.read_settings(model_dir).min_score
-    default = scoring.evaluate_model(model_dir, store_path, table, scored=scored)
-    threshold, previous = evaluation.homology_first_results(model_dir, store_path, table, alignment, scored)
-    _, answer = evaluation.homology_first_results(model_dir, store_path, table, alignment, combined, min_score)
-    probe = scoring.evaluate_model(model_dir / checkpoint.ENSEMBLE_MEMBERS / "probe", store_path, table)
+    with steps.step(model):
+        if mixture.trained_as(model_dir, members, settings):
+            print(f"default model: {model_dir} (cached)")
+        else:
+            print(f"training the default model ({' + '.join(members)}) on {int((table['split'] == 'train').sum())} proteins")
+            if model_dir.exists():  # another recipe or other features: start afresh, not resume
+                shutil.rmtree(model_dir)
+            mixture.train_ensemble(store_path, table, model_dir, members, fold_names=names.fold_names("deepsf"))
+    with steps.step(system):
+        alignment = preparation.prepare(model_dir, store_path, table, members, "deepsf", progress)
+    with steps.step(scores):
+        scored = scoring.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
+        combined = evaluation.system_scores(model_dir, store_path, table, alignment, scored, progress)
+        min_score = homology.read_settings(model_dir).min_score
+        default = scoring.evaluate_model(model_dir, store_path, table, scored=scored)
+        threshold, previous = evaluation.homology_first_results(model_dir, store_path, table, alignment, scored)
+        _, answer = evaluation.homology_first_results(model_dir, store_path, table, alignment, combined, min_score)
+        probe = scoring.evaluate_model(model_dir / checkpoint.ENSEMBLE_MEMBERS / "probe", store_path, table)
     print()
     print(metrics.results_markdown({
         f"coevofold default system (model + template search + Smith-Waterman, combined; homology transfer where "
@@ -135,7 +175,7 @@ def quickstart(progress: bool = True) -> dict:
     calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
     print(metrics.calibration_markdown(calibrated))
     _show_examples(model_dir, table, alignment, combined)
-    print(f"done in {time.perf_counter() - started:.0f} s; model in {model_dir}; "
+    print(f"done in {time.perf_counter() - steps.started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")
     return answer
 

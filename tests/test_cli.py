@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from coevofold.app import cli
+from coevofold.errors import CoevofoldError
 from coevofold.system import preparation
 
 
@@ -167,3 +169,41 @@ def test_threads_and_device_reach_the_default_ensemble(tmp_path: Path, monkeypat
     assert cli.main(["train", "deepsf", "--store", "unused.h5", "--out", str(tmp_path / "d"), "--model-type", "default",
                      "--device", "cpu", "--threads", "3", "--quiet"]) == 0
     assert {(c.device, c.threads) for c in calls["members"].values()} == {("cpu", 3)}
+
+
+def test_extract_include_writes_one_file_per_kind_in_bio_embeddings_layout(deepsf, model_dir, tmp_path, capsys):
+    """--include mean per_tok contacts: one HDF5 per kind beside the store, a dataset per sequence
+    with its FASTA id as ``original_id``, equal to what the store holds; contacts imply maps."""
+    import h5py
+
+    from coevofold.features import export, store
+
+    table = deepsf[deepsf["split"] == "valid"].head(3)
+    fasta = tmp_path / "three.fasta"
+    fasta.write_text("".join(f">{i}\n{s}\n" for i, s in zip(table["id"], table["sequence"])))
+    out = tmp_path / "three.h5"
+    assert cli.main(["extract", str(fasta), "--out", str(out), "--model", str(model_dir), "--include", "mean",
+                     "per_tok", "contacts", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    rows = store.read_rows(out, residues=True)
+    assert store.read_settings(out)["maps"] == "layers"
+    for kind in export.KINDS:
+        path = export.export_path(out, kind)
+        assert path.name == f"three.{kind}.h5" and f"{path}: {kind}, " in printed and "KB per protein" in printed
+        with h5py.File(path) as f:
+            assert [f[str(n)].attrs["original_id"] for n in range(len(f))] == rows.ids  # the store's order
+            assert sorted(rows.ids) == sorted(table["id"])
+            for n, sequence in enumerate(rows.sequences):
+                array = f[str(n)][()]
+                if kind == "mean":
+                    assert np.array_equal(array, rows.mean[n])
+                elif kind == "per_tok":
+                    assert array.shape == (len(sequence), 320) and np.array_equal(array, rows.residues[n])
+                else:
+                    assert array.shape == (len(sequence),) * 2 and np.array_equal(array, array.T)
+                    assert 0 <= array.min() and array.max() <= 1
+    plain = tmp_path / "plain.h5"
+    assert cli.main(["extract", str(fasta), "--out", str(plain), "--model", str(model_dir), "--quiet"]) == 0
+    with pytest.raises(CoevofoldError, match="holds no contact maps"):
+        export.export(plain, ["contacts"])
+    assert not export.export_path(plain, "contacts").exists()

@@ -257,11 +257,16 @@ def _run_config(args: argparse.Namespace):
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from coevofold.features import extraction, store
+    from coevofold.features import export, extraction, store
 
-    out = extraction.extract(args.fasta, args.out, FEATURES.build(args), _run_config(args))
-    rows = len(store.read_ids(out))
-    print(f"{out}: {rows} proteins, {out.stat().st_size / max(rows, 1) / 1024:.1f} KB per protein")
+    config = FEATURES.build(args)
+    if "contacts" in args.include and config.maps == "none":  # contact maps need the attention maps
+        config = replace(config, maps="layers")
+    out = extraction.extract(args.fasta, args.out, config, _run_config(args))
+    rows = max(len(store.read_ids(out)), 1)
+    print(f"{out}: {rows} proteins, {out.stat().st_size / rows / 1024:.1f} KB per protein")
+    for kind, path in export.export(out, args.include).items():
+        print(f"{path}: {kind}, {path.stat().st_size / rows / 1024:.1f} KB per protein")
     return 0
 
 
@@ -281,6 +286,12 @@ def _register_extract(sub: argparse._SubParsersAction) -> None:
              "Re-running skips proteins already stored; an interrupted run resumes where it stopped.")
     p.add_argument("fasta", metavar="FASTA", help="FASTA file (labelled or not), data table, or preset name")
     p.add_argument("--out", required=True, help="HDF5 feature store to create or extend")
+    p.add_argument("--include", nargs="+", default=[], choices=["mean", "per_tok", "contacts"], metavar="KIND",
+                   help="also write, beside the store, one HDF5 file per KIND (OUT.KIND.h5; one dataset per sequence, "
+                        "the FASTA id in its 'original_id' attribute, as bio_embeddings writes them): mean (embedding "
+                        "layer's mean, float32), per_tok (per-residue embeddings of the residue layer, float16), "
+                        "contacts (L x L contact map, float16; implies --maps layers unless --maps heads). "
+                        "Default: none")
     _add_feature_options(p)
     _add_run_options(p)
 

@@ -130,6 +130,44 @@ def test_predict_equals_benchmark_and_names_templates(system_run, plm):
     assert text.splitlines()[0].split("\t") == prediction.PREDICTION_COLUMNS
 
 
+def test_predict_hits_are_the_evidence_as_a_hit_table(system_run, plm):
+    """predict's hits (what --hits writes): per prediction row its fold's best Smith-Waterman hit and
+    best template; the E-values equal the JSON evidence; coordinates locate the alignment."""
+    import io
+    import json
+
+    from coevofold.models import baselines
+
+    model, _, table, _, _ = system_run
+    query = table[table["split"] == "test_superfamily"].head(3)
+    found: list[pd.DataFrame] = []
+    frame = prediction.predict(query[["id", "sequence"]], model, top_k=3, model=plm, progress=False, hits=found)
+    answer = pd.DataFrame(json.loads(prediction.predictions_text(frame, "json"))["predictions"])
+    hits = pd.read_csv(io.StringIO(prediction.hits_text(found[0])), sep="\t", keep_default_na=False, na_values=[""])
+    assert hits.columns.tolist() == prediction.HIT_COLUMNS
+    assert (hits["target_fold"] == hits["fold"]).all()  # each row's evidence is of its fold
+    aligned = hits[hits["source"] == "smith-waterman"].merge(answer, left_on=["query", "rank"], right_on=["id", "rank"])
+    assert len(aligned) == len(answer)  # every prediction row has its fold's best hit
+    assert (aligned["target"] == aligned["hit"]).all() and (aligned["evalue_x"] == aligned["evalue_y"]).all()
+    sequences = dict(zip(table["id"], table["sequence"]))
+    for row in aligned.itertuples():
+        again = baselines.align(sequences[row.query], sequences[row.target])
+        assert (row.query_start, row.query_end, row.target_start, row.target_end) == (
+            again.query_start, again.query_end, again.target_start, again.target_end)
+        assert 1 <= row.query_start <= row.query_end <= len(sequences[row.query])
+        assert row.alignment_length >= row.query_end - row.query_start + 1
+    templated = hits[hits["source"] == "template"]
+    assert len(templated) > 0 and templated["template_z"].notna().all() and templated["evalue"].isna().all()
+
+
+def test_align_locates_a_local_alignment_by_hand():
+    from coevofold.models import baselines
+
+    hit = baselines.align("MKTAYIAKQRQISFVK", "GGMKTAYLAKQRQISGG")  # MKTAYIAKQRQIS ~ MKTAYLAKQRQIS, one I/L
+    assert (hit.query_start, hit.query_end, hit.target_start, hit.target_end, hit.length) == (1, 13, 3, 15, 13)
+    assert hit.bits == pytest.approx((0.267 * hit.score - np.log(0.041)) / np.log(2))
+
+
 def test_no_homology_on_a_prepared_folder_is_the_model_uncalibrated(system_run, plm):
     """--no-homology turns the searches and the combiner off; the folder's calibration, fitted to the
     combiner's probabilities, is not applied to the model's."""

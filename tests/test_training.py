@@ -241,3 +241,18 @@ def test_plm_label_of_an_older_store_is_marked(tiny, tmp_path):
         f.attrs["model"] = "facebook/esm2_t6_8M_UR50D"
         sha = json.loads(f.attrs["settings"])["weights_sha256"]
     assert trainer.plm_label(old) == f"facebook/esm2_t6_8M_UR50D (as an older store named it), sha256 {sha}"
+
+
+def test_steps_say_which_step_the_total_so_far_and_the_eta(capsys, monkeypatch):
+    clock = iter([0.0, 0.0, 0.0, 65.0, 65.0, 65.0, 65.0, 200.0, 200.0])  # start; per step: so far, began, end, total
+    monkeypatch.setattr(runs.time, "perf_counter", lambda: next(clock))
+    steps = runs.Steps("job", {"first": 1.0, "second": 2.5})
+    with steps.step("first"):
+        pass
+    with steps.step("second"):
+        pass
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[job 1/2] first: so far 0:00; first run ~1 min for this step, ~4 min to the end")
+    assert lines[1] == "[job 1/2] first: 1:05 (total 1:05)"
+    assert lines[2].startswith("[job 2/2] second: so far 1:05; first run ~2 min for this step, ~2 min to the end")
+    assert lines[3] == "[job 2/2] second: 2:15 (total 3:20)"

@@ -25,6 +25,7 @@ from coevofold.data import tables
 from coevofold.data import names as fold_naming
 from coevofold.errors import CoevofoldError
 from coevofold.features import extraction, pretrained, store
+from coevofold.models import baselines
 from coevofold.files import cache_dir, write_text
 from coevofold.system import calibration as calibrating
 from coevofold.system import combiner as combining
@@ -128,12 +129,14 @@ class Predictor:
     combiner: combining.Combiner | None = None
 
     def predict(self, table: pd.DataFrame, top_k: int = 5, run: extraction.RunConfig | None = None,
-                progress: bool = True, contacts: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+                progress: bool = True, contacts: dict[str, np.ndarray] | None = None,
+                hits: list[pd.DataFrame] | None = None) -> pd.DataFrame:
         """:func:`predict` for a validated ``table`` (``id``, ``sequence``).
 
         ``contacts``, when given, receives each sequence's full-resolution contact map (the
         features' channel 0, symmetric, in [0, 1]) by id; the pass then computes attention maps
         whatever the model was trained on (its other features are the same, to float rounding).
+        ``hits``, when given, receives the :func:`hit_table` of the answer (empty without a search).
         """
         check_top_k(top_k)
         run = run or extraction.RunConfig()
@@ -162,14 +165,17 @@ class Predictor:
         evidence = self.search.evidence(sequences, progress) if self.search is not None else None
         combined = None
         if evidence is not None and self.templates is not None and self.combiner is not None:
-            hits = self.templates.search(residues, progress)
-            combined = preparation.evidence_of(probs, hits, evidence.scores, self.templates.templates, self.meta["classes"])
+            found = self.templates.search(residues, progress)
+            combined = preparation.evidence_of(probs, found, evidence.scores, self.templates.templates, self.meta["classes"])
             probs = self.combiner.probabilities(combined)
         frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search, self.calibration,
                            "combined" if combined is not None else "model")
         _template_columns(frame, combined, residues, self.templates, self.meta["classes"])
         frame.attrs["note"] = self.note
         frame.attrs["plm"] = plm_record(self.plm)
+        if hits is not None:
+            hits.append(hit_table(frame, dict(zip(ids, sequences)), self.search) if self.search is not None
+                        else pd.DataFrame(columns=HIT_COLUMNS))
         return frame
 
 
@@ -250,6 +256,7 @@ def predict(
     run: extraction.RunConfig | None = None,
     progress: bool = True,
     use_homology: bool = True,
+    hits: list[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """The ``top_k`` most probable folds of every sequence in ``source``, with their evidence.
 
@@ -262,7 +269,8 @@ def predict(
     ranking (``source`` = alignment), the others the model's. Returns one row per (sequence,
     rank) with the columns :data:`PREDICTION_COLUMNS`, rank 1 first, in input order; the frame's
     ``attrs["note"]`` says when predictions are model-only and ``attrs["plm"]`` which pLM made
-    the features (:func:`plm_record`). ``run.device`` is where the pLM runs.
+    the features (:func:`plm_record`). ``run.device`` is where the pLM runs. ``hits``, when
+    given, receives the evidence as a hit table (:func:`hit_table`).
     """
     check_top_k(top_k)
     model_folder(checkpoint)  # a missing model is the first thing to say
@@ -271,7 +279,8 @@ def predict(
         raise CoevofoldError("no sequences to predict")
     extraction.check_lengths(table)
     run = run or extraction.RunConfig()
-    return load_predictor(checkpoint, model, use_homology, device=run.device).predict(table, top_k, run, progress)
+    return load_predictor(checkpoint, model, use_homology, device=run.device).predict(table, top_k, run, progress,
+                                                                                  hits=hits)
 
 
 def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: dict, top_k: int,
@@ -350,6 +359,56 @@ def predictions_text(frame: pd.DataFrame, fmt: str = "tsv") -> str:
         return tsv.to_csv(sep="\t", index=False)
     records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     return json.dumps({"plm": plm, "predictions": records}, indent=1, ensure_ascii=False) + "\n"
+
+
+#: ``predict --hits``: one row per prediction row and evidence (its fold's best Smith-Waterman hit,
+#: its best template), what :func:`hit_table` documents column by column.
+HIT_COLUMNS = ["query", "rank", "fold", "source", "target", "target_fold", "target_superfamily", "target_family",
+               "identity", "alignment_length", "query_start", "query_end", "target_start", "target_end", "evalue",
+               "bitscore", "template_z"]
+
+
+def hit_table(frame: pd.DataFrame, sequences: dict[str, str], search: homology.HomologySearch) -> pd.DataFrame:
+    """The evidence behind :func:`predict`'s rows as a BLAST-like hit table (:data:`HIT_COLUMNS`).
+
+    Per prediction row (``query``, ``rank``, ``fold``): a ``smith-waterman`` row for the fold's best
+    hit (the row's ``hit``; ``evalue`` is the prediction's, ``identity`` too; coordinates, length and
+    bit score from the alignment's traceback, 1-based, inclusive) and a ``template`` row for its best
+    template (``template_z``; the embedding alignment's regions; no E-value, bit score or identity:
+    it is not a sequence alignment). Folders without the search give no rows.
+    """
+    train = search.train.set_index("id")
+    out: list[dict] = []
+    for row in frame.itertuples(index=False):
+        base = {"query": row.id, "rank": row.rank, "fold": row.fold}
+        if row.hit:
+            hit = baselines.align(sequences[row.id], train.at[row.hit, "sequence"])
+            out.append({**base, "source": "smith-waterman", "target": row.hit, "identity": row.identity,
+                        "alignment_length": hit.length, "query_start": hit.query_start, "query_end": hit.query_end,
+                        "target_start": hit.target_start, "target_end": hit.target_end, "evalue": row.evalue,
+                        "bitscore": hit.bits})
+        if row.template:
+            (query_start, query_end), (target_start, target_end) = (
+                map(int, region.split("-")) if region else (None, None)
+                for region in (row.query_region, row.template_region))
+            out.append({**base, "source": "template", "target": row.template, "query_start": query_start,
+                        "query_end": query_end, "target_start": target_start, "target_end": target_end,
+                        "template_z": row.template_z})
+    hits = pd.DataFrame(out, columns=HIT_COLUMNS)
+    for level in ("fold", "superfamily", "family"):
+        hits[f"target_{level}"] = hits["target"].map(train[level])
+    return hits
+
+
+def hits_text(hits: pd.DataFrame) -> str:
+    """The hit table as ``--hits`` writes it: TSV with a header; the numbers rounded as predict rounds them."""
+    rounded = hits.assign(identity=hits["identity"].astype(float).round(3),
+                          evalue=hits["evalue"].map(lambda v: f"{v:.2e}" if pd.notna(v) else ""),
+                          bitscore=hits["bitscore"].astype(float).round(1),
+                          template_z=hits["template_z"].astype(float).round(2))
+    for column in ("alignment_length", "query_start", "query_end", "target_start", "target_end"):
+        rounded[column] = rounded[column].astype("Int64")
+    return rounded.to_csv(sep="\t", index=False)
 
 
 def write_predictions(frame: pd.DataFrame, out: str | os.PathLike | None, fmt: str = "tsv") -> None:

@@ -37,27 +37,32 @@ def _add(sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Na
 @dataclass(frozen=True)
 class _Mirror:
     """Options mirrored from a config dataclass: each option's default and type come from the field
-    it sets, and :meth:`build` makes the config from the parsed values. ``options``: (flag, field,
-    help[, extra add_argument keywords])."""
+    it sets, and :meth:`build` makes the config from the parsed values. ``options``: (field, help[,
+    add_argument keywords]); the flag is ``--field-name`` unless the keywords name another
+    (``"flag"``)."""
 
     #: imports and returns the config class (on use: the parser builds fast).
     config_class: Callable[[], type]
     options: tuple[tuple, ...]
 
+    @staticmethod
+    def _flag(name: str, extra: tuple) -> str:
+        return extra[0].get("flag", f"--{name.replace('_', '-')}") if extra else f"--{name.replace('_', '-')}"
+
     def add(self, group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         config_class = self.config_class()
         defaults, kinds = config_class(), {f.name: str(f.type).split("|")[0].strip() for f in fields(config_class)}
-        for flag, name, text, *extra in self.options:
-            keywords = dict(extra[0]) if extra else {}
+        for name, text, *extra in self.options:
+            keywords = {k: v for k, v in (extra[0] if extra else {}).items() if k != "flag"}
             if "choices" not in keywords and kinds[name] in ("int", "float"):
                 keywords.setdefault("type", int if kinds[name] == "int" else float)
-            group.add_argument(flag, default=getattr(defaults, name), help=text, **keywords)
+            group.add_argument(self._flag(name, extra), default=getattr(defaults, name), help=text, **keywords)
 
     def build(self, args: argparse.Namespace, *more: _Mirror, **values):
         """The config from these options' (and ``more``'s) parsed values, plus ``values``."""
         options = [o for mirror in (self, *more) for o in mirror.options]
-        return self.config_class()(**{name: getattr(args, flag.lstrip("-").replace("-", "_"))
-                                      for flag, name, *_ in options}, **values)
+        return self.config_class()(**{name: getattr(args, self._flag(name, extra).lstrip("-").replace("-", "_"))
+                                      for name, _, *extra in options}, **values)
 
 
 def _split_class() -> type:
@@ -67,12 +72,12 @@ def _split_class() -> type:
 
 
 SPLIT = _Mirror(_split_class, (
-    ("--split-seed", "seed", "random seed of the split maker"),
-    ("--min-members", "min_members_per_fold", "exclude folds with fewer proteins"),
-    ("--fold-test-fraction", "fold_test_fraction", "share of superfamilies held out as test_fold"),
-    ("--superfamily-test-fraction", "superfamily_test_fraction", "share of families held out as test_superfamily"),
-    ("--family-test-fraction", "family_test_fraction", "share of family members held out as test_family"),
-    ("--valid-fraction", "valid_fraction", "share of family members held out as valid"),
+    ("seed", "random seed of the split maker", {"flag": "--split-seed"}),
+    ("min_members_per_fold", "exclude folds with fewer proteins", {"flag": "--min-members"}),
+    ("fold_test_fraction", "share of superfamilies held out as test_fold"),
+    ("superfamily_test_fraction", "share of families held out as test_superfamily"),
+    ("family_test_fraction", "share of family members held out as test_family"),
+    ("valid_fraction", "share of family members held out as valid"),
 ))
 
 
@@ -197,15 +202,15 @@ def _feature_class() -> type:
 
 
 FEATURES = _Mirror(_feature_class, (
-    ("--model", "model", "hub id or local folder of an ESM-2 / ProtBert / ProtAlbert model; default: $COEVOFOLD_MODEL, "
+    ("model", "hub id or local folder of an ESM-2 / ProtBert / ProtAlbert model; default: $COEVOFOLD_MODEL, "
      "else facebook/esm2_t6_8M_UR50D (offline copy in ../shared/models used when the hub is out of reach)"),
-    ("--maps", "maps", "attention maps to store: none (embeddings only; 2x faster, fused attention; all the "
+    ("maps", "attention maps to store: none (embeddings only; 2x faster, fused attention; all the "
      "default system reads), layers (contact map + per-layer APC averages, for maps2d, report and contact plots) "
      "or heads (contact map + every head)", {"choices": ["none", "layers", "heads"]}),
-    ("--grid", "grid", "maps are average-pooled to GRID x GRID"),
-    ("--embedding-layer", "embedding_layer", "hidden layer for embeddings (-1 = last)"),
-    ("--bins", "embedding_bins", "per-residue embeddings pooled to BINS segments"),
-    ("--stride", "stride", "window step for chains longer than the model window"),
+    ("grid", "maps are average-pooled to GRID x GRID"),
+    ("embedding_layer", "hidden layer for embeddings (-1 = last)"),
+    ("embedding_bins", "per-residue embeddings pooled to BINS segments", {"flag": "--bins"}),
+    ("stride", "window step for chains longer than the model window"),
 ))
 
 
@@ -232,12 +237,12 @@ def _run_class() -> type:
 
 
 RUN = _Mirror(_run_class, (
-    ("--max-tokens", "max_tokens", "padded tokens per batch"),
-    ("--max-pairs", "max_pairs", "cap on batch x length^2 (attention memory)"),
+    ("max_tokens", "padded tokens per batch"),
+    ("max_pairs", "cap on batch x length^2 (attention memory)"),
 ))
 RUN_PROCESSES = _Mirror(_run_class, (
-    ("--devices", "devices", "processes to extract with (GPUs with --device cuda, CPU processes with --device cpu)"),
-    ("--part-size", "part_size", "proteins per atomic part file (most work a kill loses)"),
+    ("devices", "processes to extract with (GPUs with --device cuda, CPU processes with --device cpu)"),
+    ("part_size", "proteins per atomic part file (most work a kill loses)"),
 ))
 
 
@@ -313,16 +318,16 @@ def _train_class() -> type:
 
 
 TRAIN = _Mirror(_train_class, (
-    ("--solver", "solver", "lbfgs: linear models fitted to convergence by scikit-learn", {"choices": ["adamw", "lbfgs"]}),
-    ("--C", "C", "inverse L2 strength for --solver lbfgs"),
-    ("--seed", "seed", "seed for initialisation, shuffling and dropout"),
-    ("--max-epochs", "max_epochs", "upper bound on epochs"),
-    ("--patience", "patience", "early stopping: epochs without val_acc gain"),
-    ("--batch-size", "batch_size", "proteins per step"),
-    ("--lr", "lr", "AdamW learning rate"),
-    ("--weight-decay", "weight_decay", "AdamW weight decay"),
-    ("--label-smoothing", "label_smoothing", "cross-entropy label smoothing"),
-    ("--class-weight-power", "class_weight_power", "class weights = count^-power (0: none, 1: full rebalancing)"),
+    ("solver", "lbfgs: linear models fitted to convergence by scikit-learn", {"choices": ["adamw", "lbfgs"]}),
+    ("C", "inverse L2 strength for --solver lbfgs"),
+    ("seed", "seed for initialisation, shuffling and dropout"),
+    ("max_epochs", "upper bound on epochs"),
+    ("patience", "early stopping: epochs without val_acc gain"),
+    ("batch_size", "proteins per step"),
+    ("lr", "AdamW learning rate"),
+    ("weight_decay", "AdamW weight decay"),
+    ("label_smoothing", "cross-entropy label smoothing"),
+    ("class_weight_power", "class weights = count^-power (0: none, 1: full rebalancing)"),
 ))
 
 
@@ -487,10 +492,14 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from coevofold import prediction
+    from coevofold.files import write_text
 
+    hits: list | None = [] if args.hits else None
     frame = prediction.predict(args.fasta, args.checkpoint, args.top_k, args.model, _run_config(args), not args.quiet,
-                               use_homology=not args.no_homology)
+                               use_homology=not args.no_homology, hits=hits)
     prediction.write_predictions(frame, args.out, args.format)
+    if hits is not None:
+        write_text(args.hits, prediction.hits_text(hits[0]))
     # after the write: a refused write stays one line on stderr
     print(f"coevofold: pLM: {frame.attrs['plm']['label']}", file=sys.stderr)
     if frame.attrs.get("note"):
@@ -518,8 +527,8 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
              "(source=alignment); elsewhere the combiner's (source=combined): a logistic regression over candidate "
              "folds of the classifier's probability, the template search (the query's per-residue embeddings "
              "aligned to every training domain; template = the fold's best-aligned domain, template_z its z-score "
-             "against the query's own decoys, query_region/template_region the aligned residues), the contact "
-             "overlap along that alignment and the Smith-Waterman E-value, fitted on training rows held out of "
+             "against the query's own decoys, query_region/template_region the aligned residues) and the "
+             "Smith-Waterman E-value, fitted on training rows held out of "
              "a proxy of the model. probability: calibrated on the same held-out rows (cross-fitted) so that it "
              "reads as how often such an answer is right; per sequence the probabilities sum to at most 1. "
              "confidence: the band of the calibrated probability, high (>= 0.9), medium (>= 0.5) or low"
@@ -538,6 +547,15 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
                    help="model only: no homology transfer, template search or combiner (all on by default where the "
                    "model folder has them)")
     p.add_argument("--out", default=None, help="output file (default: standard output)")
+    p.add_argument("--hits", default=None, metavar="FILE",
+                   help="also write the evidence as a tab-separated hit table with a header (default: none). Per "
+                        "prediction row (query, rank, fold) up to two rows, by source: smith-waterman, the fold's best "
+                        "Smith-Waterman hit among the training domains, and template, its best template by embedding "
+                        "alignment. Columns: query rank fold source target (training domain id) target_fold "
+                        "target_superfamily target_family identity (identical residues / shorter length; "
+                        "smith-waterman only) alignment_length (columns with gaps; smith-waterman only) query_start "
+                        "query_end target_start target_end (1-based, inclusive) evalue (as in the predictions) "
+                        "bitscore (BLOSUM62, BLAST's gap costs 11/1, lambda 0.267, K 0.041) template_z (template only)")
     p.add_argument("--model", default=None,
                    help="pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)")
     _add_run_options(p)
@@ -567,20 +585,20 @@ def _serve_class() -> type:
 
 
 SERVE = _Mirror(_serve_class, (
-    ("--host", "host", "address to listen on (0.0.0.0 exposes it to the network)"),
-    ("--port", "port", "port to listen on"),
-    ("--checkpoint", "checkpoint",
+    ("host", "address to listen on (0.0.0.0 exposes it to the network)"),
+    ("port", "port to listen on"),
+    ("checkpoint",
      "trained model folder (default: $COEVOFOLD_CACHE/models/default, made by 'coevofold quickstart')"),
-    ("--model", "model", "pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)"),
+    ("model", "pLM the checkpoint was trained with (default: $COEVOFOLD_MODEL, else facebook/esm2_t6_8M_UR50D)"),
 ))
 SERVE_LIMITS = _Mirror(_serve_class, (
-    ("--top-k", "top_k", "folds shown per sequence unless the request says"),
-    ("--max-sequences", "max_sequences", "sequences per request"),
-    ("--max-residues", "max_residues", "residues per sequence"),
-    ("--max-bytes", "max_bytes", "bytes per request body, counted as it arrives (413 past it)"),
-    ("--max-queue", "max_queue", "requests waiting behind the running one; more get 503 with Retry-After"),
-    ("--body-timeout", "body_timeout", "seconds a client may take to send its request body (408 after)"),
-    ("--max-pairs", "max_pairs", "attention residue pairs per pLM pass: bounds a request's memory (~0.5 KB per pair)"),
+    ("top_k", "folds shown per sequence unless the request says"),
+    ("max_sequences", "sequences per request"),
+    ("max_residues", "residues per sequence"),
+    ("max_bytes", "bytes per request body, counted as it arrives (413 past it)"),
+    ("max_queue", "requests waiting behind the running one; more get 503 with Retry-After"),
+    ("body_timeout", "seconds a client may take to send its request body (408 after)"),
+    ("max_pairs", "attention residue pairs per pLM pass: bounds a request's memory (~0.5 KB per pair)"),
 ))
 
 

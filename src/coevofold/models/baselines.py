@@ -73,6 +73,30 @@ def percent_identity(a: str, b: str) -> float:
 
 
 @dataclass(frozen=True)
+class Alignment:
+    """One Smith-Waterman alignment as a hit table reports it (1-based inclusive coordinates)."""
+
+    score: int  # raw BLOSUM62 score
+    bits: float  # (lambda S - ln K) / ln 2, the score in bits (BLAST's bit score)
+    length: int  # alignment columns, gaps included
+    query_start: int
+    query_end: int
+    target_start: int
+    target_end: int
+
+
+def align(query: str, target: str) -> Alignment:
+    """The local alignment :class:`AlignmentNearestNeighbour` scores, with its traceback: where it
+    lies in both sequences (the search itself computes scores only, three times faster)."""
+    result = parasail.sw_trace_striped_sat(query, target, GAP_OPEN, GAP_EXTEND, parasail.blosum62)
+    trace = result.traceback
+    in_query, in_target = len(trace.query) - trace.query.count("-"), len(trace.ref) - trace.ref.count("-")
+    bits = (KARLIN_LAMBDA * result.score - math.log(KARLIN_K)) / math.log(2)
+    return Alignment(int(result.score), bits, len(trace.comp), result.end_query - in_query + 2, result.end_query + 1,
+                     result.end_ref - in_target + 2, result.end_ref + 1)
+
+
+@dataclass(frozen=True)
 class Hits:
     """What :meth:`AlignmentNearestNeighbour.search` finds for each query.
 

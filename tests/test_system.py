@@ -53,6 +53,25 @@ def test_search_finds_itself_and_prefilter_recall(system_run):
     assert right.mean() >= 0.5  # short domains of 8 folds: the search alone finds most folds
 
 
+def test_column_groups_by_hand():
+    assert templates.column_groups(np.array([3, 4, 2, 9, 1]), columns=8) == [slice(0, 2), slice(2, 3), slice(3, 4),
+                                                                              slice(4, 5)]
+    assert templates.column_groups(np.array([2, 2, 2, 2]), columns=8) == [slice(0, 4)]
+    assert templates.column_groups(np.array([], dtype=int)) == []
+
+
+def test_search_in_column_groups_equals_one_product(system_run, monkeypatch):
+    """Aligning a query group by group (bounded memory) gives the hits of one product over all templates."""
+    model, store_path, table, _, _ = system_run
+    found = templates.load_templates(model)
+    queries = store.read_rows(store_path, table.loc[table["split"] == "valid", "id"].tolist()[:5], residues=True)
+    whole = templates.TemplateSearch(found).search(queries.residues, False)
+    monkeypatch.setattr(templates, "_COLUMNS", 128)  # a few templates per group
+    assert len(templates.column_groups(found.lengths, 128)) > 10
+    grouped = templates.TemplateSearch(found).search(queries.residues, False)
+    assert np.array_equal(whole.index, grouped.index) and np.allclose(whole.z, grouped.z, atol=1e-4)
+
+
 def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
     """Refit the system with spies: the combiner's regression and the calibration see the proxy's
     held-out rows and nothing else; no valid or test protein is searched against the proxy."""

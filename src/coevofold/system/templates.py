@@ -43,6 +43,28 @@ TEMPLATES_FILE = "templates.npz"
 VECTORS_FILE = "templates_vectors.npy"
 #: quantisation scale of a unit vector's components (int8).
 _SCALE = 127.0
+#: the similarity's matrix product runs on shapes rounded up to these multiples (zero-padded):
+#: oneDNN compiles and keeps a kernel for every new shape of a bfloat16 product (~0.65 MB each,
+#: up to 1,024, and code it never frees), so exact shapes, new with every query, grew ``serve``
+#: by ~0.6 GB over 144 queries; rounded, a few dozen shapes serve every query.
+_ROWS, _COLUMNS = 64, 8192
+
+
+def column_groups(lengths: np.ndarray, columns: int = _COLUMNS) -> list[slice]:
+    """Consecutive templates in groups of at most ``columns`` residues (a longer template alone).
+
+    A query is aligned one group at a time, so its similarity matrix is at most [Lq, columns]:
+    all 350 templates at once took ~0.5 GB for a 2,000-residue query, a server's whole margin.
+    """
+    groups, start, total = [], 0, 0
+    for i, length in enumerate(lengths):
+        if total and total + length > columns:
+            groups.append(slice(start, i))
+            start, total = i, 0
+        total += int(length)
+    if len(lengths):
+        groups.append(slice(start, len(lengths)))
+    return groups
 
 
 @dataclass(frozen=True)
@@ -198,7 +220,12 @@ class TemplateSearch:
         cosines differ by ~1e-3, below the int8 templates' own rounding.
         """
         stacked, offsets = self._blocks(chosen)
-        sim = (torch.from_numpy(unit).to(torch.bfloat16) @ torch.from_numpy(stacked).to(torch.bfloat16).T).float()
+        (m, width), n = unit.shape, len(stacked)
+        query = torch.zeros((-(-m // _ROWS) * _ROWS, width), dtype=torch.bfloat16)
+        query[:m] = torch.from_numpy(unit)
+        blocks = torch.zeros((-(-n // _COLUMNS) * _COLUMNS, width), dtype=torch.bfloat16)
+        blocks[:n] = torch.from_numpy(stacked)
+        sim = (query @ blocks.T)[:m, :n].float()
         return np.ascontiguousarray(sim.numpy() / _SCALE, dtype=np.float32), offsets
 
     def align(self, residues: np.ndarray, template: int) -> tuple[float, np.ndarray]:
@@ -215,8 +242,8 @@ class TemplateSearch:
         k = min(config.prefilter, len(t))
         chosen = np.argpartition(-cosine, k - 1)[:k] if k < len(t) else np.arange(len(t))
         both = np.concatenate([chosen, self.decoys])
-        sim, offsets = self._similarity(unit, both)
-        raw = ea.block_scores(sim, offsets, config.gap)
+        raw = np.concatenate([ea.block_scores(*self._similarity(unit, both[group]), config.gap)
+                              for group in column_groups(t.lengths[both], _COLUMNS)])
         score = ea.normalized(raw, len(unit), t.lengths[both]).astype(np.float32)
         background = score[k:]
         z = (score[:k] - background.mean()) / max(float(background.std()), 1e-6)

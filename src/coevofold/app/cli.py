@@ -533,8 +533,8 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
              "reads as how often such an answer is right; per sequence the probabilities sum to at most 1. "
              "confidence: the band of the calibrated probability, high (>= 0.9), medium (>= 0.5) or low"
              "; measured precision of the top-1 answer per band on the DeepSF test levels (coevofold quickstart): "
-             "fold level high 0.92, medium 0.44, low 0.17; superfamily level 0.98 / 0.71 / 0.23; family level "
-             "1.00 / 0.86 / 0.51. "
+             "fold level high 0.86, medium 0.47, low 0.16; superfamily level 0.98 / 0.70 / 0.22; family level "
+             "1.00 / 0.92 / 0.45. "
              "A model folder without calibration.json reports the raw model probability (alignment rows: the "
              "validation hit rate of the rank) and no confidence. Without --checkpoint the default model made by "
              "'coevofold quickstart' is used.")

@@ -93,13 +93,14 @@ def cached_deepsf() -> tuple[pd.DataFrame, Path]:
     return tables.load("deepsf"), extraction.cached_store("deepsf", pretrained.load(None), extraction.FeatureConfig())
 
 
-#: The main job's steps and their minutes on 2 idle cores (a fresh run, README), for the ETA
-#: each step's line states; a cached step takes seconds.
+#: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
+#: (2026-12-02, README), for the ETA each step's line states; a cached step takes seconds. The
+#: template search got 1.5x faster after that run (the last two steps search).
 QUICKSTART_STEPS = {
-    "features of DeepSF": 6.0,
-    "the default model": 15.0,
-    "the system (homology, templates, calibration proxy, combiner, calibration)": 12.0,
-    "scores of valid and test (template search) and tables": 8.0,
+    "features of DeepSF": 6.5,
+    "the default model": 18.7,
+    "the system (homology, templates, calibration proxy, combiner, calibration)": 16.2,
+    "scores of valid and test (template search) and tables": 7.2,
 }
 
 

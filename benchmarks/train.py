@@ -19,8 +19,9 @@ time would not isolate the epoch. The loop therefore leaves out Lightning's per-
 The classifier's output layer has all 1,195 training folds and the class weights come from the
 whole training split, as in a real run.
 
-Features come from ``--store`` if given, else from the cache store of the full DeepSF benchmark
-(``extraction.cached_store``) when it holds every sampled protein. Otherwise the features the
+Features (with ``--maps layers``: the CNN reads the maps) come from ``--store`` if given, else
+from the cache store of the full DeepSF benchmark with maps (``extraction.cached_store``;
+``coevofold benchmark deepsf`` makes it) when it holds every sampled protein. Otherwise the features the
 recompute phase produced are written to a temporary store and read back: they are the arrays
 ``extraction.extract`` would store (same model, settings and batches), and this avoids a second
 pLM pass over the sample.
@@ -168,7 +169,7 @@ def main() -> None:
                                      config.class_weight_power)
 
     plm = pretrained.load(None)
-    feature_config = extraction.FeatureConfig()
+    feature_config = extraction.FeatureConfig(maps="layers")  # maps2d reads the maps the default store leaves out
     lengths, all_lengths = sample["length"].to_numpy(np.int64), train_table["length"].to_numpy(np.int64)
     print(f"DeepSF train sample: {len(sample)} of {len(train_table):,} proteins (seed {args.seed}), "
           f"{lengths.sum():,} residues, length {lengths.min()}-{lengths.max()} (median {int(np.median(lengths))})")

@@ -169,8 +169,13 @@ def paired_difference(probs_a: np.ndarray, probs_b: np.ndarray, targets: np.ndar
     Resampling proteins once for both systems keeps what they share (the hard proteins are hard
     for both) out of the interval, which two separate intervals would double-count.
     """
-    a = _correct_at(np.asarray(probs_a, dtype=np.float64), np.asarray(targets), 1).astype(np.float64)
-    b = _correct_at(np.asarray(probs_b, dtype=np.float64), np.asarray(targets), 1).astype(np.float64)
+    return paired_bootstrap(_correct_at(np.asarray(probs_a, dtype=np.float64), np.asarray(targets), 1),
+                            _correct_at(np.asarray(probs_b, dtype=np.float64), np.asarray(targets), 1), n_boot, seed)
+
+
+def paired_bootstrap(right_a: np.ndarray, right_b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Mean of ``right_a - right_b`` (per protein, 1 = right) with a paired bootstrap 95 % interval."""
+    a, b = np.asarray(right_a, dtype=np.float64), np.asarray(right_b, dtype=np.float64)
     if a.shape != b.shape or len(a) == 0:
         raise ValueError(f"need the same non-empty proteins for both systems, got {a.shape} and {b.shape}")
     resamples = np.random.default_rng(seed).integers(0, len(a), (n_boot, len(a)))

@@ -94,13 +94,12 @@ def cached_deepsf() -> tuple[pd.DataFrame, Path]:
 
 
 #: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
-#: (2026-12-02, README), for the ETA each step's line states; a cached step takes seconds. The
-#: template search got 1.5x faster after that run (the last two steps search).
+#: (2026-12-02, README), for the ETA each step's line states; a cached step takes seconds.
 QUICKSTART_STEPS = {
-    "features of DeepSF": 6.5,
-    "the default model": 18.7,
-    "the system (homology, templates, calibration proxy, combiner, calibration)": 16.2,
-    "scores of valid and test (template search) and tables": 7.2,
+    "features of DeepSF": 5.9,
+    "the default model": 18.5,
+    "the system (homology, templates, calibration proxy, combiner, calibration)": 14.2,
+    "scores of valid and test (template search) and tables": 3.5,
 }
 
 

@@ -330,12 +330,17 @@ def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: di
     }, columns=PREDICTION_COLUMNS)
 
 
-def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
-    """The numbers both formats carry: probability to 4 decimals, identity to 3, E-value to 3 digits."""
+def _rounded_evidence(frame: pd.DataFrame) -> pd.DataFrame:
+    """The evidence's numbers as every output carries them: identity to 3 decimals, E-value to 3
+    digits, template z to 2 (the predictions and the hit table agree to the last digit)."""
     evalue = frame["evalue"].map(lambda v: float(f"{v:.2e}") if pd.notna(v) else np.nan)
-    return frame[PREDICTION_COLUMNS].assign(probability=frame["probability"].round(4),
-                                            identity=frame["identity"].round(3), evalue=evalue,
-                                            template_z=frame["template_z"].astype(float).round(2))
+    return frame.assign(identity=frame["identity"].astype(float).round(3), evalue=evalue,
+                        template_z=frame["template_z"].astype(float).round(2))
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """The numbers both formats carry: probability to 4 decimals, the evidence as :func:`_rounded_evidence`."""
+    return _rounded_evidence(frame[PREDICTION_COLUMNS]).assign(probability=frame["probability"].round(4))
 
 
 def predictions_text(frame: pd.DataFrame, fmt: str = "tsv") -> str:
@@ -402,10 +407,7 @@ def hit_table(frame: pd.DataFrame, sequences: dict[str, str], search: homology.H
 
 def hits_text(hits: pd.DataFrame) -> str:
     """The hit table as ``--hits`` writes it: TSV with a header; the numbers rounded as predict rounds them."""
-    rounded = hits.assign(identity=hits["identity"].astype(float).round(3),
-                          evalue=hits["evalue"].map(lambda v: f"{v:.2e}" if pd.notna(v) else ""),
-                          bitscore=hits["bitscore"].astype(float).round(1),
-                          template_z=hits["template_z"].astype(float).round(2))
+    rounded = _rounded_evidence(hits).assign(bitscore=hits["bitscore"].astype(float).round(1))
     for column in ("alignment_length", "query_start", "query_end", "target_start", "target_end"):
         rounded[column] = rounded[column].astype("Int64")
     return rounded.to_csv(sep="\t", index=False)

@@ -268,10 +268,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if "contacts" in args.include and config.maps == "none":  # contact maps need the attention maps
         config = replace(config, maps="layers")
     out = extraction.extract(args.fasta, args.out, config, _run_config(args))
-    rows = max(len(store.read_ids(out)), 1)
-    print(f"{out}: {rows} proteins, {out.stat().st_size / rows / 1024:.1f} KB per protein")
+    rows = len(store.read_ids(out))
+    print(f"{out}: {rows} proteins, {out.stat().st_size / max(rows, 1) / 1024:.1f} KB per protein")
     for kind, path in export.export(out, args.include).items():
-        print(f"{path}: {kind}, {path.stat().st_size / rows / 1024:.1f} KB per protein")
+        print(f"{path}: {kind}, {path.stat().st_size / max(rows, 1) / 1024:.1f} KB per protein")
     return 0
 
 

@@ -108,7 +108,7 @@ class Steps:
     the step and of the job from the measured minutes per step (the steps' own bars say more)."""
 
     def __init__(self, job: str, minutes: dict[str, float]) -> None:
-        self.job, self.minutes, self.started, self.done = job, minutes, time.perf_counter(), 0
+        self.job, self.minutes, self.started = job, minutes, time.perf_counter()
 
     @staticmethod
     def _clock(seconds: float) -> str:

@@ -89,16 +89,19 @@ class Stitcher:
 
     def __init__(self, length: int, channels: int, dim: int) -> None:
         self.maps = torch.zeros(channels, length, length)
-        self.map_count = torch.zeros(length, length)
+        # pair counts only where there are maps: L x L floats for nothing otherwise (400 MB at 10,000)
+        self.map_count = torch.zeros(length, length) if channels else None
         self.profile = torch.zeros(length, dim)
         self.profile_count = torch.zeros(length, 1)
 
     def add(self, start: int, maps: torch.Tensor, profile: torch.Tensor) -> None:
-        end = start + maps.shape[-1]
-        self.maps[:, start:end, start:end] += maps
-        self.map_count[start:end, start:end] += 1
+        end = start + profile.shape[0]
+        if self.map_count is not None:
+            self.maps[:, start:end, start:end] += maps
+            self.map_count[start:end, start:end] += 1
         self.profile[start:end] += profile
         self.profile_count[start:end] += 1
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.maps / self.map_count.clamp(min=1), self.profile / self.profile_count.clamp(min=1)
+        maps = self.maps / self.map_count.clamp(min=1) if self.map_count is not None else self.maps
+        return maps, self.profile / self.profile_count.clamp(min=1)

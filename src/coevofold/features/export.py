@@ -44,6 +44,8 @@ def _arrays(rows: store.FeatureRows, kind: str) -> list[np.ndarray]:
 
 def export(store_path: str | os.PathLike, kinds: list[str]) -> dict[str, Path]:
     """Write each of ``kinds`` from the store, each file atomically; returns kind -> path."""
+    if not kinds:  # the store is not read for nothing
+        return {}
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise CoevofoldError(f"--include: unknown kind '{unknown[0]}' (known: {', '.join(KINDS)})")
@@ -53,11 +55,12 @@ def export(store_path: str | os.PathLike, kinds: list[str]) -> dict[str, Path]:
                              "--include contacts needs --maps layers or heads")
     rows = store.read_rows(store_path, residues="per_tok" in kinds)
     layers = {"mean": settings["embedding_layer"], "per_tok": settings["residue_layer"], "contacts": "contact head"}
+    model = store.read_model(store_path)
     written = {}
     for kind in dict.fromkeys(kinds):
         path = export_path(store_path, kind)
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs.update(kind=kind, layer=layers[kind], model=store.read_model(store_path))
+            f.attrs.update(kind=kind, layer=layers[kind], model=model)
             for n, (record_id, array) in enumerate(zip(rows.ids, _arrays(rows, kind))):
                 dataset = f.create_dataset(str(n), data=array)
                 dataset.attrs["original_id"] = record_id

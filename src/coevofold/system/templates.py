@@ -20,8 +20,9 @@ Three choices keep it fast and comparable across queries:
 
 An earlier version also compared the predicted contact maps along the best alignments (contact
 overlap, the original study's hypothesis as threading evidence); in the combiner it changed
-test top-1 by -0.1 [-1.0, +0.7] points at fold level and -0.3 [-0.6, 0.0] pooled (paired,
-docs/research.md), so it was dropped, and with it the attention maps from the default store.
+top-1 on the held-out rows the system is chosen on by +0.1 / -0.3 / -0.4 points (fold- /
+superfamily- / family-like, paired, docs/research.md), so it was dropped, and with it the
+attention maps from the default store.
 """
 
 from __future__ import annotations

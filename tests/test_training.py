@@ -17,7 +17,7 @@ from coevofold.data import tables
 from coevofold.errors import CoevofoldError
 from coevofold.features import extraction, pretrained
 from coevofold.models import attention, ensemble, registry
-from coevofold.training import checkpoint, mixture, recipe, stacked, trainer
+from coevofold.training import checkpoint, mixture, recipe, trainer
 
 
 def test_class_weights_hand_computed():
@@ -65,42 +65,6 @@ def test_same_seed_same_model_and_resume_repeats_the_run(tiny, tmp_path):
     # the loss is sensitive to every weight, so it shows a resume that trained differently
     assert curves_a["val_loss"].tolist() == curves_c["val_loss"].tolist()[-3:]
     assert (tmp_path / "a" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
-
-
-@pytest.mark.parametrize("name", ["layers", "attention"])
-def test_stacked_seeds_equal_seeds_trained_one_by_one(tiny, tmp_path, name):
-    # without dropout nothing random is left but the seeds' initial weights and row orders, which
-    # the stack draws as train() does: the weights, curves and stopping epochs must agree
-    store, table = tiny
-    model = registry.ModelConfig(name=name, dropout=0.0, levels=("fold", "superfamily", "family"))
-    configs = {f"s{seed}": trainer.TrainConfig(model=model, seed=seed, max_epochs=6, patience=2, batch_size=4,
-                                               progress=False) for seed in (0, 3)}
-    stacked.train_seeds(store, table, {n: tmp_path / "stack" / n for n in configs}, configs)
-    for name_, config in configs.items():
-        trainer.train(store, table, tmp_path / "alone" / name_, config)
-        alone, together = (load_file(str(tmp_path / where / name_ / checkpoint.MODEL_WEIGHTS)) for where in ("alone", "stack"))
-        assert set(alone) == set(together)
-        # batched products round differently; Adam turns a gradient that is rounding noise into a step
-        # of up to lr (1e-3) in either direction, so a tenth of a step is the tolerance
-        assert all(torch.allclose(alone[k], together[k], atol=1e-4) for k in alone), name_
-        meta = {where: checkpoint.read_meta(tmp_path / where / name_ / checkpoint.MODEL_META) for where in ("alone", "stack")}
-        assert meta["alone"]["best_val_acc"] == pytest.approx(meta["stack"]["best_val_acc"])
-        assert meta["alone"]["epochs"] == meta["stack"]["epochs"]
-        curves = {where: pd.read_csv(tmp_path / where / name_ / "metrics.csv").dropna(subset=["val_acc"])
-                  for where in ("alone", "stack")}
-        assert np.allclose(curves["alone"]["val_loss"], curves["stack"]["val_loss"][: len(curves["alone"])], atol=1e-4)
-
-
-def test_stackable_refuses_other_recipes():
-    mlp = trainer.TrainConfig()
-    assert stacked.stackable([mlp, dataclasses.replace(mlp, seed=1)])
-    assert not stacked.stackable([mlp])  # one seed: nothing to stack
-    assert not stacked.stackable([mlp, dataclasses.replace(mlp, seed=1, lr=1e-2)])
-    assert not stacked.stackable([mlp, mlp])  # the same seed twice
-    probe = trainer.TrainConfig(model=registry.ModelConfig(name="probe"), solver="lbfgs")
-    assert not stacked.stackable([probe, dataclasses.replace(probe, seed=1)])
-    with pytest.raises(CoevofoldError, match="not seeds of one"):
-        stacked.train_seeds(Path("unused.h5"), pd.DataFrame(), {}, {"a": mlp, "b": dataclasses.replace(mlp, lr=1)})
 
 
 @pytest.mark.parametrize("name", list(registry.MODELS))

@@ -22,7 +22,6 @@ from coevofold.training.checkpoint import (
     predict_proba,
     read_meta,
 )
-from coevofold.training import stacked
 from coevofold.training.trainer import TrainConfig, plm_label, train
 
 
@@ -81,24 +80,19 @@ def fit_ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: in
 def train_ensemble(store_path: str | os.PathLike, table: pd.DataFrame, run_dir: str | os.PathLike,
                    members: dict[str, TrainConfig], fold_names: dict[str, str] | None = None) -> Path:
     """Train each member (or reuse a finished one) and fit the mixture weights on ``valid``,
-    one per :func:`seed_groups` group. A group's seeds still to train train as one stack
-    (:mod:`coevofold.training.stacked`).
+    one per :func:`seed_groups` group.
 
     ``run_dir/members/NAME`` holds each member's ordinary model folder; ``run_dir/model.json``
     the weights and every member's configuration. Loading it with :func:`load_model` gives an
     :class:`~coevofold.models.ensemble.Ensemble`.
     """
     run_dir = writable_dir(run_dir)
-    folders = {name: run_dir / ENSEMBLE_MEMBERS / name for name in members}
-    for group in seed_groups(members):
-        missing = [name for name in group if not (folders[name] / MODEL_WEIGHTS).is_file()]
-        if stacked.stackable([members[name] for name in missing]):
-            stacked.train_seeds(store_path, table, {n: folders[n] for n in missing}, {n: members[n] for n in missing},
-                                fold_names)
-        else:
-            for name in missing:
-                train(store_path, table, folders[name], members[name], fold_names)
-    loaded = {name: load_model(folders[name]) for name in members}
+    loaded = {}
+    for name, config in members.items():
+        folder = run_dir / ENSEMBLE_MEMBERS / name
+        if not (folder / MODEL_WEIGHTS).is_file():
+            train(store_path, table, folder, config, fold_names)
+        loaded[name] = load_model(folder)
     metas = [meta for _, meta in loaded.values()]
     if any(meta["classes"] != metas[0]["classes"] for meta in metas):
         raise CoevofoldError(f"{run_dir}: members were trained on different folds")

@@ -91,22 +91,6 @@ def smoothing_matrix(classes: list[str], epsilon: float, target: str) -> torch.T
     return (1 - epsilon) * torch.eye(n) + epsilon * spread
 
 
-def training_loss(logits: dict[str, torch.Tensor], labels: torch.Tensor, level_labels: dict[str, torch.Tensor],
-                  class_weight: torch.Tensor, soft_targets: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """The fold's cross-entropy against its smoothed targets plus each auxiliary level's, weighted."""
-    loss = torch.nn.functional.cross_entropy(logits["fold"], soft_targets[labels], weight=class_weight)
-    for level, target in level_labels.items():
-        loss = loss + config.level_weight * torch.nn.functional.cross_entropy(
-            logits[level], target, label_smoothing=config.label_smoothing, ignore_index=-1)
-    return loss
-
-
-def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
-    if not torch.isfinite(loss).all():
-        raise CoevofoldError(f"training diverged: loss is {loss.detach().flatten().tolist()} at epoch {epoch}, step "
-                             f"{step}; lower --lr or check the features for NaN")
-
-
 # --------------------------------------------------------------------------------- lightning
 
 
@@ -131,9 +115,16 @@ def _lightning_module():
 
         def training_step(self, batch: tuple[Batch, torch.Tensor, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
             inputs, labels, level_labels = batch
-            loss = training_loss(self.classifier.forward_levels(inputs), labels, level_labels, self.class_weight,
-                                 self.soft_targets, self.config)
-            check_finite(loss, self.current_epoch, batch_idx)
+            logits = self.classifier.forward_levels(inputs)
+            loss = torch.nn.functional.cross_entropy(logits["fold"], self.soft_targets[labels], weight=self.class_weight)
+            for level, target in level_labels.items():
+                loss = loss + self.config.level_weight * torch.nn.functional.cross_entropy(
+                    logits[level], target, label_smoothing=self.config.label_smoothing, ignore_index=-1)
+            if not torch.isfinite(loss):
+                raise CoevofoldError(
+                    f"training diverged: loss is {loss.item()} at epoch {self.current_epoch}, step {batch_idx}; "
+                    "lower --lr or check the features for NaN"
+                )
             self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
             return loss
 
@@ -234,27 +225,57 @@ def train(
     from lightning.pytorch.loggers import CSVLogger
 
     config = config or TrainConfig()
-    setup = prepare(store_path, table, config, fold_names)
-    train_data, valid_data, meta = setup.train_data, setup.valid_data, setup.meta
+    if config.model.name not in MODELS:
+        raise CoevofoldError(f"unknown model '{config.model.name}' (known: {', '.join(MODELS)})")
+    if config.solver not in ("adamw", "lbfgs") or (config.solver == "lbfgs" and (
+            config.model.name not in LINEAR or config.model.levels != ("fold",))):
+        raise CoevofoldError(f"solver '{config.solver}': 'adamw' for any model, 'lbfgs' for the linear "
+                             f"models ({', '.join(LINEAR)}) predicting the fold alone")
+    train_rows, valid_rows = table[table["split"] == "train"], table[table["split"] == "valid"]
+    if train_rows.empty or valid_rows.empty:
+        raise CoevofoldError("training needs proteins in both the 'train' and 'valid' splits")
+    device = devices.resolve(config.device)
+    devices.set_threads(config.threads)
     run_dir = writable_dir(run_dir)
+    classes = sorted(train_rows["fold"].unique())
+    level_classes = {level: sorted(train_rows[level].dropna().unique()) for level in config.model.levels[1:]}
+    quiet_lightning()
     pl, LitFold = _lightning_module()
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    classifier = setup.classifier(config.seed)
+    train_data = load_split(store_path, train_rows, classes, level_classes)
+    valid_data = load_split(store_path, valid_rows, classes)
+    sizes = {"fold": len(classes), **{level: len(names) for level, names in level_classes.items()}}
+    classifier = build_classifier(config.model, sizes, train_data)
+    classifier.fit_normalization(train_data)
+    meta = {
+        "model": asdict(config.model),
+        "classes": classes,
+        "level_classes": level_classes,
+        "shapes": {"maps": list(train_data.maps.shape[1:]), "embedding": list(train_data.embedding.shape[1:]),
+                   "layers": list(train_data.layers.shape[1:])},
+        "fold_names": {c: (fold_names or {}).get(c, "") for c in classes},
+        "train_counts": torch.bincount(train_data.labels, minlength=len(classes)).tolist(),
+        "feature_settings": store.read_settings(store_path),
+        "plm": plm_label(store_path),
+        "train": {k: v for k, v in asdict(config).items() if k != "model"},
+    }
     if config.solver == "lbfgs":
         _fit_lbfgs(classifier, train_data, config)
         valid_acc = float((predict_proba(classifier, valid_data).argmax(1) == valid_data.labels.numpy()).mean())
         save_model(run_dir, classifier, {**meta, "best_val_acc": valid_acc, "epochs": 0})
         return run_dir
-    module = LitFold(classifier, setup.class_weight, setup.soft_targets, config)
+    weights = class_weights(train_data.labels, len(classes), config.class_weight_power)
+    targets = smoothing_matrix(classes, config.label_smoothing, config.smoothing_target)
+    module = LitFold(classifier, weights, targets, config)
     uses = MODELS[config.model.name]
     checkpoints = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_acc", mode="max", save_last=True)
-    accelerator, device_ids = devices.lightning_devices(setup.device)
+    accelerator, device_ids = devices.lightning_devices(device)
     trainer = pl.Trainer(
         max_epochs=config.max_epochs,
         accelerator=accelerator,
         devices=device_ids,
-        deterministic=True if setup.device.type == "cpu" else "warn",
+        deterministic=True if device.type == "cpu" else "warn",
         logger=CSVLogger(run_dir, name="", version=""),
         callbacks=[best, EarlyStopping(monitor="val_acc", mode="max", patience=config.patience)],
         enable_progress_bar=config.progress,
@@ -283,68 +304,8 @@ def train(
     meta["best_val_acc"] = float(best.best_model_score) if best.best_model_score is not None else None
     meta["epochs"] = trainer.current_epoch
     save_model(run_dir, classifier, meta)
-    plot_curves(run_dir)
+    _plot_curves(run_dir)
     return run_dir
-
-
-@dataclass
-class Setup:
-    """What one training run (or a stack of seeds, :mod:`coevofold.training.stacked`) starts from."""
-
-    train_data: SplitData
-    valid_data: SplitData
-    classes: list[str]
-    sizes: dict[str, int]
-    meta: dict  # model.json without the outcome (best_val_acc, epochs)
-    class_weight: torch.Tensor
-    soft_targets: torch.Tensor
-    device: devices.Device
-    config: TrainConfig
-
-    def classifier(self, seed: int) -> FoldClassifier:
-        """A fresh classifier drawn from ``seed`` (what ``seed_everything(seed)`` then building gives)
-        with its input standardizers fitted on the training rows."""
-        torch.manual_seed(seed)
-        classifier = build_classifier(self.config.model, self.sizes, self.train_data)
-        classifier.fit_normalization(self.train_data)
-        return classifier
-
-
-def prepare(store_path: str | os.PathLike, table: pd.DataFrame, config: TrainConfig,
-            fold_names: dict[str, str] | None = None) -> Setup:
-    """Check ``config``, read the train and valid rows, and describe the model to be trained."""
-    if config.model.name not in MODELS:
-        raise CoevofoldError(f"unknown model '{config.model.name}' (known: {', '.join(MODELS)})")
-    if config.solver not in ("adamw", "lbfgs") or (config.solver == "lbfgs" and (
-            config.model.name not in LINEAR or config.model.levels != ("fold",))):
-        raise CoevofoldError(f"solver '{config.solver}': 'adamw' for any model, 'lbfgs' for the linear "
-                             f"models ({', '.join(LINEAR)}) predicting the fold alone")
-    train_rows, valid_rows = table[table["split"] == "train"], table[table["split"] == "valid"]
-    if train_rows.empty or valid_rows.empty:
-        raise CoevofoldError("training needs proteins in both the 'train' and 'valid' splits")
-    device = devices.resolve(config.device)
-    devices.set_threads(config.threads)
-    classes = sorted(train_rows["fold"].unique())
-    level_classes = {level: sorted(train_rows[level].dropna().unique()) for level in config.model.levels[1:]}
-    quiet_lightning()
-    train_data = load_split(store_path, train_rows, classes, level_classes)
-    valid_data = load_split(store_path, valid_rows, classes)
-    sizes = {"fold": len(classes), **{level: len(names) for level, names in level_classes.items()}}
-    meta = {
-        "model": asdict(config.model),
-        "classes": classes,
-        "level_classes": level_classes,
-        "shapes": {"maps": list(train_data.maps.shape[1:]), "embedding": list(train_data.embedding.shape[1:]),
-                   "layers": list(train_data.layers.shape[1:])},
-        "fold_names": {c: (fold_names or {}).get(c, "") for c in classes},
-        "train_counts": torch.bincount(train_data.labels, minlength=len(classes)).tolist(),
-        "feature_settings": store.read_settings(store_path),
-        "plm": plm_label(store_path),
-        "train": {k: v for k, v in asdict(config).items() if k != "model"},
-    }
-    return Setup(train_data, valid_data, classes, sizes, meta,
-                 class_weights(train_data.labels, len(classes), config.class_weight_power),
-                 smoothing_matrix(classes, config.label_smoothing, config.smoothing_target), device, config)
 
 
 def _fit_lbfgs(classifier: FoldClassifier, train: SplitData, config: TrainConfig) -> None:
@@ -394,7 +355,7 @@ def _epochs_trained(path: Path) -> int:
         ) from None
 
 
-def plot_curves(run_dir: Path) -> None:
+def _plot_curves(run_dir: Path) -> None:
     from coevofold import plots
 
     plots.learning_curves(pd.read_csv(run_dir / METRICS), run_dir / "learning_curves.png")

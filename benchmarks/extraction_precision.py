@@ -4,8 +4,8 @@ Run after ``coevofold quickstart`` (its fp32 store of DeepSF is the reference)::
 
     python benchmarks/extraction_precision.py
 
-It extracts DeepSF's train and valid domains again under ``torch.autocast("cpu", bfloat16)``
-into a temporary store (the default feature settings otherwise) and prints, in one run:
+It extracts DeepSF's train and valid domains again with ``--precision bfloat16`` (the pLM's
+products under ``torch.autocast``) into a temporary store (the default feature settings otherwise) and prints, in one run:
 
 1. proteins/s of that extraction (the fp32 one is quickstart's, printed by it);
 2. per protein, the cosine of bf16 to fp32 of the mean embedding, of the per-layer means and of
@@ -35,11 +35,6 @@ from coevofold.system import preparation, templates
 from coevofold.training import checkpoint, trainer
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
-
-
 def valid_top1(store_path: Path, table, work: Path) -> tuple[np.ndarray, np.ndarray]:
     """Per valid protein: is the probe's top fold right, is the template search's?"""
     probe = trainer.train(store_path, table, work / "probe",
@@ -60,15 +55,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="coevofold-bf16-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16 = extraction.extract(table, work / "bf16.h5", run=extraction.RunConfig(progress=False))
+        bf16 = extraction.extract(table, work / "bf16.h5", extraction.FeatureConfig(precision="bfloat16"),
+                                  extraction.RunConfig(progress=False))
         seconds = time.perf_counter() - started
         print(f"1. bf16 extraction of {len(table)} train + valid domains: {len(table) / seconds:.1f} proteins/s "
               f"({seconds:.0f} s; quickstart prints the fp32 rate)")
         ids = table.loc[table["split"] == "valid", "id"].tolist()
         a, b = store.read_rows(fp32, ids, residues=True), store.read_rows(bf16, ids, residues=True)
-        mean, layers = cosine(a.mean, b.mean), cosine(a.layers, b.layers)
-        residue = np.concatenate([cosine(x, y) for x, y in zip(a.residues, b.residues)])
+        mean, layers = metrics.cosine(a.mean, b.mean), metrics.cosine(a.layers, b.layers)
+        residue = np.concatenate([metrics.cosine(x, y) for x, y in zip(a.residues, b.residues)])
         print(f"2. cosine bf16 to fp32 on {len(ids)} valid domains: mean embedding min {mean.min():.5f} mean "
               f"{mean.mean():.6f}; per-layer means min {layers.min():.5f}; residues min {residue.min():.4f} "
               f"mean {residue.mean():.5f}")

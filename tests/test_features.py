@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from coevofold import metrics
 from coevofold.data import tables
 from coevofold.errors import CoevofoldError
 from coevofold.features import extraction, pretrained, store
@@ -44,8 +45,7 @@ def four(domains: pd.DataFrame) -> pd.DataFrame:
 
 
 #: features with attention maps (the default store has none).
-# float32: what these tests compare (batching, windows, stores) must agree to float rounding
-MAPS = extraction.FeatureConfig(maps="layers", precision="float32")
+MAPS = extraction.FeatureConfig(maps="layers")
 
 
 @pytest.fixture(scope="module")
@@ -74,22 +74,17 @@ def _one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 # ----------------------------------------------------------------------------------- values
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
 def test_bfloat16_extraction_stays_faithful_to_float32(plm, four):
     """``--precision bfloat16`` moves the embeddings by rounding only: per residue a cosine to
     float32 of at least 0.98 (0.989 was the least over DeepSF's 736 valid domains), and the store
     records the precision, so float32 features and models are never mixed with them; float32
     stores keep the identity they had before the field existed."""
     ids, sequences = four["id"].tolist(), four["sequence"].tolist()
-    fp32 = extraction.compute(plm, extraction.FeatureConfig(precision="float32"), ids, sequences)
+    fp32 = extraction.compute(plm, extraction.FeatureConfig(), ids, sequences)
     bf16 = extraction.compute(plm, extraction.FeatureConfig(precision="bfloat16"), ids, sequences)
-    assert _cosine(bf16.mean, fp32.mean).min() > 0.999
-    assert _cosine(bf16.layers, fp32.layers).min() > 0.999
-    assert min(_cosine(a, b).min() for a, b in zip(bf16.residues, fp32.residues, strict=True)) > 0.98
+    assert metrics.cosine(bf16.mean, fp32.mean).min() > 0.999
+    assert metrics.cosine(bf16.layers, fp32.layers).min() > 0.999
+    assert min(metrics.cosine(a, b).min() for a, b in zip(bf16.residues, fp32.residues, strict=True)) > 0.98
     assert not np.array_equal(bf16.mean, fp32.mean)  # the products did run in bfloat16
     assert extraction.settings_of(plm, extraction.FeatureConfig(precision="bfloat16"))["precision"] == "bfloat16"
     assert "precision" not in extraction.settings_of(plm, extraction.FeatureConfig())
@@ -100,8 +95,7 @@ def test_bfloat16_extraction_stays_faithful_to_float32(plm, four):
 def test_the_default_features_are_the_maps_passes_embeddings_without_maps(plm, batched, four):
     """No attention maps by default: fused attention gives the embeddings of the eager pass that
     maps need, to float rounding."""
-    plain = extraction.compute(plm, extraction.FeatureConfig(precision="float32"), four["id"].tolist(),
-                               four["sequence"].tolist())
+    plain = extraction.compute(plm, extraction.FeatureConfig(), four["id"].tolist(), four["sequence"].tolist())
     assert plain.maps.shape == (4, 0, 32, 32) and all(c.size == 0 for c in plain.contacts)
     np.testing.assert_allclose(plain.embedding, batched.embedding, **FLOAT16)
     np.testing.assert_allclose(plain.layers, batched.layers, **FLOAT16)

@@ -57,6 +57,13 @@ PUBLISHED: dict[str, Anchor] = {
 }
 
 
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of paired vectors along the last axis, in float64 (features are stored
+    as float16, whose products would round away the differences being measured)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
 def encode_labels(labels: Iterable[str], classes: Sequence[str]) -> np.ndarray:
     """Column index of each label in ``classes`` (a model's ``classes_``), :data:`UNSEEN` if absent.
 

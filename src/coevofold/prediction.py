@@ -83,7 +83,7 @@ def feature_config(folder: Path, meta: dict) -> extraction.FeatureConfig:
         return extraction.FeatureConfig(maps=stored["maps"], grid=stored["grid"], embedding_layer=stored["embedding_layer"],
                                       embedding_bins=stored["embedding_bins"], stride=stored["stride"],
                                       residue_layer=stored["residue_layer"],
-                                      precision=stored.get("precision", "float32"))
+                                      precision=stored.get("precision", extraction.UNRECORDED_PRECISION))
     except (KeyError, TypeError) as exc:
         raise CoevofoldError(f"{folder / model_files.MODEL_META}: no usable feature_settings ({exc!r} missing)") from None
 

@@ -33,7 +33,10 @@ from coevofold.logs import quiet_lightning
 #: what ``FeatureConfig.maps`` may be.
 MAP_KINDS = ("none", "layers", "heads")
 #: what ``FeatureConfig.precision`` may be.
-PRECISIONS = ("bfloat16", "float32")
+PRECISIONS = ("float32", "bfloat16")
+#: the precision of stores and models whose settings name none (made before the field existed):
+#: :func:`settings_of` leaves it out, so their identity is unchanged.
+UNRECORDED_PRECISION = "float32"
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ def settings_of(plm: pretrained.ProteinLM, config: FeatureConfig) -> dict:
     """
     settings = asdict(config)
     del settings["model"]
-    if settings["precision"] == "float32":  # stores and models from before the field was added are float32
+    if settings["precision"] == UNRECORDED_PRECISION:
         del settings["precision"]
     settings.update(weights_sha256=plm.weights_sha256, window=plm.window)
     return settings

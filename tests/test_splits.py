@@ -88,3 +88,42 @@ def test_summarize_cli_prints_counts_and_writes_plots(tmp_path, capsys):
     assert "12312" in out and "test_superfamily" in out and "published" in out
     for name in ("deepsf_proteins_per_fold.png", "deepsf_lengths.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def _lineages() -> pd.DataFrame:
+    """Two folds by hand: a.1 with superfamilies a.1.1 (families of 3 and 1) and a.1.2 (one
+    protein); b.1 with one family of 2. Sequences differ, so nothing is excluded as a duplicate."""
+    rows = [("p1", "a.1", "a.1.1", "a.1.1.1"), ("p2", "a.1", "a.1.1", "a.1.1.1"), ("p3", "a.1", "a.1.1", "a.1.1.1"),
+            ("p4", "a.1", "a.1.1", "a.1.1.2"), ("p5", "a.1", "a.1.2", "a.1.2.1"),
+            ("q1", "b.1", "b.1.1", "b.1.1.1"), ("q2", "b.1", "b.1.1", "b.1.1.1")]
+    return pd.DataFrame([(i, "ACDEFGHIK"[: 2 + n], f, sf, fam) for n, (i, f, sf, fam) in enumerate(rows)],
+                        columns=["id", "sequence", "fold", "superfamily", "family"]).assign(split=None)
+
+
+def test_random_split_names_each_held_out_protein_by_what_training_leaks():
+    """Hold everything out that may be (fraction 1: all but one member per fold): p5's superfamily
+    and p4's family have no other member, so whichever of them leaves training is remote, while a
+    held-out p1-p3 shares its family with the one left behind."""
+    config = splits.SplitConfig(min_members_per_fold=2, random_test_fraction=1.0, valid_fraction=0.0)
+    table = splits.random_split(_lineages(), config).set_index("id")
+    assert (table["split"] == "train").groupby(table["fold"]).sum().to_dict() == {"a.1": 1, "b.1": 1}
+    train = table[table["split"] == "train"]
+    for pid, row in table[table["split"] != "train"].iterrows():
+        expected = ("test_fold" if row["superfamily"] not in set(train["superfamily"]) else
+                    "test_superfamily" if row["family"] not in set(train["family"]) else "test_family")
+        assert row["split"] == expected, pid
+    assert table.loc[["q1", "q2"], "split"].tolist().count("test_family") == 1  # b.1's one family: one left behind
+
+
+def test_random_split_on_scop2_holds_out_a_fifth_per_fold_and_keeps_every_fold():
+    source = tables.load("scop2")
+    config = splits.SplitConfig(min_members_per_fold=2)
+    table = splits.random_split(source, config)
+    used = table[table["split"] != "excluded"]
+    assert (table["split"] == "excluded").equals(splits.make_splits(source, config)["split"] == "excluded")
+    held = used["split"].isin(splits.TEST_SPLITS)
+    assert 0.18 < held.mean() < 0.22  # stochastic rounding per fold, 20 % on average
+    assert set(used["fold"]) == set(used.loc[used["split"] == "train", "fold"])
+    assert (used.loc[held, "split"] == "test_family").mean() > 0.5  # most of a random split's test is family-level
+    assert splits.random_split(source, config)["split"].equals(table["split"])
+    assert not splits.random_split(source, splits.SplitConfig(min_members_per_fold=2, seed=1))["split"].equals(table["split"])

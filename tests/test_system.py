@@ -218,3 +218,36 @@ def test_proxy_trains_two_seeds_per_recipe():
     proxy = preparation.proxy_members(members)
     assert list(proxy) == ["probe", "mlp", "mlp_seed1", "attention", "attention_seed1"]
     assert all(proxy[name] == members[name] for name in proxy)
+
+
+def test_scop2_protocols_run_the_default_system_side_by_side(tmp_path, monkeypatch, capsys):
+    """``benchmark scop2``'s code path on 12 SCOP2 folds of short domains, with the two test
+    members (conftest.system_members) standing in for the default recipe: both protocols train,
+    prepare and score the whole system, SCOP2's fold names reach the examples, and the random
+    protocol's held-out proteins are all scored (pooled = the study's validation accuracy)."""
+    from conftest import system_members
+
+    from coevofold.app import runs
+    from coevofold.data import tables
+
+    source = tables.load("scop2")
+    short = source[source["sequence"].str.len().between(40, 120)]
+    picked = short[short["fold"].isin(short["fold"].value_counts().index[:12])].groupby("fold").head(12)
+    path = tmp_path / "scop2_small.tsv"
+    picked[["id", "sequence", "fold", "class", "superfamily", "family"]].to_csv(path, sep="\t", index=False)
+    monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(runs.recipe, "default_members", lambda progress=True: system_members())
+    monkeypatch.setattr(runs.names, "fold_names", lambda source: {f: f"SCOP2 fold {f}" for f in picked["fold"]})
+    preset = runs.BenchmarkPreset("scop2-small", source=str(path), protocols=tuple(splits.PROTOCOLS), min_members=2)
+    found = runs.run_protocols(preset, tmp_path / "bench", progress=False)
+    assert list(found) == ["random", "homology-aware"]
+    for protocol, result in found.items():
+        table = runs.protocol_table(preset, protocol)
+        system = next(iter(result.rows.values()))
+        held = table["split"].isin(splits.TEST_SPLITS).sum()
+        assert system[metrics.POOLED]["n_proteins"] == held, protocol
+        assert (tmp_path / "bench" / protocol / "combiner.json").is_file()
+    out = capsys.readouterr().out
+    assert "random split: 12 folds" in out and "homology-aware split: 12 folds" in out
+    assert "SCOP2 fold " in out and "3.82 %" in out
+    assert "random" in (tmp_path / "bench" / "results.json").read_text()

@@ -22,7 +22,7 @@ import pandas as pd
 
 from coevofold import metrics
 from coevofold.data import names, tables
-from coevofold.data.splits import TEST_SPLITS, with_splits
+from coevofold.data.splits import PROTOCOLS, TEST_SPLITS, SplitConfig, with_splits
 from coevofold.features import extraction, pretrained, store
 from coevofold.files import write_text
 from coevofold.models.registry import ModelConfig, MODELS
@@ -48,6 +48,11 @@ class BenchmarkPreset:
     per_fold: int = 0
     max_epochs: int = 40
     alignment: bool = True
+    #: split protocols (:data:`coevofold.data.splits.PROTOCOLS`) under which the default system
+    #: is trained and scored side by side, instead of every model one by one.
+    protocols: tuple[str, ...] = ()
+    #: the split maker's ``min_members_per_fold`` for the protocols.
+    min_members: int = 5
 
 
 #: the accuracy benchmarks ``coevofold benchmark`` runs (data sets are :data:`coevofold.data.tables.PRESETS`).
@@ -57,8 +62,8 @@ BENCHMARKS = {
         BenchmarkPreset("deepsf"),
         # CI-sized: 10 large folds, 5 proteins per fold and split; minutes on 2 cores.
         BenchmarkPreset("deepsf-ci", folds=10, per_fold=5, max_epochs=4),
-        # the original study's task: many-fold SCOP2 classification
-        BenchmarkPreset("scop2", source="scop2"),
+        # the original study's task: many-fold SCOP2 classification, every fold with 2 members
+        BenchmarkPreset("scop2", source="scop2", protocols=tuple(PROTOCOLS), min_members=2),
         # the original study's fallback: two folds
         BenchmarkPreset("binary", source="binary"),
     ]
@@ -93,14 +98,13 @@ def cached_deepsf() -> tuple[pd.DataFrame, Path]:
     return tables.load("deepsf"), extraction.cached_store("deepsf", pretrained.load(None), extraction.FeatureConfig())
 
 
+#: The default system's steps after its features, shared by ``quickstart`` and ``benchmark scop2``.
+MODEL_STEP = "the default model"
+SYSTEM_STEP = "the system (homology, templates, calibration proxy, combiner, calibration)"
+SCORES_STEP = "scores of valid and test (template search) and tables"
 #: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
 #: (2026-12-02, README), for the ETA each step's line states; a cached step takes seconds.
-QUICKSTART_STEPS = {
-    "features of DeepSF": 5.9,
-    "the default model": 18.5,
-    "the system (homology, templates, calibration proxy, combiner, calibration)": 14.2,
-    "scores of valid and test (template search) and tables": 3.5,
-}
+QUICKSTART_STEPS = {"features of DeepSF": 5.9, MODEL_STEP: 18.5, SYSTEM_STEP: 14.2, SCORES_STEP: 3.5}
 
 
 class Steps:
@@ -127,36 +131,42 @@ class Steps:
               f"(total {self._clock(time.perf_counter() - self.started)})", flush=True)
 
 
-def quickstart(progress: bool = True) -> dict:
-    """The README's main job: the default system on the full DeepSF benchmark, trained once, cached.
+@dataclass(frozen=True)
+class SystemResults:
+    """The default system trained and scored on one table: what ``quickstart`` prints."""
 
-    Prints the default system (classifier + template search + Smith-Waterman, combined and
-    calibrated, as ``predict`` answers), the previous system (the model behind homology transfer
-    alone), the model alone, and the all-layer linear probe, per test level.
+    #: result rows (:func:`coevofold.metrics.evaluate_levels`) by name: the system, the model
+    #: behind homology transfer alone, the model alone, the probe, Smith-Waterman alone.
+    rows: dict[str, dict]
+    calibration: dict
+    #: the combined probabilities of valid and the test levels, and their Smith-Waterman scores.
+    combined: scoring.Scored
+    alignment: dict[str, np.ndarray]
+
+
+def default_system(name: str, table: pd.DataFrame, store_path: Path, model_dir: Path, steps: Steps,
+                   fold_names: dict[str, str], progress: bool = True) -> SystemResults:
+    """Train (or reuse) the default recipe on ``table``'s train split into ``model_dir``, make it
+    the system ``predict`` answers with, and score it and its parts on the test levels once.
+
+    ``name`` keys the Smith-Waterman caches (one per data set and split); ``steps`` must have
+    :data:`MODEL_STEP`, :data:`SYSTEM_STEP` and :data:`SCORES_STEP`.
     """
     from coevofold.system import homology
 
-    steps = Steps("quickstart", QUICKSTART_STEPS)
-    features, model, system, scores = QUICKSTART_STEPS
-    plm = pretrained.load(None)
-    print(f"pLM: {plm.label}")
-    table = tables.load("deepsf")
-    with steps.step(features):
-        store_path = cached_features("deepsf", table, plm, extraction.FeatureConfig(), progress)
     settings = store.read_settings(store_path)
-    model_dir = default_model_dir()
     members = recipe.default_members(progress)
-    with steps.step(model):
+    with steps.step(MODEL_STEP):
         if mixture.trained_as(model_dir, members, settings):
             print(f"default model: {model_dir} (cached)")
         else:
             print(f"training the default model ({' + '.join(members)}) on {int((table['split'] == 'train').sum())} proteins")
             if model_dir.exists():  # another recipe or other features: start afresh, not resume
                 shutil.rmtree(model_dir)
-            mixture.train_ensemble(store_path, table, model_dir, members, fold_names=names.fold_names("deepsf"))
-    with steps.step(system):
-        alignment = preparation.prepare(model_dir, store_path, table, members, "deepsf", progress)
-    with steps.step(scores):
+            mixture.train_ensemble(store_path, table, model_dir, members, fold_names=fold_names)
+    with steps.step(SYSTEM_STEP):
+        alignment = preparation.prepare(model_dir, store_path, table, members, name, progress)
+    with steps.step(SCORES_STEP):
         scored = scoring.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
         combined = evaluation.system_scores(model_dir, store_path, table, alignment, scored, progress)
         min_score = homology.read_settings(model_dir).min_score
@@ -164,20 +174,41 @@ def quickstart(progress: bool = True) -> dict:
         threshold, previous = evaluation.homology_first_results(model_dir, store_path, table, alignment, scored)
         _, answer = evaluation.homology_first_results(model_dir, store_path, table, alignment, combined, min_score)
         probe = scoring.evaluate_model(model_dir / checkpoint.ENSEMBLE_MEMBERS / "probe", store_path, table)
-    print()
-    print(metrics.results_markdown({
+        searched = metrics.evaluate_table(alignment, table, sorted(table.loc[table["split"] == "train", "fold"].unique()))
+        calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
+    rows = {
         f"coevofold default system (model + template search + Smith-Waterman, combined; homology transfer where "
         f"E <= 1e-{min_score:g}; what predict answers)": answer,
         f"previous system (model + homology transfer where E <= 1e-{threshold:g})": previous,
         f"coevofold default model alone (ensemble: {', '.join(members)})": default,
         "all-layer linear probe alone (baseline; the ensemble's member)": probe,
-    }))
-    calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
-    print(metrics.calibration_markdown(calibrated))
-    _show_examples(model_dir, table, alignment, combined)
+        ALIGNMENT: searched,
+    }
+    return SystemResults(rows, calibrated, combined, alignment)
+
+
+def quickstart(progress: bool = True) -> dict:
+    """The README's main job: the default system on the full DeepSF benchmark, trained once, cached.
+
+    Prints the default system (classifier + template search + Smith-Waterman, combined and
+    calibrated, as ``predict`` answers), the previous system (the model behind homology transfer
+    alone), the model alone, the all-layer linear probe and Smith-Waterman alone, per test level.
+    """
+    steps = Steps("quickstart", QUICKSTART_STEPS)
+    plm = pretrained.load(None)
+    print(f"pLM: {plm.label}")
+    table = tables.load("deepsf")
+    with steps.step(next(iter(QUICKSTART_STEPS))):
+        store_path = cached_features("deepsf", table, plm, extraction.FeatureConfig(), progress)
+    model_dir = default_model_dir()
+    found = default_system("deepsf", table, store_path, model_dir, steps, names.fold_names("deepsf"), progress)
+    print()
+    print(metrics.results_markdown(found.rows))
+    print(metrics.calibration_markdown(found.calibration))
+    _show_examples(model_dir, table, found.alignment, found.combined)
     print(f"done in {time.perf_counter() - steps.started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")
-    return answer
+    return next(iter(found.rows.values()))
 
 
 def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
@@ -238,14 +269,75 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     return out, scores
 
 
+#: Minutes of each step of the default system per SCOP2 protocol on 2 idle cores, fresh cache (for the ETA).
+SCOP2_STEPS = {MODEL_STEP: 12.0, SYSTEM_STEP: 9.0, SCORES_STEP: 2.0}
+#: What the original study reached on SCOP2 (ProtAlbert attention, 1,517 folds, a random split).
+STUDY = "The original study (ProtAlbert attention, SCOP2, 1,517 folds) reached 3.82 % validation accuracy after one 11,466 s epoch."
+
+
+def protocol_table(preset: BenchmarkPreset, protocol: str) -> pd.DataFrame:
+    """``preset``'s table split by ``protocol``, its excluded rows dropped."""
+    table = PROTOCOLS[protocol](tables.load(preset.source), SplitConfig(min_members_per_fold=preset.min_members))
+    return table[table["split"] != "excluded"].reset_index(drop=True)
+
+
+def _what_is_held_out(table: pd.DataFrame) -> str:
+    test = table[table["split"].isin(TEST_SPLITS)]
+    shares = ", ".join(f"{metrics.LEVEL_NAMES[level].lower()} level {100 * (test['split'] == level).mean():.0f} %"
+                       for level in TEST_SPLITS)
+    counts = ", ".join(f"{split} {(table['split'] == split).sum():,}" for split in ("train", "valid", *TEST_SPLITS))
+    return (f"{table['fold'].nunique():,} folds, {len(table):,} proteins ({counts}); of the {len(test):,} held out: "
+            f"{shares}")
+
+
+def run_protocols(preset: BenchmarkPreset, out: Path, progress: bool = True) -> dict[str, SystemResults]:
+    """The default system (what ``predict`` answers) trained and scored under each of the
+    preset's split protocols; writes ``results.json`` and ``results.md`` to ``out``.
+
+    Under the random protocol (the study's) a held-out protein is put at the level training
+    leaks to it (:func:`coevofold.data.splits.random_split`), so the pooled column is the study's
+    validation accuracy and the level columns say how much of it is homology.
+    """
+    plm = pretrained.load(None)
+    split = {protocol: protocol_table(preset, protocol) for protocol in preset.protocols}
+    everything = pd.concat(split.values()).drop_duplicates("id").drop(columns="split")
+    started = time.perf_counter()
+    store_path = cached_features(preset.name, everything, plm, extraction.FeatureConfig(), progress)
+    print(f"features of {len(everything)} proteins ready in {time.perf_counter() - started:.0f} s")
+    found: dict[str, SystemResults] = {}
+    sections, stored = [], {}
+    for protocol, table in split.items():
+        print(f"\n# {preset.name}, {protocol} split: {_what_is_held_out(table)}")
+        steps = Steps(f"benchmark {preset.name}, {protocol}", SCOP2_STEPS)
+        found[protocol] = default_system(f"{preset.name}-{protocol}", table, store_path, out / protocol, steps,
+                                         names.fold_names(preset.source), progress)
+        seconds = time.perf_counter() - steps.started
+        _show_examples(out / protocol, table, found[protocol].alignment, found[protocol].combined)
+        stored[protocol] = {"rows": found[protocol].rows, "calibration": found[protocol].calibration,
+                            "seconds": seconds, "proteins": int(len(table)), "folds": int(table["fold"].nunique())}
+        sections.append(f"### {protocol} split: {_what_is_held_out(table)}\n\n"
+                        f"{metrics.results_markdown(found[protocol].rows, published=False)}\n"
+                        f"{metrics.calibration_markdown(found[protocol].calibration)}\n"
+                        f"Trained and scored in {seconds / 60:.1f} min (features not included).\n")
+        metrics.write_results_json(stored, out / RESULTS_JSON)
+        write_text(out / RESULTS_MD, "\n".join(sections) + f"\n{STUDY}\n")
+    markdown = (out / RESULTS_MD).read_text()
+    print()
+    print(markdown)
+    return found
+
+
 def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark", models: tuple[str, ...] = tuple(MODELS),
                alignment: bool = True, progress: bool = True) -> dict[str, dict]:
     """Every model and baseline on a preset; writes ``results.json`` and ``results.md`` to ``out``.
 
-    Baselines run first: they are quick, and their rows are what a model must beat.
+    Baselines run first: they are quick, and their rows are what a model must beat. A preset
+    with protocols runs :func:`run_protocols` instead (``models`` and ``alignment`` do not apply).
     """
     preset = BENCHMARKS[preset_name]
     out = Path(out)
+    if preset.protocols:
+        return {protocol: found.rows for protocol, found in run_protocols(preset, out, progress).items()}
     plm = pretrained.load(None)
     table = benchmark_table(preset)
     config = extraction.FeatureConfig(maps="layers")  # the original study's maps CNN is among the models
@@ -257,8 +349,7 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
         f"\nPreset '{preset.name}': {preset.folds} folds, at most {preset.per_fold} proteins per fold "
         "and split; a smoke test, not comparable with the published rows.\n")
     if preset.source != "deepsf":
-        note += ("\nThe original study (ProtAlbert attention, SCOP2, 1,517 folds) reached 3.82 % validation "
-                 "accuracy after one 11,466 s epoch.\n")
+        note += f"\n{STUDY}\n"
 
     def save() -> str:  # after every model, so an interrupted run keeps what it finished
         metrics.write_results_json(results, out / RESULTS_JSON)

@@ -52,6 +52,9 @@ class SplitConfig:
     #: superfamilies and families with more proteins than this are never held out whole (None:
     #: any size); keeps a few large units from making up most of a test level.
     max_unit_size: int | None = None
+    #: share of each fold's proteins :func:`random_split` holds out (an 80/20 split, the common
+    #: choice; the original study's own ratio is not recorded).
+    random_test_fraction: float = 0.2
 
 
 def _hold_out(units: list, fraction: float, rng: np.random.Generator, total: int | None = None) -> list:
@@ -139,6 +142,44 @@ def make_splits(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.Da
             assign(pd.Index(_hold_out(members, fraction, rng)), split)
     check_no_leakage(table)
     return table
+
+
+
+def random_split(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.DataFrame:
+    """The original study's protocol: proteins held out at random, whatever their homologues.
+
+    Per fold, about ``random_test_fraction`` of its proteins are held out and about
+    ``valid_fraction`` of the rest become ``valid`` (stochastic rounding; a fold always keeps a
+    training member), after :func:`make_splits`' exclusions. Each held-out protein is then
+    named by what training still holds of its lineage, which is what a random split leaks:
+    ``test_fold`` when no protein of its superfamily is in training, ``test_superfamily`` when
+    its superfamily is but its family is not, ``test_family`` when its family is. The three
+    together are the study's "validation accuracy"; the split of them says how much of it is
+    homology. The unit fractions of ``config`` are not used.
+    """
+    config = config or SplitConfig()
+    rng = np.random.default_rng(config.seed)
+    table = table.copy()
+    keep = ~_exclusions(table, config).any(axis=1)
+    table["split"] = np.where(keep, "train", "excluded")
+    held: list = []
+    for _, fold_rows in sorted(table[keep].groupby("fold"), key=lambda kv: kv[0]):
+        members = sorted(fold_rows.index)
+        out = _hold_out(members, config.random_test_fraction, rng)
+        rest = [i for i in members if i not in set(out)]
+        table.loc[_hold_out(rest, config.valid_fraction, rng), "split"] = "valid"
+        held += out
+    train = table[(table["split"] == "train") & ~table.index.isin(held)]
+    rows = table.loc[held]
+    table.loc[held, "split"] = np.select(
+        [~rows["superfamily"].isin(set(train["superfamily"])), ~rows["family"].isin(set(train["family"]))],
+        ["test_fold", "test_superfamily"], "test_family")
+    check_no_leakage(table)
+    return table
+
+
+#: The split protocols ``coevofold benchmark scop2`` sets side by side.
+PROTOCOLS = {"random": random_split, "homology-aware": make_splits}
 
 
 #: Splits :func:`calibration_split` carves from training, named after the test level each imitates.

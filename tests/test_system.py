@@ -236,7 +236,8 @@ def test_scop2_protocols_run_the_default_system_side_by_side(tmp_path, monkeypat
     path = tmp_path / "scop2_small.tsv"
     picked[["id", "sequence", "fold", "class", "superfamily", "family"]].to_csv(path, sep="\t", index=False)
     monkeypatch.setenv("COEVOFOLD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(runs.recipe, "default_members", lambda progress=True: system_members())
+    members = system_members()
+    monkeypatch.setattr(runs.recipe, "default_members", lambda progress=True: members)
     monkeypatch.setattr(runs.names, "fold_names", lambda source: {f: f"SCOP2 fold {f}" for f in picked["fold"]})
     preset = runs.BenchmarkPreset("scop2-small", source=str(path), protocols=tuple(splits.PROTOCOLS), min_members=2)
     found = runs.run_protocols(preset, tmp_path / "bench", progress=False)

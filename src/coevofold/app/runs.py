@@ -269,8 +269,9 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     return out, scores
 
 
-#: Minutes of each step of the default system per SCOP2 protocol on 2 idle cores, fresh cache (for the ETA).
-SCOP2_STEPS = {MODEL_STEP: 12.0, SYSTEM_STEP: 9.0, SCORES_STEP: 2.0}
+#: Minutes of each step of the default system per SCOP2 protocol on 2 idle cores, fresh cache, for
+#: the ETA (2026-12-02: random 14.9 / 8.9 / 3.0, homology-aware 19.7 / 11.1 / 3.1; features 5.4 once).
+SCOP2_STEPS = {MODEL_STEP: 17.0, SYSTEM_STEP: 10.0, SCORES_STEP: 3.0}
 #: What the original study reached on SCOP2 (ProtAlbert attention, 1,517 folds, a random split).
 STUDY = "The original study (ProtAlbert attention, SCOP2, 1,517 folds) reached 3.82 % validation accuracy after one 11,466 s epoch."
 

@@ -139,7 +139,11 @@ def _lightning_module():
             self.log("val_acc", self.val_acc, on_step=False, on_epoch=True)
 
         def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+            # fused: one kernel over all weights instead of a loop of per-tensor ops; on 2 CPU cores it
+            # cut one default MLP seed's optimizer time per epoch from 1.78 to 0.72 s (the epoch 5.87 ->
+            # 4.77 s), with the same weights to 2e-7 after 200 steps (docs/research.md, issue 19)
+            return torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay,
+                                     fused=self.device.type in ("cpu", "cuda"))
 
     return pl, LitFold
 

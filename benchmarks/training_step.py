@@ -5,7 +5,8 @@ After ``coevofold quickstart`` (it reads its DeepSF store). One seed of the defa
 heads, 3.7 M weights) over the 12,312 training domains, one epoch per setting, in one run: the
 batch's gathering, the forward and backward pass with the training loss, and AdamW's step, for
 batches of 64 (the default) and 256, with PyTorch's loop-over-tensors AdamW ("foreach") and its
-fused one. A plain PyTorch loop, not ``trainer.train`` (Lightning's validation and checkpoints are
+fused one. A plain PyTorch loop over training's own batches (``trainer._Collate``) and loss
+(``trainer.training_loss``), not ``trainer.train`` (Lightning's validation and checkpoints are
 the same in every setting and would blur the parts). The printed ratios compare settings of
 this run only.
 
@@ -23,23 +24,19 @@ from coevofold.training import recipe, trainer
 from coevofold.training.checkpoint import load_split
 
 
-def epoch_parts(classifier, data, targets: torch.Tensor, batch_size: int, fused: bool) -> dict[str, float]:
+def epoch_parts(classifier, data, targets: torch.Tensor, weights: torch.Tensor, config: trainer.TrainConfig,
+                batch_size: int, fused: bool) -> dict[str, float]:
     """Seconds of one epoch's batch gathering, forward + backward, and optimizer steps."""
     torch.manual_seed(0)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-3, weight_decay=1e-2, fused=fused)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    collate = trainer._Collate(data, classifier.uses)  # the batches training's loader builds
     order = torch.randperm(len(data)).tolist()
     parts = {"batch": 0.0, "forward + backward": 0.0, "optimizer": 0.0}
     for start in range(0, len(data), batch_size):
-        index = order[start:start + batch_size]
         began = time.perf_counter()
-        rows = torch.as_tensor(index)
-        inputs, labels = data.batch(index, classifier.uses), data.labels[rows]
-        levels = {level: labels_[rows] for level, labels_ in data.level_labels.items()}
+        inputs, labels, levels = collate(order[start:start + batch_size])
         gathered = time.perf_counter()
-        logits = classifier.forward_levels(inputs)
-        loss = torch.nn.functional.cross_entropy(logits["fold"], targets[labels])
-        for level, target in levels.items():
-            loss = loss + torch.nn.functional.cross_entropy(logits[level], target, label_smoothing=0.1, ignore_index=-1)
+        loss = trainer.training_loss(classifier.forward_levels(inputs), labels, levels, targets, weights, config)
         optimizer.zero_grad()
         loss.backward()
         backward = time.perf_counter()
@@ -61,12 +58,13 @@ def main() -> None:
     classifier = trainer.build_classifier(config.model, sizes, data)
     classifier.fit_normalization(data)
     targets = trainer.smoothing_matrix(classes, config.label_smoothing, config.smoothing_target)
+    weights = trainer.class_weights(data.labels, len(classes), config.class_weight_power)
     print(f"one epoch of the default MLP ({sum(p.numel() for p in classifier.parameters()):,} weights) over "
           f"{len(data):,} domains, {torch.get_num_threads()} threads")
     baseline = None
     for batch_size in (64, 256):
         for fused in (False, True):
-            parts = epoch_parts(classifier, data, targets, batch_size, fused)
+            parts = epoch_parts(classifier, data, targets, weights, config, batch_size, fused)
             total = sum(parts.values())
             baseline = baseline or total
             described = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())

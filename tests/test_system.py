@@ -242,8 +242,9 @@ def test_scop2_protocols_run_the_default_system_side_by_side(tmp_path, monkeypat
     preset = runs.BenchmarkPreset("scop2-small", source=str(path), protocols=tuple(splits.PROTOCOLS), min_members=2)
     found = runs.run_protocols(preset, tmp_path / "bench", progress=False)
     assert list(found) == ["random", "homology-aware"]
+    tables_by_protocol = runs.protocol_tables(preset)
     for protocol, result in found.items():
-        table = runs.protocol_table(preset, protocol)
+        table = tables_by_protocol[protocol]
         system = next(iter(result.rows.values()))
         held = table["split"].isin(splits.TEST_SPLITS).sum()
         assert system[metrics.POOLED]["n_proteins"] == held, protocol

@@ -276,10 +276,12 @@ SCOP2_STEPS = {MODEL_STEP: 17.0, SYSTEM_STEP: 10.0, SCORES_STEP: 3.0}
 STUDY = "The original study (ProtAlbert attention, SCOP2, 1,517 folds) reached 3.82 % validation accuracy after one 11,466 s epoch."
 
 
-def protocol_table(preset: BenchmarkPreset, protocol: str) -> pd.DataFrame:
-    """``preset``'s table split by ``protocol``, its excluded rows dropped."""
-    table = PROTOCOLS[protocol](tables.load(preset.source), SplitConfig(min_members_per_fold=preset.min_members))
-    return table[table["split"] != "excluded"].reset_index(drop=True)
+def protocol_tables(preset: BenchmarkPreset) -> dict[str, pd.DataFrame]:
+    """``preset``'s table split by each of its protocols, excluded rows dropped (the same rows in
+    every protocol: the exclusions do not depend on it)."""
+    source, config = tables.load(preset.source), SplitConfig(min_members_per_fold=preset.min_members)
+    split = {protocol: PROTOCOLS[protocol](source, config) for protocol in preset.protocols}
+    return {protocol: table[table["split"] != "excluded"].reset_index(drop=True) for protocol, table in split.items()}
 
 
 def _what_is_held_out(table: pd.DataFrame) -> str:
@@ -300,29 +302,31 @@ def run_protocols(preset: BenchmarkPreset, out: Path, progress: bool = True) -> 
     validation accuracy and the level columns say how much of it is homology.
     """
     plm = pretrained.load(None)
-    split = {protocol: protocol_table(preset, protocol) for protocol in preset.protocols}
-    everything = pd.concat(split.values()).drop_duplicates("id").drop(columns="split")
+    split = protocol_tables(preset)
+    everything = next(iter(split.values())).drop(columns="split")
+    fold_names = names.fold_names(preset.source)
     started = time.perf_counter()
     store_path = cached_features(preset.name, everything, plm, extraction.FeatureConfig(), progress)
     print(f"features of {len(everything)} proteins ready in {time.perf_counter() - started:.0f} s")
     found: dict[str, SystemResults] = {}
-    sections, stored = [], {}
+    sections, stored, markdown = [], {}, ""
     for protocol, table in split.items():
-        print(f"\n# {preset.name}, {protocol} split: {_what_is_held_out(table)}")
+        held_out = _what_is_held_out(table)
+        print(f"\n# {preset.name}, {protocol} split: {held_out}")
         steps = Steps(f"benchmark {preset.name}, {protocol}", SCOP2_STEPS)
-        found[protocol] = default_system(f"{preset.name}-{protocol}", table, store_path, out / protocol, steps,
-                                         names.fold_names(preset.source), progress)
+        found[protocol] = result = default_system(f"{preset.name}-{protocol}", table, store_path, out / protocol,
+                                                  steps, fold_names, progress)
         seconds = time.perf_counter() - steps.started
-        _show_examples(out / protocol, table, found[protocol].alignment, found[protocol].combined)
-        stored[protocol] = {"rows": found[protocol].rows, "calibration": found[protocol].calibration,
+        _show_examples(out / protocol, table, result.alignment, result.combined)
+        stored[protocol] = {"rows": result.rows, "calibration": result.calibration,
                             "seconds": seconds, "proteins": int(len(table)), "folds": int(table["fold"].nunique())}
-        sections.append(f"### {protocol} split: {_what_is_held_out(table)}\n\n"
-                        f"{metrics.results_markdown(found[protocol].rows, published=False)}\n"
-                        f"{metrics.calibration_markdown(found[protocol].calibration)}\n"
+        sections.append(f"### {protocol} split: {held_out}\n\n"
+                        f"{metrics.results_markdown(result.rows, published=False)}\n"
+                        f"{metrics.calibration_markdown(result.calibration)}\n"
                         f"Trained and scored in {seconds / 60:.1f} min (features not included).\n")
-        metrics.write_results_json(stored, out / RESULTS_JSON)
-        write_text(out / RESULTS_MD, "\n".join(sections) + f"\n{STUDY}\n")
-    markdown = (out / RESULTS_MD).read_text()
+        markdown = "\n".join(sections) + f"\n{STUDY}\n"
+        metrics.write_results_json(stored, out / RESULTS_JSON)  # after each protocol: an interrupted run keeps it
+        write_text(out / RESULTS_MD, markdown)
     print()
     print(markdown)
     return found

@@ -165,10 +165,9 @@ def random_split(table: pd.DataFrame, config: SplitConfig | None = None) -> pd.D
     held: list = []
     for _, fold_rows in sorted(table[keep].groupby("fold"), key=lambda kv: kv[0]):
         members = sorted(fold_rows.index)
-        out = _hold_out(members, config.random_test_fraction, rng)
-        rest = [i for i in members if i not in set(out)]
-        table.loc[_hold_out(rest, config.valid_fraction, rng), "split"] = "valid"
-        held += out
+        out = set(_hold_out(members, config.random_test_fraction, rng))
+        table.loc[_hold_out([i for i in members if i not in out], config.valid_fraction, rng), "split"] = "valid"
+        held += sorted(out)
     train = table[(table["split"] == "train") & ~table.index.isin(held)]
     rows = table.loc[held]
     table.loc[held, "split"] = np.select(

@@ -91,6 +91,18 @@ def smoothing_matrix(classes: list[str], epsilon: float, target: str) -> torch.T
     return (1 - epsilon) * torch.eye(n) + epsilon * spread
 
 
+def training_loss(logits: dict[str, torch.Tensor], labels: torch.Tensor, level_labels: dict[str, torch.Tensor],
+                  soft_targets: torch.Tensor, class_weight: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The fold's cross-entropy against its smoothed targets (:func:`smoothing_matrix`) and class
+    weights, plus each auxiliary level's (superfamily, family) smoothed cross-entropy times
+    ``level_weight``; rows without a label at a level (-1) do not count there."""
+    loss = torch.nn.functional.cross_entropy(logits["fold"], soft_targets[labels], weight=class_weight)
+    for level, target in level_labels.items():
+        loss = loss + config.level_weight * torch.nn.functional.cross_entropy(
+            logits[level], target, label_smoothing=config.label_smoothing, ignore_index=-1)
+    return loss
+
+
 # --------------------------------------------------------------------------------- lightning
 
 
@@ -115,11 +127,8 @@ def _lightning_module():
 
         def training_step(self, batch: tuple[Batch, torch.Tensor, dict[str, torch.Tensor]], batch_idx: int) -> torch.Tensor:
             inputs, labels, level_labels = batch
-            logits = self.classifier.forward_levels(inputs)
-            loss = torch.nn.functional.cross_entropy(logits["fold"], self.soft_targets[labels], weight=self.class_weight)
-            for level, target in level_labels.items():
-                loss = loss + self.config.level_weight * torch.nn.functional.cross_entropy(
-                    logits[level], target, label_smoothing=self.config.label_smoothing, ignore_index=-1)
+            loss = training_loss(self.classifier.forward_levels(inputs), labels, level_labels, self.soft_targets,
+                                 self.class_weight, self.config)
             if not torch.isfinite(loss):
                 raise CoevofoldError(
                     f"training diverged: loss is {loss.item()} at epoch {self.current_epoch}, step {batch_idx}; "
@@ -140,8 +149,9 @@ def _lightning_module():
 
         def configure_optimizers(self):
             # fused: one kernel over all weights instead of a loop of per-tensor ops; on 2 CPU cores it
-            # cut one default MLP seed's optimizer time per epoch from 1.78 to 0.72 s (the epoch 5.87 ->
-            # 4.77 s), with the same weights to 2e-7 after 200 steps (docs/research.md, issue 19)
+            # cut one default MLP seed's optimizer time per epoch 2.1-2.9x (1.32-1.78 s to 0.59-0.72 s;
+            # the epoch 1.09-1.23x over three runs of benchmarks/training_step.py), with the same
+            # weights to 2e-7 after 200 steps (docs/research.md, issue 19)
             return torch.optim.AdamW(self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay,
                                      fused=self.device.type in ("cpu", "cuda"))
 

@@ -324,8 +324,9 @@ TRAIN = _Mirror(_train_class, (
     ("solver", "lbfgs: linear models fitted to convergence by scikit-learn", {"choices": ["adamw", "lbfgs"]}),
     ("C", "inverse L2 strength for --solver lbfgs"),
     ("seed", "seed for initialisation, shuffling and dropout"),
-    ("max_epochs", "upper bound on epochs"),
-    ("patience", "early stopping: epochs without val_acc gain"),
+    ("max_epochs", "epoch budget (with --patience: an upper bound)"),
+    ("patience", "early stopping: epochs without val_acc gain, the best epoch kept (default None: all "
+                 "--max-epochs epochs, the learning rate decayed to 0 by a cosine, the last epoch kept)"),
     ("batch_size", "proteins per step"),
     ("lr", "AdamW learning rate"),
     ("weight_decay", "AdamW weight decay"),

@@ -46,7 +46,8 @@ class BenchmarkPreset:
     folds: int = 0
     #: cap on proteins per fold and split (0: no cap).
     per_fold: int = 0
-    max_epochs: int = 40
+    #: epochs per model (None: :class:`coevofold.training.trainer.TrainConfig`'s budget).
+    max_epochs: int | None = None
     alignment: bool = True
     #: split protocols (:data:`coevofold.data.splits.PROTOCOLS`) under which the default system
     #: is trained and scored side by side, instead of every model one by one.
@@ -367,7 +368,8 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
         started = time.perf_counter()
         run_dir = out / name
         trainer.train(store_path, table, run_dir,
-                       trainer.TrainConfig(model=ModelConfig(name=name), max_epochs=preset.max_epochs, progress=progress),
+                       trainer.TrainConfig(model=ModelConfig(name=name), progress=progress,
+                                           **({"max_epochs": preset.max_epochs} if preset.max_epochs else {})),
                        fold_names=names.fold_names(preset.source))
         results[f"coevofold {name}"] = scoring.evaluate_model(run_dir, store_path, table)
         meta = json.loads((run_dir / checkpoint.MODEL_META).read_text())

@@ -45,19 +45,43 @@ def tiny(tmp_path_factory, model_dir: Path) -> tuple[Path, pd.DataFrame]:
     return path, table
 
 
-def _train(store: Path, table: pd.DataFrame, out: Path, epochs: int) -> dict[str, torch.Tensor]:
-    config = trainer.TrainConfig(max_epochs=epochs, patience=100, batch_size=4, progress=False)
+def _train(store: Path, table: pd.DataFrame, out: Path, epochs: int, patience: int | None = 100) -> dict[str, torch.Tensor]:
+    config = trainer.TrainConfig(max_epochs=epochs, patience=patience, batch_size=4, progress=False)
     trainer.train(store, table, out, config)
     return load_file(str(out / checkpoint.MODEL_WEIGHTS))
 
 
-def test_same_seed_same_model_and_resume_repeats_the_run(tiny, tmp_path):
+class _Killed(Exception):
+    pass
+
+
+def _killed_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run stops right after it writes its first ``last.ckpt``, as a SIGKILL there would stop it."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    save = ModelCheckpoint._save_checkpoint
+
+    def save_then_die(self, trainer_, filepath):
+        save(self, trainer_, filepath)
+        if Path(filepath).name == "last.ckpt":
+            raise _Killed
+
+    monkeypatch.setattr(ModelCheckpoint, "_save_checkpoint", save_then_die)
+
+
+@pytest.mark.parametrize("patience", [100, None], ids=["early-stopping", "fixed-budget"])
+def test_same_seed_same_model_and_resume_repeats_the_run(tiny, tmp_path, monkeypatch, patience):
     store, table = tiny
-    straight = _train(store, table, tmp_path / "a", 3)
-    again = _train(store, table, tmp_path / "b", 3)
+    straight = _train(store, table, tmp_path / "a", 3, patience)
+    again = _train(store, table, tmp_path / "b", 3, patience)
     assert all(torch.equal(straight[k], again[k]) for k in straight)
-    _train(store, table, tmp_path / "c", 1)  # "killed" after one epoch...
-    resumed = _train(store, table, tmp_path / "c", 3)  # ...and resumed from checkpoints/last.ckpt
+    with monkeypatch.context() as killed:
+        _killed_after_first_checkpoint(killed)
+        with pytest.raises(_Killed):
+            _train(store, table, tmp_path / "c", 3, patience)
+    assert not (tmp_path / "c" / checkpoint.MODEL_WEIGHTS).exists()
+    assert trainer._epochs_trained(tmp_path / "c" / "checkpoints" / "last.ckpt") == 1
+    resumed = _train(store, table, tmp_path / "c", 3, patience)  # ...resumed from checkpoints/last.ckpt
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     curves_a = pd.read_csv(tmp_path / "a" / "metrics.csv").dropna(subset=["val_acc"])
     curves_c = pd.read_csv(tmp_path / "c" / "metrics.csv").dropna(subset=["val_acc"])
@@ -65,6 +89,21 @@ def test_same_seed_same_model_and_resume_repeats_the_run(tiny, tmp_path):
     # the loss is sensitive to every weight, so it shows a resume that trained differently
     assert curves_a["val_loss"].tolist() == curves_c["val_loss"].tolist()[-3:]
     assert (tmp_path / "a" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fixed_budget_decays_the_learning_rate_to_zero_and_keeps_the_last_epoch(tiny, tmp_path):
+    store, table = tiny
+    _train(store, table, tmp_path / "run", 3, patience=None)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["lr_schedulers"][0]["last_epoch"] == 3 * 3  # 12 training rows in batches of 4, 3 epochs
+    assert state["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert not list((tmp_path / "run" / "checkpoints").glob("best*"))
+    kept = load_file(str(tmp_path / "run" / checkpoint.MODEL_WEIGHTS))
+    last = {k.removeprefix("classifier."): v for k, v in state["state_dict"].items() if k.startswith("classifier.")}
+    assert all(torch.equal(kept[k], last[k]) for k in kept)
+    meta = json.loads((tmp_path / "run" / checkpoint.MODEL_META).read_text())
+    curve = pd.read_csv(tmp_path / "run" / "metrics.csv").dropna(subset=["val_acc"])
+    assert meta["epochs"] == 3 and meta["best_val_acc"] == pytest.approx(curve["val_acc"].iloc[-1])
 
 
 @pytest.mark.parametrize("name", list(registry.MODELS))

@@ -104,8 +104,8 @@ MODEL_STEP = "the default model"
 SYSTEM_STEP = "the system (homology, templates, calibration proxy, combiner, calibration)"
 SCORES_STEP = "scores of valid and test (template search) and tables"
 #: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
-#: (2026-12-02, README), for the ETA each step's line states; a cached step takes seconds.
-QUICKSTART_STEPS = {"features of DeepSF": 5.9, MODEL_STEP: 18.5, SYSTEM_STEP: 14.2, SCORES_STEP: 3.5}
+#: (2026-12-02, commit 9ecd078, README), for the ETA each step's line states; a cached step takes seconds.
+QUICKSTART_STEPS = {"features of DeepSF": 10.5, MODEL_STEP: 12.1, SYSTEM_STEP: 14.6, SCORES_STEP: 5.2}
 
 
 class Steps:
@@ -272,6 +272,7 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
 
 #: Minutes of each step of the default system per SCOP2 protocol on 2 idle cores, fresh cache, for
 #: the ETA (2026-12-02: random 14.9 / 8.9 / 3.0, homology-aware 19.7 / 11.1 / 3.1; features 5.4 once).
+#: measured with the previous training recipe (early stopping; commit aa1d394): the model step is now about half.
 SCOP2_STEPS = {MODEL_STEP: 17.0, SYSTEM_STEP: 10.0, SCORES_STEP: 3.0}
 #: What the original study reached on SCOP2 (ProtAlbert attention, 1,517 folds, a random split).
 STUDY = "The original study (ProtAlbert attention, SCOP2, 1,517 folds) reached 3.82 % validation accuracy after one 11,466 s epoch."

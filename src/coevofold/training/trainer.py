@@ -298,7 +298,9 @@ def train(
     checkpoints = run_dir / "checkpoints"
     early = config.patience is not None
     best = (ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_acc", mode="max", save_last=True)
-            if early else ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True))
+            # without a monitor, the one checkpoint kept is the latest epoch's (save_last with save_top_k=0
+            # writes only at the end, leaving a killed run nothing to resume from)
+            if early else ModelCheckpoint(dirpath=checkpoints, filename="last", enable_version_counter=False))
     accelerator, device_ids = devices.lightning_devices(device)
     trainer = pl.Trainer(
         max_epochs=config.max_epochs,

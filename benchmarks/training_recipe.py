@@ -19,7 +19,7 @@ from pathlib import Path
 
 from coevofold.data import tables
 from coevofold.features import extraction, pretrained
-from coevofold.training import recipe, trainer
+from coevofold.training import checkpoint, recipe, trainer
 
 EARLY_STOPPING = {"batch_size": 64, "lr": 1e-3, "max_epochs": 40, "patience": 6}
 
@@ -41,7 +41,7 @@ def main() -> None:
             started = time.perf_counter()
             trainer.train(store, table, out, config)
             seconds = time.perf_counter() - started
-            meta = json.loads((out / "model.json").read_text())
+            meta = json.loads((out / checkpoint.MODEL_META).read_text())
             rows.append((label, meta["best_val_acc"], meta["epochs"], seconds))
     for label, acc, epochs, seconds in rows:
         print(f"{label:24s} valid top-1 {100 * acc:5.1f} %  {epochs:2d} epochs  {seconds:6.1f} s")

@@ -447,7 +447,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     from coevofold.models.registry import MODELS
 
     p = _add(sub, "train", cmd_train,
-             "Train a fold classifier on extracted features (train split; early stopping on valid).\n\n"
+             "Train a fold classifier on extracted features (train split; a fixed epoch budget, valid scored each epoch; --patience: early stopping on valid).\n\n"
              "Writes OUT/model.safetensors + model.json, metrics.csv, learning_curves.png and checkpoints/; "
              "re-running an interrupted run resumes from OUT/checkpoints/last.ckpt.")
     p.add_argument("source", metavar="SOURCE", help="labelled data file or preset (see 'coevofold data summarize -h')")

@@ -370,7 +370,7 @@ def run_benchmark(preset_name: str = "deepsf", out: str | Path = "runs/benchmark
         run_dir = out / name
         trainer.train(store_path, table, run_dir,
                        trainer.TrainConfig(model=ModelConfig(name=name), progress=progress,
-                                           **({"max_epochs": preset.max_epochs} if preset.max_epochs else {})),
+                                           max_epochs=preset.max_epochs or trainer.TrainConfig.max_epochs),
                        fold_names=names.fold_names(preset.source))
         results[f"coevofold {name}"] = scoring.evaluate_model(run_dir, store_path, table)
         meta = json.loads((run_dir / checkpoint.MODEL_META).read_text())

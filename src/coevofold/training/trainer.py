@@ -55,7 +55,7 @@ class TrainConfig:
     smoothing_target: str = "uniform"
     #: weight of each auxiliary level's loss (superfamily, family) relative to the fold's.
     level_weight: float = 1.0
-    #: "adamw": mini-batch training with early stopping (every model); "lbfgs": linear models
+    #: "adamw": mini-batch training (every model); "lbfgs": linear models
     #: only, scikit-learn's LogisticRegression fitted to convergence (L2, inverse strength ``C``)
     #: and copied into the model. On DeepSF the converged probe generalizes to unseen
     #: superfamilies far better than the early-stopped one (see README, Results).
@@ -296,11 +296,14 @@ def train(
     module = LitFold(classifier, weights, targets, config)
     uses = MODELS[config.model.name]
     checkpoints = run_dir / "checkpoints"
-    early = config.patience is not None
-    best = (ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_acc", mode="max", save_last=True)
-            # without a monitor, the one checkpoint kept is the latest epoch's (save_last with save_top_k=0
-            # writes only at the end, leaving a killed run nothing to resume from)
-            if early else ModelCheckpoint(dirpath=checkpoints, filename="last", enable_version_counter=False))
+    if config.patience is not None:
+        saving = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_acc", mode="max", save_last=True)
+        callbacks = [saving, EarlyStopping(monitor="val_acc", mode="max", patience=config.patience)]
+    else:
+        # without a monitor, the one checkpoint kept is the latest epoch's (save_last with save_top_k=0
+        # writes only at the end, leaving a killed run nothing to resume from)
+        saving = ModelCheckpoint(dirpath=checkpoints, filename="last", enable_version_counter=False)
+        callbacks = [saving]
     accelerator, device_ids = devices.lightning_devices(device)
     trainer = pl.Trainer(
         max_epochs=config.max_epochs,
@@ -308,7 +311,7 @@ def train(
         devices=device_ids,
         deterministic=True if device.type == "cpu" else "warn",
         logger=CSVLogger(run_dir, name="", version=""),
-        callbacks=[best, EarlyStopping(monitor="val_acc", mode="max", patience=config.patience)] if early else [best],
+        callbacks=callbacks,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -330,12 +333,11 @@ def train(
         after = pd.read_csv(metrics)
         merged = pd.concat([before[before["epoch"] < after["epoch"].min()], after], ignore_index=True)
         write_text(metrics, merged.to_csv(index=False))
-    state = _read_checkpoint(Path(best.best_model_path) if best.best_model_path else last)["state_dict"]
+    state = _read_checkpoint(Path(saving.best_model_path) if saving.best_model_path else last)["state_dict"]
     module.load_state_dict(state)
-    if early:
-        meta["best_val_acc"] = float(best.best_model_score) if best.best_model_score is not None else None
-    else:
-        meta["best_val_acc"] = float(pd.read_csv(metrics)["val_acc"].dropna().iloc[-1])
+    # the kept epoch's valid top-1: the best epoch's under early stopping, else the last epoch's (learning curves)
+    score = saving.best_model_score if config.patience is not None else pd.read_csv(metrics)["val_acc"].dropna().iloc[-1]
+    meta["best_val_acc"] = float(score) if score is not None else None
     meta["epochs"] = trainer.current_epoch
     save_model(run_dir, classifier, meta)
     _plot_curves(run_dir)

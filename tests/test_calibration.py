@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,31 +89,6 @@ def test_top_k_sums_to_at_most_one_and_keeps_ranking():
     assert metrics.expected_calibration_error(probability[:, 0], correct) < metrics.expected_calibration_error(raw, correct)
 
 
-def test_queries_with_a_strong_template_get_the_close_map():
-    """Model rows at the same probabilities are right more often when a template aligns strongly
-    (superfamily-like rows): the close map learns that from the rows with such a template only,
-    the remote map keeps the fold-like rows without one, and without template z-scores (no
-    template search) every model row gets the remote map."""
-    rng = np.random.default_rng(0)
-    n, classes = 3000, 6
-    probs = rng.dirichlet(np.ones(classes), n)
-    top = probs.argmax(1)
-    close = rng.random(n) < 0.5
-    right = rng.random(n) < np.where(close, 0.9, 0.3)
-    targets = np.where(right, top, (top + 1) % classes)
-    scores = np.zeros((n, classes))  # no alignment rows
-    template_z = np.where(close, 8.0, 2.0)
-    levels = np.where(close, "calibration_superfamily", "calibration_fold")
-    fitted = calibration.fit(probs, scores, targets, levels, 6.0, template_z=template_z)
-    assert fitted.fitted_on["close_rows"] == close.sum() and fitted.fitted_on["model_rows"] == (~close).sum()
-    p = fitted.top_k(probs, scores, 1, template_z)[1][:, 0]
-    assert p[close].mean() == pytest.approx(right[close].mean(), abs=0.03)
-    assert p[~close].mean() == pytest.approx(right[~close].mean(), abs=0.03)
-    assert np.allclose(fitted.top_k(probs, scores, 1)[1][:, 0], fitted.top_k(probs, scores, 1, np.zeros(n))[1][:, 0])
-    unsearched = calibration.fit(probs, scores, targets, levels, 6.0)
-    assert unsearched.model_close is None and unsearched.fitted_on["close_rows"] == 0
-
-
 def test_constant_map_when_too_few_rows():
     fitted = calibration._fit_map(np.zeros((3, 2)), np.array([True, True, True]), ["a", "b"])
     assert fitted.coef == [0.0, 0.0] and fitted(np.zeros((1, 2)))[0] == pytest.approx(4 / 5)
@@ -153,9 +127,6 @@ def test_save_load_round_trip(tmp_path: Path):
     fitted = _fitted()[0]
     fitted.save(tmp_path)
     assert calibration.load_calibration(tmp_path) == fitted
-    closer = replace(fitted, model_close=fitted.model)  # the close map round-trips too
-    closer.save(tmp_path)
-    assert calibration.load_calibration(tmp_path) == closer
     (tmp_path / calibration.CALIBRATION_FILE).write_text("{not json")
     with pytest.raises(CoevofoldError, match="unreadable calibration"):
         calibration.load_calibration(tmp_path)

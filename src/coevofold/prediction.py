@@ -170,8 +170,7 @@ class Predictor:
             combined = preparation.evidence_of(probs, found, evidence.scores, self.templates.templates, self.meta["classes"])
             probs = self.combiner.probabilities(combined)
         frame = _top_folds(ids, sequences, probs, self.meta, top_k, evidence, self.search, self.calibration,
-                           "combined" if combined is not None else "model",
-                           combined.template_z.max(axis=1) if combined is not None else None)
+                           "combined" if combined is not None else "model")
         _template_columns(frame, combined, residues, self.templates, self.meta["classes"])
         frame.attrs["note"] = self.note
         frame.attrs["plm"] = plm_record(self.plm)
@@ -287,21 +286,19 @@ def predict(
 
 def _top_folds(ids: list[str], sequences: list[str], probs: np.ndarray, meta: dict, top_k: int,
                evidence: homology.Evidence | None, search: homology.HomologySearch | None,
-               calibration: calibrating.Calibration | None, source: str = "model",
-               template_z: np.ndarray | None = None) -> pd.DataFrame:
+               calibration: calibrating.Calibration | None, source: str = "model") -> pd.DataFrame:
     """Long table of the ``top_k`` best-ranked classes per protein, with their evidence.
 
     Probabilities are :func:`coevofold.system.calibration.stated`'s: calibrated where the folder has a
     calibration, else the model's and, on alignment rows, the validation hit rate of their rank.
     Every row with a search names its fold's best hit, and that hit's superfamily and family
-    where the hit passes the threshold. ``template_z``: each query's best template z-score (the
-    combined system's), which picks the calibration's map for model rows.
+    where the hit passes the threshold.
     """
     scores = evidence.scores if evidence is not None else None
     settings = evidence.settings if evidence is not None else None
     order, probability, from_alignment = calibrating.stated(
         probs, scores, settings.min_score if settings else None, settings.rank_probability if settings else [],
-        calibration, top_k, template_z)
+        calibration, top_k)
     k = order.shape[1]
     classes = np.asarray(meta["classes"])
     names = fold_naming.model_fold_names(meta)

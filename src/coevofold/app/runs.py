@@ -143,8 +143,6 @@ class SystemResults:
     #: the combined probabilities of valid and the test levels, and their Smith-Waterman scores.
     combined: scoring.Scored
     alignment: dict[str, np.ndarray]
-    #: each test query's best template z-score (what picks the calibration's map), None unprepared.
-    template_z: dict[str, np.ndarray] | None = None
 
 
 def default_system(name: str, table: pd.DataFrame, store_path: Path, model_dir: Path, steps: Steps,
@@ -179,7 +177,6 @@ def default_system(name: str, table: pd.DataFrame, store_path: Path, model_dir: 
         probe = scoring.evaluate_model(model_dir / checkpoint.ENSEMBLE_MEMBERS / "probe", store_path, table)
         searched = metrics.evaluate_table(alignment, table, sorted(table.loc[table["split"] == "train", "fold"].unique()))
         calibrated = evaluation.evaluate_calibration(model_dir, store_path, table, alignment, combined)
-        template_z = evaluation.best_template_z(model_dir, store_path, table, TEST_SPLITS)
     rows = {
         f"coevofold default system (model + template search + Smith-Waterman, combined; homology transfer where "
         f"E <= 1e-{min_score:g}; what predict answers)": answer,
@@ -188,7 +185,7 @@ def default_system(name: str, table: pd.DataFrame, store_path: Path, model_dir: 
         "all-layer linear probe alone (baseline; the ensemble's member)": probe,
         ALIGNMENT: searched,
     }
-    return SystemResults(rows, calibrated, combined, alignment, template_z)
+    return SystemResults(rows, calibrated, combined, alignment)
 
 
 def quickstart(progress: bool = True) -> dict:
@@ -209,17 +206,18 @@ def quickstart(progress: bool = True) -> dict:
     print()
     print(metrics.results_markdown(found.rows))
     print(metrics.calibration_markdown(found.calibration))
-    _show_examples(model_dir, table, found)
+    _show_examples(model_dir, table, found.alignment, found.combined)
     print(f"done in {time.perf_counter() - steps.started:.0f} s; model in {model_dir}; "
           f"predict with: coevofold predict YOUR.fasta")
     return next(iter(found.rows.values()))
 
 
-def _show_examples(model_dir: Path, table: pd.DataFrame, found: SystemResults, per_level: int = 2) -> None:
+def _show_examples(model_dir: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
+                   scored: scoring.Scored, per_level: int = 2) -> None:
     """A few test-set answers as ``predict`` states them (homology first, calibrated, with a band)."""
     from coevofold.system import calibration, homology
 
-    meta, probs, _ = found.combined
+    meta, probs, _ = scored
     settings = homology.read_settings(model_dir)
     fitted = calibration.load_calibration(model_dir) if calibration.has_calibration(model_dir) else None
     classes, named = np.asarray(meta["classes"]), meta.get("fold_names", {})
@@ -228,8 +226,7 @@ def _show_examples(model_dir: Path, table: pd.DataFrame, found: SystemResults, p
     for level in TEST_SPLITS:
         rows = table[table["split"] == level]
         order, probability, from_alignment = calibration.stated(
-            probs[level], found.alignment[level], settings.min_score, settings.rank_probability, fitted, 1,
-            None if found.template_z is None else found.template_z[level])
+            probs[level], alignment[level], settings.min_score, settings.rank_probability, fitted, 1)
         for i in sorted(rng.choice(len(rows), min(per_level, len(rows)), replace=False)):
             fold, true = classes[order[i, 0]], rows["fold"].iat[i]
             band = metrics.band_of(probability[i, :1])[0] if fitted is not None else ""
@@ -322,7 +319,7 @@ def run_protocols(preset: BenchmarkPreset, out: Path, progress: bool = True) -> 
         found[protocol] = result = default_system(f"{preset.name}-{protocol}", table, store_path, out / protocol,
                                                   steps, fold_names, progress)
         seconds = time.perf_counter() - steps.started
-        _show_examples(out / protocol, table, result)
+        _show_examples(out / protocol, table, result.alignment, result.combined)
         stored[protocol] = {"rows": result.rows, "calibration": result.calibration,
                             "seconds": seconds, "proteins": int(len(table)), "folds": int(table["fold"].nunique())}
         sections.append(f"### {protocol} split: {held_out}\n\n"

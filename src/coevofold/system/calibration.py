@@ -20,23 +20,15 @@ How the map is fitted (:func:`coevofold.system.preparation.fit_system` calls :fu
 * Model-sourced answers: logistic regression of "top-1 is right" on the log top-1 probability,
   the log margin to the runner-up, the best alignment score to any training domain and the
   alignment score of the top-1 fold's best member (nearest-neighbour similarity), fitted on the
-  fold-like held-out rows without a strong template (next point). A query with no significant hit is best read as a remote one,
+  fold-like held-out rows only. A query with no significant hit is best read as a remote one,
   and maps do not carry to harder levels: fitted on the superfamily- and family-like rows, the
   map states 0.43 on the fold-like rows, which are right 35 % of the time. Without a homology
   search (``--no-homology``) a second map uses the two probability features alone.
-* Model-sourced answers whose query has a template at z >= :data:`CLOSE_TEMPLATE_Z` (the
-  combined system's template search): a map of the same features of its own, fitted on the
-  fold- and superfamily-like rows with such a template (:class:`MapDesign`). A query that
-  strong a template aligns to is not the remote kind the first map is fitted for, and one map for
-  both left superfamily-like rows under-stated: on the held-out rows, cross-fitted by
-  superfamily, ECE 0.031 / 0.035 / 0.018 at fold- / superfamily- / family-like rows against
-  0.032 / 0.067 / 0.046 with one map (pooled 0.019 against 0.043; ``benchmarks/calibration.py``).
 * Alignment-sourced answers (homology transfer): logistic regression on the best hit's score
   (-log10 E), its margin over the next fold's best hit and the model's probability for the
-  transferred fold, fitted on every held-out kind's rows whose best hit passes the threshold
-  (:class:`MapDesign`). Fitted on fold- and superfamily-like rows only (family-like
-  rows are nearly all right), it left family-like rows under-stated (0.93 stated on average
-  where 97 % are right; ECE 0.046 against 0.018).
+  transferred fold, fitted on the fold- and superfamily-like held-out rows whose best hit passes
+  the threshold (:data:`ALIGNMENT_MAP_LEVELS`): fitted on the family-like ones it states 0.998
+  on fold-like rows that are right 62 % of the time.
 * Every map weighs each held-out unit the same (:func:`unit_weights`): a held-out superfamily
   of ten proteins, on which the proxy does best, counts as much as one of a single protein, like
   most of DeepSF's fold-level test superfamilies.
@@ -69,8 +61,6 @@ CALIBRATION_FILE = "calibration.json"
 #: What a refused system file (calibration.json, combiner.json) tells the user to do.
 PREPARE_AGAIN = "re-run the system's preparation"
 _EPS = 1e-12
-#: The best template z-score from which a model row is read with the close map (:class:`MapDesign`).
-CLOSE_TEMPLATE_Z = 5.0
 
 
 def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:
@@ -180,17 +170,11 @@ class Calibration:
     alignment_rank_share: list[float]
     #: held-out proteins per calibration split, and anything else worth keeping with the map.
     fitted_on: dict = field(default_factory=dict)
-    #: the map of model rows whose query has a template at z >= ``close_z``; None (a folder
-    #: calibrated before it existed, or without templates): :attr:`model` answers for them too.
-    model_close: LogisticMap | None = None
-    close_z: float = CLOSE_TEMPLATE_Z
 
-    def top_k(self, probs: np.ndarray, scores: np.ndarray | None, k: int,
-              template_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def top_k(self, probs: np.ndarray, scores: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The system's ranking and calibrated probabilities: (order [N,k], probability [N,k], from_alignment [N]).
 
-        ``probs`` are the model's, ``scores`` the alignment class scores or None (model only),
-        ``template_z`` each query's best template z-score or None (no template search).
+        ``probs`` are the model's, ``scores`` the alignment class scores or None (model only).
         """
         probs = tempered(np.asarray(probs, dtype=np.float64), self.temperature)  # float64: shares sum to <= 1
         order, from_alignment = ranking(probs, scores, self.min_score, k)
@@ -199,10 +183,6 @@ class Calibration:
             top1 = self.model_only(model_features(probs, None))
         else:
             top1 = self.model(model_features(probs, scores))
-            if template_z is not None and self.model_close is not None:
-                close = np.asarray(template_z) >= self.close_z
-                if close.any():
-                    top1[close] = self.model_close(model_features(probs[close], scores[close]))
             if from_alignment.any():
                 top1[from_alignment] = self.alignment(alignment_features(probs[from_alignment], scores[from_alignment]))
         left = np.clip(1.0 - probs[np.arange(len(probs)), order[:, 0], None], _EPS, None)  # mass beside top-1
@@ -227,16 +207,14 @@ def has_calibration(model_dir: str | os.PathLike) -> bool:
 def load_calibration(model_dir: str | os.PathLike) -> Calibration:
     """A model folder's :class:`Calibration`, refused in one line when unreadable."""
     def build(stored: dict) -> Calibration:
-        maps = {key: LogisticMap(**stored[key]) for key in ("model", "model_only", "alignment", "model_close")
-                if stored.get(key) is not None}
+        maps = {key: LogisticMap(**stored[key]) for key in ("model", "model_only", "alignment")}
         return Calibration(**{**stored, **maps})
 
     return read_json(Path(model_dir) / CALIBRATION_FILE, build, "calibration", PREPARE_AGAIN)
 
 
 def stated(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None, rank_probability: list[float],
-           calibration: Calibration | None, k: int,
-           template_z: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           calibration: Calibration | None, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the system states for each query: (order [N,k], probability [N,k], from_alignment [N]).
 
     With a ``calibration``, its :meth:`Calibration.top_k`; without one (a folder made before
@@ -244,7 +222,7 @@ def stated(probs: np.ndarray, scores: np.ndarray | None, min_score: float | None
     rows (``scores`` at or above ``min_score``), the stored validation hit rate of each rank.
     """
     if calibration is not None:
-        return calibration.top_k(probs, scores, k, template_z)
+        return calibration.top_k(probs, scores, k)
     order, from_alignment = ranking(probs, scores if min_score is not None else None, min_score, k)
     k = order.shape[1]
     probability = np.take_along_axis(probs, order, axis=1).astype(float)
@@ -269,22 +247,12 @@ def _fit_map(x: np.ndarray, correct: np.ndarray, names: list[str], weights: np.n
     return LogisticMap(list(names), [0.0] * len(names), float(np.log(rate / (1.0 - rate))))
 
 
-@dataclass(frozen=True)
-class MapDesign:
-    """Which held-out kinds each map is fitted on, and the template z-score that picks the close map.
-
-    Model rows of queries without a strong template: the most remote kind, because maps do not
-    carry to harder levels (module docstring). Model rows with a template at z >= ``close_z``:
-    fold- and superfamily-like rows. Alignment rows: every kind (family-like alignment rows are
-    nearly all right, and without them the map under-stated family-like queries).
-    ``close_z`` 5 gave lower ECE than 8 at every held-out kind (z >= 5: the template search's top
-    fold is right 93 % of the time there). ``benchmarks/calibration.py`` prints the alternatives.
-    """
-
-    model_levels: tuple[str, ...] = ("calibration_fold",)
-    close_levels: tuple[str, ...] = ("calibration_fold", "calibration_superfamily")
-    alignment_levels: tuple[str, ...] = ("calibration_fold", "calibration_superfamily", "calibration_family")
-    close_z: float = CLOSE_TEMPLATE_Z
+#: Held-out kinds each map is fitted on: the most remote ones it has enough rows of, because maps
+#: do not carry to harder levels (module docstring). Family-like alignment rows are all right
+#: (399 of 399 on DeepSF) while fold-like ones are right 62 % of the time (13 of 21, too few
+#: for a regression of their own), so the alignment map learns from fold- and superfamily-like rows.
+MODEL_MAP_LEVELS = ("calibration_fold",)
+ALIGNMENT_MAP_LEVELS = ("calibration_fold", "calibration_superfamily")
 
 
 #: The unit each held-out kind holds out: fold-like rows come in whole superfamilies, superfamily-
@@ -310,8 +278,7 @@ def unit_weights(carved, kinds: tuple[str, ...]) -> np.ndarray:
 
 
 def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.ndarray, min_score: float,
-        temperature: float = 1.0, fitted_on: dict | None = None, weights: np.ndarray | None = None,
-        template_z: np.ndarray | None = None, design: MapDesign = MapDesign()) -> Calibration:
+        temperature: float = 1.0, fitted_on: dict | None = None, weights: np.ndarray | None = None) -> Calibration:
     """Fit every map of a :class:`Calibration` on held-out rows (never on test rows).
 
     ``probs``: a model's class probabilities, on the common scale, for proteins it was not
@@ -320,9 +287,7 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
     :data:`coevofold.data.splits.CALIBRATION_SPLITS`; maps fall back to every row where their kinds
     are missing); ``min_score``: the homology threshold, and ``temperature`` the scale, of the
     model folder the calibration will serve; ``weights``: each row's weight in the maps
-    (:func:`unit_weights`; None: rows weigh the same); ``template_z``: each row's best template
-    z-score (None: no template search, one map for every model row); ``design``: the rows each
-    map learns from (the default's is measured; the benchmark tries others).
+    (:func:`unit_weights`; None: rows weigh the same).
     """
 
     probs, scores, targets, levels = np.asarray(probs), np.asarray(scores), np.asarray(targets), np.asarray(levels)
@@ -334,11 +299,8 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
         return chosen if chosen.any() else source
 
     model_right = probs.argmax(axis=1) == targets
-    close = ~from_alignment & (np.asarray(template_z) >= design.close_z if template_z is not None else False)
-    model = rows(design.model_levels, ~from_alignment & ~close)
-    model_only = rows(design.model_levels, np.ones_like(from_alignment))
-    close_rows = rows(design.close_levels, close)
-    aligned = rows(design.alignment_levels, from_alignment)
+    model, model_only = rows(MODEL_MAP_LEVELS, ~from_alignment), rows(MODEL_MAP_LEVELS, np.ones_like(from_alignment))
+    aligned = rows(ALIGNMENT_MAP_LEVELS, from_alignment)
     hits = rank_hit_rates(scores[aligned], targets[aligned], min_score)  # [] without aligned rows
     return Calibration(
         temperature=float(temperature),
@@ -349,9 +311,6 @@ def fit(probs: np.ndarray, scores: np.ndarray, targets: np.ndarray, levels: np.n
         alignment=_fit_map(alignment_features(probs[aligned], scores[aligned]),
                            scores[aligned].argmax(axis=1) == targets[aligned], ALIGNMENT_FEATURES, weights[aligned]),
         alignment_rank_share=[rate / max(1.0 - hits[0], _EPS) for rate in hits[1:]],
-        fitted_on={"proteins": int(len(targets)), "model_rows": int(model.sum()), "close_rows": int(close_rows.sum()),
+        fitted_on={"proteins": int(len(targets)), "model_rows": int(model.sum()),
                    "alignment_rows": int(aligned.sum()), **(fitted_on or {})},
-        model_close=_fit_map(model_features(probs[close_rows], scores[close_rows]), model_right[close_rows],
-                             MODEL_FEATURES, weights[close_rows]) if close_rows.any() else None,
-        close_z=design.close_z,
     )

@@ -35,16 +35,6 @@ def system_scores(model_dir: str | os.PathLike, store_path: str | os.PathLike, t
     return meta, combined, targets
 
 
-def best_template_z(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame,
-                    splits: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    """Each query's best template z-score per split (what the calibration's close map reads), from
-    the cached searches; None when ``model_dir`` is not prepared for the combined system."""
-    if not preparation.is_prepared(model_dir):
-        return None
-    found = templates.load_templates(model_dir)
-    return {split: preparation.cached_hits(found, store_path, table, split, progress=False).z[:, 0] for split in splits}
-
-
 def homology_first_results(run_dir: Path, store_path: Path, table: pd.DataFrame, alignment: dict[str, np.ndarray],
                            scored: scoring.Scored | None = None,
                            threshold: float | None = None) -> tuple[float, dict]:
@@ -73,7 +63,6 @@ def evaluate_calibration(model_dir: str | os.PathLike, store_path: str | os.Path
     _, probs, targets = scoring.scores_for(model_dir, store_path, table, TEST_SPLITS, scored)
     settings = homology.read_settings(model_dir) if alignment is not None and homology.has_homology(model_dir) else None
     fitted = calibration.load_calibration(model_dir) if calibration.has_calibration(model_dir) else None
-    template_z = best_template_z(model_dir, store_path, table, tuple(probs)) if settings is not None else None
     stated: dict[str, dict[str, np.ndarray]] = {"before": {}, "after": {}}
     correct: dict[str, np.ndarray] = {}
     for level, level_probs in probs.items():
@@ -84,7 +73,7 @@ def evaluate_calibration(model_dir: str | os.PathLike, store_path: str | os.Path
         correct[level] = order[:, 0] == targets[level]
         stated["before"][level] = before[:, 0]
         if fitted is not None:
-            stated["after"][level] = calibration.stated(*args, fitted, 1, None if template_z is None else template_z[level])[1][:, 0]
+            stated["after"][level] = calibration.stated(*args, fitted, 1)[1][:, 0]
     result = {"system": settings is not None,
               **{when: metrics.calibration_levels(values, correct, bands=when == "after") for when, values in stated.items() if values}}
     path = model_dir / RESULTS_JSON

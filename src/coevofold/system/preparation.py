@@ -153,8 +153,7 @@ def fit_system(model_dir: str | os.PathLike, store_path: str | os.PathLike, tabl
     combined = combiner.Combiner(rows.final_temperature, weights, fitted_on)
     crossed = combiner.cross_fitted(rows.evidence, rows.targets, rows.superfamilies, rows.weights)
     calibrated = calibration.fit(crossed, rows.evidence.alignment, rows.targets, rows.levels, min_score,
-                                 temperature=1.0, weights=rows.weights, fitted_on=fitted_on,
-                                 template_z=rows.evidence.template_z.max(axis=1))
+                                 temperature=1.0, weights=rows.weights, fitted_on=fitted_on)
     combined.save(model_dir)
     calibrated.save(model_dir)
     return combined, calibrated

@@ -3,6 +3,8 @@ training rows, and predict answering as the benchmark scores."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,6 +106,9 @@ def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
     assert all(name in combiner.FEATURES for name in weights.features)
     # a regression fitted on test rows would be refused by the same spy: they are not held out
     assert not set(held["id"]) & outside
+    # the proxy is the model's recipe, member for member, trained without the held-out rows
+    proxy = json.loads((model / preparation.PROXY_DIR / "model.json").read_text())["ensemble"]["members"]
+    assert proxy == json.loads((model / "model.json").read_text())["ensemble"]["members"]
 
 
 def test_combined_probabilities_are_a_distribution_over_candidates():
@@ -209,15 +214,6 @@ def test_evaluate_scores_the_combined_system(system_run, monkeypatch, capsys, tm
                      "--bootstrap", "50"]) == 0
     out = capsys.readouterr().out
     assert "system (combined; homology transfer where E <= 1e-" in out and "after" in out
-
-
-def test_proxy_trains_two_seeds_per_recipe():
-    from coevofold.training import recipe
-
-    members = recipe.default_members(progress=False)
-    proxy = preparation.proxy_members(members)
-    assert list(proxy) == ["probe", "mlp", "mlp_seed1", "attention", "attention_seed1"]
-    assert all(proxy[name] == members[name] for name in proxy)
 
 
 def test_scop2_protocols_run_the_default_system_side_by_side(tmp_path, monkeypatch, capsys):

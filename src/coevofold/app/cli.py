@@ -342,8 +342,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     t, m = TrainConfig(), ModelConfig()
     g = parser.add_argument_group("model and optimisation")
     g.add_argument("--model-type", choices=["default", *MODELS], default="layers",
-                   help="default: the ensemble quickstart trains (all-layer probe + eight MLP seeds + three "
-                        "light-attention MLP seeds, superfamily/family heads; the options below do not apply: its "
+                   help="default: the ensemble quickstart trains (all-layer probe + two MLP seeds + one "
+                        "light-attention MLP, superfamily/family heads; the options below do not apply: its "
                         "recipe is fixed, see README); probe: "
                         "all-layer linear probe; layers: MLP on all-layer means; attention: + light attention; "
                         "maps2d: the original study's 2D CNN over the co-evolution maps")

@@ -105,7 +105,7 @@ SYSTEM_STEP = "the system (homology, templates, calibration proxy, combiner, cal
 SCORES_STEP = "scores of valid and test (template search) and tables"
 #: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
 #: (2026-12-02, commit 9ecd078, README), for the ETA each step's line states; a cached step takes seconds.
-QUICKSTART_STEPS = {"features of DeepSF": 10.5, MODEL_STEP: 12.9, SYSTEM_STEP: 14.6, SCORES_STEP: 5.2}
+QUICKSTART_STEPS = {"features of DeepSF": 10.5, MODEL_STEP: 5.0, SYSTEM_STEP: 13.5, SCORES_STEP: 5.2}
 
 
 class Steps:

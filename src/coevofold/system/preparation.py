@@ -4,9 +4,8 @@ Preparing a trained ensemble's folder (:func:`fit_templates`, then :func:`fit_sy
 
 1. ``templates.npz`` / ``templates_vectors.npy``: the model's training domains as templates
    (:mod:`coevofold.system.templates`).
-2. A *proxy* of the model (the same recipes, :data:`PROXY_SEEDS` seeds each, trained without the
-   calibration split's held-out superfamilies, families and members,
-   :func:`coevofold.data.splits.calibration_split`) with its
+2. A *proxy* of the model (the same members, trained without the calibration split's held-out
+   superfamilies, families and members, :func:`coevofold.data.splits.calibration_split`) with its
    own templates (the proxy's training rows only), so that the held-out rows meet classifier and
    searches exactly as remote queries meet the final model.
 3. ``combiner.json``: the combiner's regression fitted on the held-out rows
@@ -42,18 +41,6 @@ from coevofold.training import scoring
 
 #: Where :func:`fit_system` trains the proxy, inside the model folder it prepares.
 PROXY_DIR = "calibration_proxy"
-#: Seeds per recipe the proxy trains (the default has 8 MLP and 3 attention seeds): the proxy
-#: only has to answer like the model on held-out rows, and its temperature on ``valid`` puts its
-#: probabilities on the model's scale; 2 seeds per recipe cost 5 of the 12 trainings.
-PROXY_SEEDS = 2
-
-
-def proxy_members(members: dict) -> dict:
-    """The first :data:`PROXY_SEEDS` members of each seed group (:func:`coevofold.training.mixture.seed_groups`)."""
-    from coevofold.training import mixture
-
-    keep = {name for group in mixture.seed_groups(members) for name in group[:PROXY_SEEDS]}
-    return {name: config for name, config in members.items() if name in keep}
 
 
 def fit_templates(folder: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame) -> templates.Templates:
@@ -118,7 +105,7 @@ def held_out(model_dir: str | os.PathLike, store_path: str | os.PathLike, table:
     kinds = [s for s in splits.CALIBRATION_SPLITS if (carved["split"] == s).any()]
     if not kinds:
         raise CoevofoldError("calibration: the training set is too small to hold out superfamilies, families or members")
-    proxy = Path(mixture.train_ensemble(store_path, carved, model_dir / PROXY_DIR, proxy_members(members)))
+    proxy = Path(mixture.train_ensemble(store_path, carved, model_dir / PROXY_DIR, members))
     meta, probs, targets = scoring.model_scores(proxy, store_path, carved, (*kinds, "valid"))
     final_meta, final_probs, final_targets = scoring.model_scores(model_dir, store_path, table, ("valid",))
     if meta["classes"] != final_meta["classes"]:

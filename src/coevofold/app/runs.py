@@ -104,8 +104,8 @@ MODEL_STEP = "the default model"
 SYSTEM_STEP = "the system (homology, templates, calibration proxy, combiner, calibration)"
 SCORES_STEP = "scores of valid and test (template search) and tables"
 #: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
-#: (2026-12-02, commit 9ecd078, README), for the ETA each step's line states; a cached step takes seconds.
-QUICKSTART_STEPS = {"features of DeepSF": 10.5, MODEL_STEP: 5.0, SYSTEM_STEP: 13.5, SCORES_STEP: 5.2}
+#: (2026-12-02, commit 7e0f339, README), for the ETA each step's line states; a cached step takes seconds.
+QUICKSTART_STEPS = {"features of DeepSF": 10.0, MODEL_STEP: 4.7, SYSTEM_STEP: 13.4, SCORES_STEP: 5.4}
 
 
 class Steps:
@@ -270,10 +270,11 @@ def _baselines(store_path: Path, table: pd.DataFrame, alignment: bool,
     return out, scores
 
 
-#: Minutes of each step of the default system per SCOP2 protocol on 2 idle cores, fresh cache, for
-#: the ETA (2026-12-02: random 14.9 / 8.9 / 3.0, homology-aware 19.7 / 11.1 / 3.1; features 5.4 once).
-#: measured with the previous training recipe (early stopping; commit aa1d394): the model step is now about half.
-SCOP2_STEPS = {MODEL_STEP: 17.0, SYSTEM_STEP: 10.0, SCORES_STEP: 3.0}
+#: Minutes of each step of the default system per SCOP2 protocol on 2 idle cores, for the ETA. Measured
+#: (2026-12-02, commit aa1d394: random 14.9 / 8.9 / 3.0, homology-aware 19.7 / 11.1 / 3.1; features 5.4
+#: once) with twelve members trained with early stopping; the model step scaled by DeepSF's ratio since
+#: (24:07 then, about 5 min with four members on the fixed budget), the proxy's share of the system alike.
+SCOP2_STEPS = {MODEL_STEP: 4.0, SYSTEM_STEP: 8.0, SCORES_STEP: 3.0}
 #: What the original study reached on SCOP2 (ProtAlbert attention, 1,517 folds, a random split).
 STUDY = "The original study (ProtAlbert attention, SCOP2, 1,517 folds) reached 3.82 % validation accuracy after one 11,466 s epoch."
 

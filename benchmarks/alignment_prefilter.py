@@ -19,26 +19,16 @@ the system; it is the measurement a prefilter would have to pass (>= 99 % recall
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
-import parasail
 
 from coevofold.app import runs
 from coevofold.data.splits import TEST_SPLITS
 from coevofold.features import store
-from coevofold.models.baselines import GAP_EXTEND, GAP_OPEN, KARLIN_K, KARLIN_LAMBDA
+from coevofold.models.baselines import pair_log_evalues
 from coevofold.prediction import default_model_dir
 from coevofold.system import homology, templates
-
-
-def log_evalues(query: str, train: list[str], lengths: np.ndarray) -> np.ndarray:
-    """-log10 E of the query against each training sequence, as the system's search computes it."""
-    profile = parasail.profile_create_sat(query, parasail.blosum62)
-    raw = np.fromiter((parasail.sw_striped_profile_sat(profile, t, GAP_OPEN, GAP_EXTEND).score for t in train),
-                      dtype=np.float64, count=len(train))
-    return (KARLIN_LAMBDA * raw - np.log(KARLIN_K * len(query) * lengths)) / math.log(10)
 
 
 def main() -> None:
@@ -56,7 +46,7 @@ def main() -> None:
     pooled = np.stack([templates.pooled_unit(templates.unit_rows(r, found.center)) for r in queries.residues])
     cosine = pooled @ found.pooled.T
     started = time.perf_counter()
-    exhaustive = np.stack([log_evalues(q, train, lengths) for q in picked["sequence"]])
+    exhaustive = np.stack([pair_log_evalues(q, train, lengths) for q in picked["sequence"]])
     seconds = (time.perf_counter() - started) / args.queries
     best = exhaustive.argmax(1)
     passes = exhaustive.max(1) >= min_score
@@ -73,8 +63,8 @@ def main() -> None:
         same = (filtered.max(1) >= min_score) == passes
         same &= ~passes | (found.folds[filtered.argmax(1)] == found.folds[best])
         started = time.perf_counter()
-        for q, row in zip(picked["sequence"][:50], rank[:50, :n]):
-            log_evalues(q, [train[i] for i in row], lengths[row])
+        for q, row in zip(picked["sequence"].iloc[:50], rank[:50, :n]):
+            pair_log_evalues(q, [train[i] for i in row], lengths[row])
         per_query = (time.perf_counter() - started) / 50
         print(f"| {n} | {100 * recall:.1f} % | {100 * same.mean():.1f} % | {per_query:.3f} s "
               f"({seconds / per_query:.0f}x faster) |")

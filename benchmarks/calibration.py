@@ -52,7 +52,6 @@ def main() -> None:
     model_dir = Path(args.model_dir)
     table, store_path = runs.cached_deepsf()
     held_alignment = preparation.cached_alignment("deepsf", splits.calibration_split(table), False, CALIBRATION_SPLITS)
-    alignment = preparation.cached_alignment("deepsf", table, False)
     settings = homology.read_settings(model_dir)
     ms = settings.min_score
     rows = preparation.held_out(model_dir, store_path, table, recipe.default_members(False), held_alignment, False)
@@ -77,6 +76,7 @@ def main() -> None:
     if args.held_out_only:
         return
     # 2. the test levels, for the record
+    alignment = preparation.cached_alignment("deepsf", table, False)
     scored = scoring.model_scores(model_dir, store_path, table, TEST_SPLITS)
     _, probs, targets = evaluation.system_scores(model_dir, store_path, table, alignment, scored, False)
     default = calibration.load_calibration(model_dir)

@@ -113,6 +113,18 @@ class Hits:
     class_best: np.ndarray
 
 
+def pair_log_evalues(query: str, train: Sequence[str], train_lengths: np.ndarray) -> np.ndarray:
+    """-log10 E of ``query`` against each of ``train`` (lengths ``train_lengths``, float64).
+
+    E = K m n exp(-lambda S), the pair's own lengths as m and n; score-only alignments against
+    a query profile built once.
+    """
+    profile = parasail.profile_create_sat(query, parasail.blosum62)
+    raw = np.fromiter((parasail.sw_striped_profile_sat(profile, target, GAP_OPEN, GAP_EXTEND).score for target in train),
+                      dtype=np.float64, count=len(train))
+    return (KARLIN_LAMBDA * raw - np.log(KARLIN_K * len(query) * train_lengths)) / math.log(10)
+
+
 def _search_chunk(queries: list[str], train: list[str], train_lengths: np.ndarray, starts: np.ndarray) -> Hits:
     """Align each query to every training sequence (sorted by class, classes begin at ``starts``).
 
@@ -126,14 +138,7 @@ def _search_chunk(queries: list[str], train: list[str], train_lengths: np.ndarra
     class_best = np.empty((len(queries), len(starts)), dtype=np.int64)
     class_of = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(train))))
     for row, query in enumerate(queries):
-        profile = parasail.profile_create_sat(query, parasail.blosum62)
-        raw = np.fromiter(
-            (parasail.sw_striped_profile_sat(profile, target, GAP_OPEN, GAP_EXTEND).score for target in train),
-            dtype=np.float64,
-            count=len(train),
-        )
-        # -log10 E with E = K m n exp(-lambda S), the pair's own lengths as m and n.
-        log_evalue = (KARLIN_LAMBDA * raw - np.log(KARLIN_K * len(query) * train_lengths)) / math.log(10)
+        log_evalue = pair_log_evalues(query, train, train_lengths)
         scores[row] = np.maximum.reduceat(log_evalue, starts)
         # first member reaching its class maximum (rows are grouped by class, so unique's first
         # occurrence is the lowest such index)

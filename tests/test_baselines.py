@@ -35,6 +35,24 @@ def test_identity_of_self_and_substring():
     assert baselines.percent_identity(_mutant(sequence), sequence) == pytest.approx(1 - 1 / 8, abs=0.01)
 
 
+def test_search_scores_are_parasails_and_blasts_evalue(training):
+    """The search's Opal scores equal parasail's striped Smith-Waterman (the reference it replaced)
+    on real sequences, the longest DeepSF domain among them (scores beyond 8 bits), and E follows
+    Karlin-Altschul with the pair's lengths."""
+    import parasail
+
+    sequences, _ = training
+    longest = max(tables.load("deepsf")["sequence"], key=len)
+    targets = [*sequences, longest]
+    lengths = np.array([len(t) for t in targets], dtype=np.float64)
+    for query in (sequences[0], sequences[7][5:90], longest):
+        raw = np.array([parasail.sw_striped_sat(query, t, baselines.GAP_OPEN, baselines.GAP_EXTEND, parasail.blosum62).score
+                        for t in targets], dtype=np.float64)
+        expected = -(np.log10(baselines.KARLIN_K * len(query) * lengths) - baselines.KARLIN_LAMBDA * raw / np.log(10))  # -log10 K m n e^-lS
+        np.testing.assert_allclose(baselines.pair_log_evalues(query, targets, lengths), expected, rtol=1e-9)
+    assert raw.max() > 255
+
+
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_substring_and_mutant_queries_find_their_source_fold(training, n_jobs):
     sequences, folds = training

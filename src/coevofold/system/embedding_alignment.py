@@ -17,7 +17,8 @@ matrix (a single row when only the score is wanted) instead of the three that af
 which keeps the work per template small when a query meets a whole library.
 
 All arithmetic is float32 without fastmath, so results do not depend on thread count or on
-whether a kernel runs alone or inside :func:`block_scores`. Inputs are C-contiguous float32.
+whether a kernel runs alone or inside :func:`block_scores`. Inputs are C-contiguous float32, or
+int32 (the template search's int8 products: z-scores are the same at any scale of the similarity).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def zscore(sim: np.ndarray) -> np.ndarray:
     for i in range(m):
         total = np.float32(0.0)  # a register, not row_mean[i]: no store-load chain per element
         for j in range(n):
-            total += sim[i, j]
-            col_mean[j] += sim[i, j]
+            x = np.float32(sim[i, j])
+            total += x
+            col_mean[j] += x
         row_mean[i] = total / np.float32(n)
     col_mean /= np.float32(m)
     # Halves folded into reciprocal spreads: one multiply per element instead of two divisions.
@@ -52,8 +54,9 @@ def zscore(sim: np.ndarray) -> np.ndarray:
     for i in range(m):
         var = np.float32(0.0)
         for j in range(n):
-            d = sim[i, j] - row_mean[i]
-            e = sim[i, j] - col_mean[j]
+            x = np.float32(sim[i, j])
+            d = x - row_mean[i]
+            e = x - col_mean[j]
             var += d * d
             col_var[j] += e * e
         row_half_inv[i] = np.float32(0.5) / (np.sqrt(var / np.float32(n)) + EPS)
@@ -61,9 +64,8 @@ def zscore(sim: np.ndarray) -> np.ndarray:
     out = np.empty((m, n), np.float32)
     for i in range(m):
         for j in range(n):
-            out[i, j] = (sim[i, j] - row_mean[i]) * row_half_inv[i] + (
-                sim[i, j] - col_mean[j]
-            ) * col_half_inv[j]
+            x = np.float32(sim[i, j])
+            out[i, j] = (x - row_mean[i]) * row_half_inv[i] + (x - col_mean[j]) * col_half_inv[j]
     return out
 
 

@@ -140,6 +140,11 @@ def unit_rows(residues: np.ndarray, center: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
 
 
+def quantised(unit: np.ndarray) -> np.ndarray:
+    """Unit vectors' components x 127, rounded to int8 (templates and queries alike)."""
+    return np.rint(unit * _SCALE).astype(np.int8)
+
+
 def pooled_unit(unit: np.ndarray) -> np.ndarray:
     mean = unit.mean(axis=0)
     return (mean / max(float(np.linalg.norm(mean)), 1e-6)).astype(np.float32)
@@ -157,7 +162,7 @@ def build_templates(rows: store.FeatureRows, folds: list[str]) -> Templates:
     for n, residues in enumerate(rows.residues):
         unit = unit_rows(residues, center)
         offsets[n + 1] = offsets[n] + len(unit)
-        vectors[offsets[n]:offsets[n + 1]] = np.rint(unit * _SCALE).astype(np.int8)
+        vectors[offsets[n]:offsets[n + 1]] = quantised(unit)
         pooled[n] = pooled_unit(unit)
     return Templates(np.asarray(rows.ids), np.asarray(folds), offsets, vectors, pooled, center)
 
@@ -215,19 +220,22 @@ class TemplateSearch:
         return np.concatenate(blocks), offsets
 
     def _similarity(self, unit: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine matrix [Lq, sum Lt] of the query against the ``chosen`` templates, and block offsets.
+        """Cosine matrix [Lq, sum Lt] of the query against the ``chosen`` templates x 127^2 (int32), and
+        block offsets.
 
-        bfloat16 matrix products run ~6x faster than float32 on CPUs with AMX/AVX-512 BF16; the
-        cosines differ by ~1e-3, below the int8 templates' own rounding.
+        The query is quantised to int8 like the templates and the product runs in int8 with int32
+        sums (VNNI): 2.4x the bfloat16 product on 2 cores, and the int32 matrix goes to the
+        compiled z-scores as it is (z-scores do not see the scale), where bfloat16's had to be
+        converted and rescaled first (together 60 % of a query's time). Rounding the query costs
+        what rounding the templates does (~2e-3 a cosine).
         """
         stacked, offsets = self._blocks(chosen)
         (m, width), n = unit.shape, len(stacked)
-        query = torch.zeros((-(-m // _ROWS) * _ROWS, width), dtype=torch.bfloat16)
-        query[:m] = torch.from_numpy(unit)
-        blocks = torch.zeros((-(-n // _COLUMNS) * _COLUMNS, width), dtype=torch.bfloat16)
+        query = torch.zeros((-(-m // _ROWS) * _ROWS, width), dtype=torch.int8)
+        query[:m] = torch.from_numpy(quantised(unit))
+        blocks = torch.zeros((-(-n // _COLUMNS) * _COLUMNS, width), dtype=torch.int8)
         blocks[:n] = torch.from_numpy(stacked)
-        sim = (query @ blocks.T)[:m, :n].float()
-        return np.ascontiguousarray(sim.numpy() / _SCALE, dtype=np.float32), offsets
+        return torch._int_mm(query, blocks.T)[:m, :n].contiguous().numpy(), offsets
 
     def align(self, residues: np.ndarray, template: int) -> tuple[float, np.ndarray]:
         """The local alignment of one query to one template: (raw score, aligned (query, template) pairs)."""

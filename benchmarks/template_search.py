@@ -80,7 +80,7 @@ def bytes_and_quantisation(model_dir: Path, store_path: Path, table, rows: prepa
     class _Float(templates.TemplateSearch):
         def _similarity(self, unit, chosen):  # float32 products of unrounded vectors
             stacked, offsets = self._blocks(chosen)
-            return np.ascontiguousarray(unit @ stacked.T / 127.0, dtype=np.float32), offsets
+            return np.ascontiguousarray(stacked @ unit.T / 127.0, dtype=np.float32), offsets
 
     for kind in ("calibration_fold", "calibration_superfamily"):
         held = carved[carved["split"] == kind].sample(n=min(150, (carved["split"] == kind).sum()), random_state=0)

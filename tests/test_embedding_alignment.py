@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from coevofold.system.embedding_alignment import (
+    LANES,
     block_scores,
     local_alignment,
     local_score,
@@ -83,14 +84,20 @@ def test_block_scores_equals_scoring_each_block_alone():
     rng = np.random.default_rng(2)
     widths = [1, 5, 17, 9, 2, 30]
     offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
-    sim = rng.uniform(-1, 1, (13, offsets[-1])).astype(F32)
+    sim = rng.uniform(-1, 1, (offsets[-1], 13)).astype(F32)
     scores = block_scores(sim, offsets, 0.8)
     assert scores.dtype == F32 and scores.shape == (len(widths),)
-    expected = [
-        local_score(zscore(np.ascontiguousarray(sim[:, a:b])), 0.8)
-        for a, b in zip(offsets[:-1], offsets[1:])
-    ]
-    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+    # each template's block alone, in the query-by-template orientation: the same score exactly
+    # (z-scores and local scores do not depend on which protein runs along the rows)
+    expected = [local_score(zscore(np.ascontiguousarray(sim[a:b].T)), 0.8) for a, b in zip(offsets[:-1], offsets[1:])]
+    np.testing.assert_array_equal(scores, np.array(expected, F32))
+    # more templates than lanes, of mixed lengths, and int32 similarities (the search's products)
+    widths = rng.integers(1, 40, 3 * LANES + 5)
+    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+    sim = rng.integers(-16000, 16000, (offsets[-1], 21)).astype(np.int32)
+    expected = [local_score(zscore(sim[a:b]), 1.0) for a, b in zip(offsets[:-1], offsets[1:])]
+    np.testing.assert_array_equal(block_scores(sim, offsets, 1.0), np.array(expected, F32))
+    np.testing.assert_allclose(zscore(sim), zscore(sim.astype(F32) / 16000), atol=1e-5)  # scale-free
 
 
 def test_a_protein_scores_higher_against_itself_than_against_a_shuffled_copy():
@@ -98,7 +105,7 @@ def test_a_protein_scores_higher_against_itself_than_against_a_shuffled_copy():
     query = rng.normal(size=(40, 32)).astype(F32)
     query /= np.linalg.norm(query, axis=1, keepdims=True)
     templates = np.concatenate([query, query[rng.permutation(40)]])
-    sim = np.ascontiguousarray(query @ templates.T, dtype=F32)
+    sim = np.ascontiguousarray(templates @ query.T, dtype=F32)
     self_score, shuffled_score = block_scores(sim, np.array([0, 40, 80], np.int64), 1.0)
     assert self_score > 2 * shuffled_score
 

@@ -60,6 +60,10 @@ def test_column_groups_by_hand():
                                                                               slice(4, 5)]
     assert templates.column_groups(np.array([2, 2, 2, 2]), columns=8) == [slice(0, 4)]
     assert templates.column_groups(np.array([], dtype=int)) == []
+    # products of at most 2^24 cells: 170 residues pad to 192 rows, 2^24 / (8192 x 192) = 10 groups
+    # of 8192 columns; 2,000 residues (2048 rows) leave room for one
+    assert templates.columns_per_product(170) == 10 * 8192 and templates.columns_per_product(2000) == 8192
+    assert templates.columns_per_product(1022) == 2 * 8192
 
 
 def test_search_in_column_groups_equals_one_product(system_run, monkeypatch):
@@ -69,6 +73,7 @@ def test_search_in_column_groups_equals_one_product(system_run, monkeypatch):
     queries = store.read_rows(store_path, table.loc[table["split"] == "valid", "id"].tolist()[:5], residues=True)
     whole = templates.TemplateSearch(found).search(queries.residues, False)
     monkeypatch.setattr(templates, "_COLUMNS", 128)  # a few templates per group
+    monkeypatch.setattr(templates, "_CELLS", 1)
     assert len(templates.column_groups(found.lengths, 128)) > 10
     grouped = templates.TemplateSearch(found).search(queries.residues, False)
     assert np.array_equal(whole.index, grouped.index) and np.allclose(whole.z, grouped.z, atol=1e-4)

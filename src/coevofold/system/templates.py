@@ -49,6 +49,16 @@ _SCALE = 127.0
 #: up to 1,024, and code it never frees), so exact shapes, new with every query, grew ``serve``
 #: by ~0.6 GB over 144 queries; rounded, a few dozen shapes serve every query.
 _ROWS, _COLUMNS = 64, 8192
+#: the most similarity cells one product holds (int32: 64 MB): a query of ~170 residues takes all
+#: its ~60,000 template residues in one group (the compiled kernel's threads then share one
+#: call, not eight: 1.3x the search), a 2,000-residue query groups of 8,192 as before.
+_CELLS = 2**24
+
+
+def columns_per_product(query_length: int) -> int:
+    """Template residues aligned per product for a query of ``query_length`` residues: the largest
+    multiple of the padded columns that keeps the product within :data:`_CELLS` (at least one)."""
+    return _COLUMNS * max(1, _CELLS // (_COLUMNS * -(-query_length // _ROWS) * _ROWS))
 
 
 def column_groups(lengths: np.ndarray, columns: int = _COLUMNS) -> list[slice]:
@@ -202,7 +212,13 @@ class Hits:
 
 
 class TemplateSearch:
-    """:class:`Templates` with a fixed decoy set, searching one query at a time."""
+    """:class:`Templates` with a fixed decoy set, searching one query at a time.
+
+    An instance keeps its product's buffers from query to query (at most 26 MB of template
+    vectors and 64 MB of products): written into fresh memory the product ran 2.6x slower, as
+    every page of a 64 MB result was faulted in anew. So one instance serves one thread (``serve``
+    runs its model on one).
+    """
 
     def __init__(self, templates: Templates, config: SearchConfig | None = None) -> None:
         self.templates = templates
@@ -210,38 +226,53 @@ class TemplateSearch:
         rng = np.random.default_rng(0)
         self.decoys = rng.choice(len(templates), min(self.config.decoys, len(templates)), replace=False)
         self._pooled = torch.from_numpy(np.ascontiguousarray(templates.pooled))
+        self._vectors = torch.zeros(0, dtype=torch.int8)
+        self._products = torch.zeros(0, dtype=torch.int32)
 
-    def _blocks(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ``chosen`` templates' vectors stacked [sum Lt, D], and where each starts (offsets [K + 1])."""
+    def _blocks(self, chosen: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The ``chosen`` templates' vectors stacked [rows, D] (zero rows after the last up to a
+        multiple of the padded columns), and where each template starts (offsets [K + 1])."""
         t = self.templates
-        blocks = [np.asarray(t.vectors[t.offsets[i]:t.offsets[i + 1]]) for i in chosen]
         offsets = np.zeros(len(chosen) + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum([len(b) for b in blocks])
-        return np.concatenate(blocks), offsets
+        offsets[1:] = np.cumsum(t.lengths[chosen])
+        rows, width = -(-int(offsets[-1]) // _COLUMNS) * _COLUMNS, t.vectors.shape[1]
+        if self._vectors.numel() < rows * width:
+            self._vectors = torch.zeros(rows * width, dtype=torch.int8)
+        stacked = self._vectors[: rows * width].view(rows, width)
+        out = stacked.numpy()
+        for n, i in enumerate(chosen):
+            out[offsets[n]:offsets[n + 1]] = t.vectors[t.offsets[i]:t.offsets[i + 1]]
+        out[offsets[-1]:] = 0
+        return stacked, offsets
 
     def _similarity(self, unit: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine matrix [Lq, sum Lt] of the query against the ``chosen`` templates x 127^2 (int32), and
-        block offsets.
+        """Cosines of the ``chosen`` templates' residues against the query's, x 127^2 (int32
+        [sum Lt, Lq]: templates stacked by rows, as :func:`~coevofold.system.embedding_alignment.block_scores`
+        reads them; a view of the instance's buffer), and where each template's rows start
+        (offsets [K + 1]).
 
         The query is quantised to int8 like the templates and the product runs in int8 with int32
-        sums (VNNI): 2.4x the bfloat16 product on 2 cores, and the int32 matrix goes to the
+        sums (VNNI): 1.6x the bfloat16 product on 2 cores, and the int32 matrix goes to the
         compiled z-scores as it is (z-scores do not see the scale), where bfloat16's had to be
-        converted and rescaled first (together 60 % of a query's time). Rounding the query costs
-        what rounding the templates does (~2e-3 a cosine).
+        converted and rescaled first. Rounding the query costs what rounding the templates does
+        (~2e-3 a cosine).
         """
         stacked, offsets = self._blocks(chosen)
-        (m, width), n = unit.shape, len(stacked)
+        (m, width), n = unit.shape, int(offsets[-1])
         query = torch.zeros((-(-m // _ROWS) * _ROWS, width), dtype=torch.int8)
         query[:m] = torch.from_numpy(quantised(unit))
-        blocks = torch.zeros((-(-n // _COLUMNS) * _COLUMNS, width), dtype=torch.int8)
-        blocks[:n] = torch.from_numpy(stacked)
-        return torch._int_mm(query, blocks.T)[:m, :n].contiguous().numpy(), offsets
+        cells = len(stacked) * len(query)
+        if self._products.numel() < cells:
+            self._products = torch.empty(cells, dtype=torch.int32)
+        products = self._products[:cells].view(len(stacked), len(query))
+        torch._int_mm(stacked, query.T, out=products)
+        return products.numpy()[:n, :m], offsets
 
     def align(self, residues: np.ndarray, template: int) -> tuple[float, np.ndarray]:
         """The local alignment of one query to one template: (raw score, aligned (query, template) pairs)."""
         unit = unit_rows(residues, self.templates.center)
         sim, _ = self._similarity(unit, np.array([template]))
-        return ea.local_alignment(ea.zscore(sim), self.config.gap)
+        return ea.local_alignment(ea.zscore(sim.T), self.config.gap)
 
     def search_one(self, residues: np.ndarray) -> tuple[np.ndarray, ...]:
         """One query: (template index, z, normalised score) of the prefiltered templates best first."""
@@ -252,7 +283,7 @@ class TemplateSearch:
         chosen = np.argpartition(-cosine, k - 1)[:k] if k < len(t) else np.arange(len(t))
         both = np.concatenate([chosen, self.decoys])
         raw = np.concatenate([ea.block_scores(*self._similarity(unit, both[group]), config.gap)
-                              for group in column_groups(t.lengths[both], _COLUMNS)])
+                              for group in column_groups(t.lengths[both], columns_per_product(len(unit)))])
         score = ea.normalized(raw, len(unit), t.lengths[both]).astype(np.float32)
         background = score[k:]
         z = (score[:k] - background.mean()) / max(float(background.std()), 1e-6)

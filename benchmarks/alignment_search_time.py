@@ -3,7 +3,7 @@
 Run: ``python benchmarks/alignment_search_time.py [--n 300] [--jobs -1]``. It times exactly what
 ``predict`` runs (:class:`coevofold.system.homology.HomologySearch` goes through
 ``AlignmentNearestNeighbour.search``: exhaustive Smith-Waterman by Opal, query chunks over
-processes) and prints the machine's load, since a shared machine changes the number. Then, in one
+threads) and prints the machine's load, since a shared machine changes the number. Then, in one
 process, the ratio of Opal's score-only search to parasail's striped search against a query profile
 (what the search ran before) on the first ``--ratio-queries`` queries, and whether the scores agree.
 """
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="test queries (random, seed 0, all three levels)")
     parser.add_argument("--ratio-queries", type=int, default=40, help="queries for the Opal / parasail ratio")
-    parser.add_argument("--jobs", type=int, default=-1, help="processes (joblib convention, -1 = all cores)")
+    parser.add_argument("--jobs", type=int, default=-1, help="threads (joblib convention, -1 = all cores)")
     args = parser.parse_args()
     table = tables.load("deepsf")
     train = table[table["split"] == "train"]
@@ -42,7 +42,7 @@ def main() -> None:
     correct = (search.classes_[hits.scores.argmax(1)] == queries["fold"].to_numpy()).mean()
     print(f"{args.n} queries x {len(train)} training domains ({queries['length'].sum():,} x "
           f"{train['length'].sum():,} residues): {seconds:.1f} s, {seconds / args.n:.3f} s per query, "
-          f"{joblib.effective_n_jobs(args.jobs)} processes on {os.cpu_count()} cores")
+          f"{joblib.effective_n_jobs(args.jobs)} threads on {os.cpu_count()} cores")
     print(f"load average before: {load_before[0]:.2f}, after: {os.getloadavg()[0]:.2f}; "
           f"best-hit fold top-1 on these queries: {100 * correct:.1f} %")
     sequences = train["sequence"].tolist()

@@ -18,11 +18,13 @@ valid / test_fold / test_superfamily, every one aligned to all 12,312 training s
   identity of a local alignment is noise. Best hit by matches / alignment length: 0.4 / 1.6 /
   0.4 % top-1 on valid / test_fold / test_superfamily; by matches / shorter length: 4.8 / 0.8 /
   3.2 %; by E-value: 18.8 / 7.2 / 21.6 %.
-* Every query is aligned to every training sequence: score-only Smith-Waterman is fast enough
-  (see ``benchmarks/alignment_baseline.py`` for the time on all of DeepSF). A 3-mer cosine
-  prefilter keeping the top 100 / 300 / 1000 candidates found the exhaustive best hit for only
-  10 / 19 / 35 % of queries and cut valid top-1 from 18.8 % to 11.2 / 15.2 / 16.8 %: remote
-  homologues share too few exact 3-mers for a k-mer prefilter to be safe.
+* Every query is aligned to every training sequence: score-only Smith-Waterman by Opal is fast
+  enough (``benchmarks/alignment_search_time.py``). A 3-mer cosine prefilter keeping the top
+  100 / 300 / 1000 candidates found the exhaustive best hit for only 10 / 19 / 35 % of queries and
+  cut valid top-1 from 18.8 % to 11.2 / 15.2 / 16.8 %; neither pooled embeddings, nor 3-mer
+  matches on one diagonal, nor both together keep 99 % of the best hits that pass the transfer
+  threshold (``benchmarks/alignment_prefilter.py``): remote homologues share too few exact
+  3-mers for a k-mer prefilter to be safe.
 """
 
 from __future__ import annotations
@@ -120,8 +122,8 @@ def pair_log_evalues(query: str, train: Sequence[str] | pyopal.Database, train_l
     """-log10 E of ``query`` against each of ``train`` (lengths ``train_lengths``, float64).
 
     E = K m n exp(-lambda S), the pair's own lengths as m and n. Score-only alignments by Opal,
-    which aligns one query to many targets at once in SIMD lanes: 2.1x parasail's striped
-    alignment against a query profile on 2 cores, the same scores (tested). Pass a
+    which aligns one query to many targets at once in SIMD lanes: 1.9x parasail's striped
+    alignment against a query profile in one process, the same scores (tested). Pass a
     ``pyopal.Database`` to encode the targets once for many queries.
     """
     database = train if isinstance(train, pyopal.Database) else pyopal.Database(list(train))
@@ -129,7 +131,8 @@ def pair_log_evalues(query: str, train: Sequence[str] | pyopal.Database, train_l
     return (KARLIN_LAMBDA * raw - np.log(KARLIN_K * len(query) * train_lengths)) / math.log(10)
 
 
-def _search_chunk(queries: list[str], train: list[str], train_lengths: np.ndarray, starts: np.ndarray) -> Hits:
+def _search_chunk(queries: list[str], database: pyopal.Database, train: list[str], train_lengths: np.ndarray,
+                  starts: np.ndarray) -> Hits:
     """Align each query to every training sequence (sorted by class, classes begin at ``starts``).
 
     Score-only alignments are three times faster than ones that count matches, so identity is
@@ -141,7 +144,6 @@ def _search_chunk(queries: list[str], train: list[str], train_lengths: np.ndarra
     identity = np.empty(len(queries))
     class_best = np.empty((len(queries), len(starts)), dtype=np.int64)
     class_of = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(train))))
-    database = pyopal.Database(train)
     for row, query in enumerate(queries):
         log_evalue = pair_log_evalues(query, database, train_lengths)
         scores[row] = np.maximum.reduceat(log_evalue, starts)
@@ -161,7 +163,9 @@ class AlignmentNearestNeighbour:
     Each class scores -log10 of the best E-value among its training members, so ``predict``
     is the fold of the single best hit and lower ranks follow the next-best folds
     (:meth:`class_scores`); :meth:`predict_proba` turns them into probabilities. Queries are split in chunks of
-    ``chunk_size`` over ``n_jobs`` processes (joblib's convention: -1 = all cores).
+    ``chunk_size`` over ``n_jobs`` threads (joblib's convention: -1 = all cores); Opal and parasail
+    release the GIL, so threads share one encoded database where processes were sent the
+    training sequences with every chunk.
     """
 
     def __init__(self, n_jobs: int = -1, chunk_size: int = 16, progress: bool = True) -> None:
@@ -189,11 +193,12 @@ class AlignmentNearestNeighbour:
         queries = _check_sequences(sequences, "predict")
         chunks = [queries[i : i + self.chunk_size] for i in range(0, len(queries), self.chunk_size)]
         n_jobs = min(joblib.effective_n_jobs(self.n_jobs), len(chunks))
-        run = joblib.Parallel(n_jobs=n_jobs, return_as="generator")
+        run = joblib.Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+        database = pyopal.Database(self._train)
         parts = []
         with tqdm(total=len(queries), unit="query", desc="Smith-Waterman", disable=not self.progress) as bar:
             for part in run(
-                joblib.delayed(_search_chunk)(chunk, self._train, self._train_lengths, self._starts)
+                joblib.delayed(_search_chunk)(chunk, database, self._train, self._train_lengths, self._starts)
                 for chunk in chunks
             ):
                 parts.append(part)

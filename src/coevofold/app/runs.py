@@ -104,8 +104,8 @@ MODEL_STEP = "the default model"
 SYSTEM_STEP = "the system (homology, templates, calibration proxy, combiner, calibration)"
 SCORES_STEP = "scores of valid and test (template search) and tables"
 #: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
-#: (2026-12-02, commit 7e0f339, README), for the ETA each step's line states; a cached step takes seconds.
-QUICKSTART_STEPS = {"features of DeepSF": 10.0, MODEL_STEP: 4.7, SYSTEM_STEP: 13.4, SCORES_STEP: 5.4}
+#: (2026-12-02, commit 098f642, README), for the ETA each step's line states; a cached step takes seconds.
+QUICKSTART_STEPS = {"features of DeepSF": 10.0, MODEL_STEP: 4.5, SYSTEM_STEP: 9.0, SCORES_STEP: 3.3}
 
 
 class Steps:

@@ -13,7 +13,7 @@ from coevofold.data import tables
 from coevofold.features import extraction, pretrained
 from coevofold.files import data_root
 from coevofold.system import homology, preparation
-from coevofold.training import mixture, recipe, trainer
+from coevofold.training import recipe, trainer
 
 #: pLM window of the small test model: long chains are windowed in seconds.
 WINDOW = 64
@@ -93,11 +93,12 @@ def prepared(small_run, tmp_path_factory) -> Path:
 
 
 def system_members() -> dict[str, trainer.TrainConfig]:
-    """Two members of the default recipe, small enough for tests: the probe and a 2-epoch MLP."""
+    """Two members of the default recipe, small enough for tests: the probe and a 2-epoch MLP
+    (1 epoch from the proxy's weights)."""
     from dataclasses import replace
 
     members = recipe.default_members(progress=False)
-    return {"probe": members["probe"], "mlp": replace(members["mlp"], max_epochs=2)}
+    return {"probe": members["probe"], "mlp": replace(members["mlp"], max_epochs=2, warm_epochs=1)}
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +120,7 @@ def system_run(tmp_path_factory, deepsf: pd.DataFrame, plm: pretrained.ProteinLM
     store_path = extraction.extract(table, root / "extraction.h5", extraction.FeatureConfig(stride=WINDOW // 2),
                                   extraction.RunConfig(progress=False), plm=plm)
     members = system_members()
-    model = mixture.train_ensemble(store_path, table, root / "model", members)
+    model = preparation.train_model(root / "model", store_path, table, members)
     alignment = preparation.prepare(model, store_path, table, members, "system-test", progress=False)
     return model, store_path, table, members, alignment
 

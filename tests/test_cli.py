@@ -60,8 +60,8 @@ def test_summarize_everything_excluded(tmp_path: Path, write_fasta, capsys):
 
 
 def test_train_default_calibrate_prepares_the_system(tmp_path: Path, monkeypatch, capsys):
-    """--calibrate runs what quickstart runs after training (homology, calibration) on the same
-    folder, table and members; without the default ensemble it is refused in one line."""
+    """--calibrate trains as quickstart does (the proxy, then the model from its weights) and
+    prepares the system (homology, calibration) on the same folder, table and members; without the default ensemble it is refused in one line."""
     from coevofold.training import mixture, recipe
 
     calls = {}
@@ -74,14 +74,21 @@ def test_train_default_calibrate_prepares_the_system(tmp_path: Path, monkeypatch
         calls["prepared"] = (model_dir, set(members), name, len(table))
         return {}
 
+    def fake_train_model(model_dir, store_path, table, members, fold_names=None):
+        calls["warm"] = (Path(model_dir), set(members))
+        return Path(model_dir)
+
     monkeypatch.setattr(mixture, "train_ensemble", fake_train)
     monkeypatch.setattr(preparation, "prepare", fake_prepare)
+    monkeypatch.setattr(preparation, "train_model", fake_train_model)
     out = tmp_path / "default"
     args = ["train", "deepsf", "--store", "unused.h5", "--out", str(out), "--model-type", "default", "--quiet"]
-    assert cli.main(args) == 0 and "prepared" not in calls
-    assert cli.main([*args, "--calibrate"]) == 0
+    assert cli.main(args) == 0 and "prepared" not in calls and "warm" not in calls
     members = set(recipe.default_members(False))
-    assert calls["trained"] == (out, members) and calls["prepared"][:3] == (out, members, "deepsf")
+    assert calls.pop("trained") == (out, members)
+    assert cli.main([*args, "--calibrate"]) == 0  # the proxy first, the model from its weights
+    assert "trained" not in calls and calls["warm"] == (out, members)
+    assert calls["prepared"][:3] == (out, members, "deepsf")
     assert "homology transfer and calibration prepared" in capsys.readouterr().out
     assert cli.main(["train", "deepsf", "--store", "unused.h5", "--out", str(out), "--calibrate"]) == 1
     assert "--calibrate prepares the default ensemble" in capsys.readouterr().err

@@ -251,6 +251,69 @@ def test_ensemble_trains_members_mixes_on_valid_and_reloads(tiny, tmp_path):
     assert np.allclose(checkpoint.predict_proba(loaded, valid), expected, atol=1e-5)
 
 
+def test_warm_start_copies_the_trunk_and_head_rows_by_class_name(tiny, tmp_path):
+    """The model starts from a trained one's weights: trunk as it is, each head's rows matched by
+    class name (a class the source never saw keeps its fresh rows), standardizers its own; then
+    it trains ``warm_epochs``, and a probe's L-BFGS starting there converges to the same optimum."""
+    store, table = tiny
+    levels = ("fold", "superfamily")
+    config = trainer.TrainConfig(model=registry.ModelConfig(name="layers", levels=levels), max_epochs=2, warm_epochs=1,
+                                 batch_size=4, progress=False)
+    dropped = table["superfamily"].iloc[0]  # the source never sees this superfamily (nor its rows)
+    source = trainer.train(store, table[table["superfamily"] != dropped], tmp_path / "source", config)
+    before, meta = checkpoint.load_model(source)
+    train_rows = table[table["split"] == "train"]
+    classes = sorted(train_rows["fold"].unique())
+    level_classes = {"superfamily": sorted(train_rows["superfamily"].unique())}
+    fresh = trainer.build_classifier(config.model, {"fold": len(classes), "superfamily": len(level_classes["superfamily"])},
+                                     checkpoint.load_split(store, train_rows, classes))
+    untouched = {k: v.clone() for k, v in fresh.state_dict().items()}
+    trainer.warm_start(fresh, classes, level_classes, source)
+    after = fresh.state_dict()
+    assert torch.equal(after["trunk.1.weight"], before.state_dict()["trunk.1.weight"])
+    assert torch.equal(after["layers_norm.mean"], untouched["layers_norm.mean"])  # its own standardizer
+    for name in level_classes["superfamily"]:
+        row = level_classes["superfamily"].index(name)
+        if name == dropped:
+            assert torch.equal(after["heads.superfamily.weight"][row], untouched["heads.superfamily.weight"][row])
+        else:
+            theirs = meta["level_classes"]["superfamily"].index(name)
+            assert torch.equal(after["heads.superfamily.weight"][row], before.state_dict()["heads.superfamily.weight"][theirs])
+    for name in classes:
+        if name in meta["classes"]:
+            assert torch.equal(after["heads.fold.bias"][classes.index(name)],
+                               before.state_dict()["heads.fold.bias"][meta["classes"].index(name)])
+    warm = trainer.train(store, table, tmp_path / "warm", config, init_from=source)
+    warm_meta = json.loads((warm / "model.json").read_text())
+    assert warm_meta["epochs"] == 1 and warm_meta["warm_start"] == str(source)
+    with pytest.raises(CoevofoldError, match="same architecture"):
+        trainer.warm_start(trainer.build_classifier(registry.ModelConfig(name="probe"), len(classes),
+                                                    checkpoint.load_split(store, train_rows, classes)),
+                           classes, {}, source)
+    probe = trainer.TrainConfig(model=registry.ModelConfig(name="probe"), solver="lbfgs", progress=False)
+    cold = trainer.train(store, table[table["superfamily"] != dropped], tmp_path / "p0", probe)
+    both = [checkpoint.load_model(trainer.train(store, table, tmp_path / name, probe, init_from=init))[0]
+            for name, init in (("p1", None), ("p2", cold))]
+    valid = checkpoint.load_split(store, table[table["split"] == "valid"], classes)
+    assert np.allclose(*(checkpoint.predict_proba(m, valid) for m in both), atol=2e-3)
+
+
+def test_ensemble_resumes_finished_members_and_retrains_another_recipe(tiny, tmp_path, monkeypatch):
+    store, table = tiny
+    mlp = trainer.TrainConfig(model=registry.ModelConfig(name="layers"), max_epochs=1, progress=False)
+    out = mixture.train_ensemble(store, table, tmp_path / "e", {"mlp": mlp})
+    trained = []
+    real = mixture.train
+    monkeypatch.setattr(mixture, "train", lambda *a, **k: trained.append(a[3]) or real(*a, **k))
+    mixture.train_ensemble(store, table, out, {"mlp": dataclasses.replace(mlp, progress=True, threads=1)})
+    assert trained == []  # progress and threads do not change the model: reused
+    mixture.train_ensemble(store, table, out, {"mlp": dataclasses.replace(mlp, lr=1e-4)})
+    assert [c.lr for c in trained] == [1e-4]  # another recipe: trained afresh
+    mixture.train_ensemble(store, table, tmp_path / "w", {"mlp": dataclasses.replace(mlp, lr=1e-4)}, warm_from=out)
+    assert len(trained) == 2  # warm-started from out's member
+    assert json.loads((tmp_path / "w" / "members" / "mlp" / "model.json").read_text())["warm_start"].endswith("members/mlp")
+
+
 def test_trained_as_compares_recipe_and_features_not_progress(tmp_path):
     members = recipe.default_members(progress=False)
     folder = tmp_path / "m"

@@ -389,11 +389,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.model_type == "default":
         members = {name: replace(config, device=args.device, threads=args.threads)
                    for name, config in recipe.default_members(not args.quiet).items()}
-        run_dir = mixture.train_ensemble(args.store, table, args.out, members, fold_names=_fold_names(args.source))
-        if args.calibrate:
+        if args.calibrate:  # the proxy first, the model from its weights, then the system on top
             from coevofold.system import preparation
 
+            run_dir = preparation.train_model(args.out, args.store, table, members, _fold_names(args.source))
             preparation.prepare(run_dir, Path(args.store), table, members, Path(args.source).stem, not args.quiet)
+        else:
+            run_dir = mixture.train_ensemble(args.store, table, args.out, members, fold_names=_fold_names(args.source))
         print(f"model saved in {run_dir} (members in {run_dir / checkpoint.ENSEMBLE_MEMBERS}"
               f"{'; homology transfer and calibration prepared' if args.calibrate else ''})")
         return 0

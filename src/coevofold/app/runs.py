@@ -100,8 +100,8 @@ def cached_deepsf() -> tuple[pd.DataFrame, Path]:
 
 
 #: The default system's steps after its features, shared by ``quickstart`` and ``benchmark scop2``.
-MODEL_STEP = "the default model"
-SYSTEM_STEP = "the system (homology, templates, calibration proxy, combiner, calibration)"
+MODEL_STEP = "the default model (its calibration proxy first, then the model from the proxy's weights)"
+SYSTEM_STEP = "the system (homology, templates, the proxy's held-out rows searched, combiner, calibration)"
 SCORES_STEP = "scores of valid and test (template search) and tables"
 #: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
 #: (2026-12-02, commit 098f642, README), for the ETA each step's line states; a cached step takes seconds.
@@ -161,10 +161,12 @@ def default_system(name: str, table: pd.DataFrame, store_path: Path, model_dir: 
         if mixture.trained_as(model_dir, members, settings):
             print(f"default model: {model_dir} (cached)")
         else:
-            print(f"training the default model ({' + '.join(members)}) on {int((table['split'] == 'train').sum())} proteins")
-            if model_dir.exists():  # another recipe or other features: start afresh, not resume
+            print(f"training the default model ({' + '.join(members)}) on {int((table['split'] == 'train').sum())} "
+                  "proteins: first its calibration proxy (without held-out superfamilies, families and members), "
+                  "then the model from the proxy's weights (coevofold.system.preparation)")
+            if checkpoint.has_model(model_dir):  # another recipe or other features finished there: start afresh
                 shutil.rmtree(model_dir)
-            mixture.train_ensemble(store_path, table, model_dir, members, fold_names=fold_names)
+            preparation.train_model(model_dir, store_path, table, members, fold_names)
     with steps.step(SYSTEM_STEP):
         alignment = preparation.prepare(model_dir, store_path, table, members, name, progress)
     with steps.step(SCORES_STEP):

@@ -94,18 +94,38 @@ class HeldOut:
     proxy_temperature: float
 
 
+def train_proxy(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame,
+                members: dict) -> Path:
+    """Train (or reuse) the calibration proxy of ``members`` in ``model_dir``'s :data:`PROXY_DIR`."""
+    from coevofold.training import mixture
+
+    carved = splits.calibration_split(table[table["split"] != "excluded"])
+    if not any((carved["split"] == s).any() for s in splits.CALIBRATION_SPLITS):
+        raise CoevofoldError("calibration: the training set is too small to hold out superfamilies, families or members")
+    return Path(mixture.train_ensemble(store_path, carved, Path(model_dir) / PROXY_DIR, members))
+
+
+def train_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame, members: dict,
+                fold_names: dict[str, str] | None = None) -> Path:
+    """Train the proxy first, then the model of ``members`` on every training row, each member
+    starting from the proxy's (:func:`coevofold.training.trainer.warm_start`, ``warm_epochs``).
+
+    The proxy has to be trained for the calibration anyway; the model fine-tuned from it costs a
+    fraction of a second training from scratch (docs/research.md, issue 19).
+    """
+    from coevofold.training import mixture
+
+    proxy = train_proxy(model_dir, store_path, table, members)
+    return Path(mixture.train_ensemble(store_path, table, model_dir, members, fold_names, warm_from=proxy))
+
+
 def held_out(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame, members: dict,
              held_out_alignment: dict[str, np.ndarray] | None = None, progress: bool = True) -> HeldOut:
     """Train (or reuse) the proxy and its templates, and gather its evidence on the held-out rows."""
-    from coevofold.training import mixture
-
     table = table[table["split"] != "excluded"]
-    model_dir = Path(model_dir)
+    proxy = train_proxy(model_dir, store_path, table, members)
     carved = splits.calibration_split(table)
     kinds = [s for s in splits.CALIBRATION_SPLITS if (carved["split"] == s).any()]
-    if not kinds:
-        raise CoevofoldError("calibration: the training set is too small to hold out superfamilies, families or members")
-    proxy = Path(mixture.train_ensemble(store_path, carved, model_dir / PROXY_DIR, members))
     meta, probs, targets = scoring.model_scores(proxy, store_path, carved, (*kinds, "valid"))
     final_meta, final_probs, final_targets = scoring.model_scores(model_dir, store_path, table, ("valid",))
     if meta["classes"] != final_meta["classes"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from coevofold.errors import CoevofoldError
+from coevofold.features import store
 from coevofold.files import writable_dir, write_text
 from coevofold.training.checkpoint import (
     ENSEMBLE_MEMBERS,
@@ -77,21 +79,39 @@ def fit_ensemble_weights(probs: list[np.ndarray], targets: np.ndarray, steps: in
     return best
 
 
+def _member_done(folder: Path, config: TrainConfig, settings: dict, init_from: Path | None) -> bool:
+    """Whether ``folder`` holds this member finished: the same recipe, features and warm start."""
+    if not (folder / MODEL_WEIGHTS).is_file() or not (folder / MODEL_META).is_file():
+        return False
+    meta = read_meta(folder / MODEL_META)
+    asked = json.loads(json.dumps(asdict(config)))
+    return (meta.get("feature_settings") == settings and meta.get("model") == asked.pop("model")
+            and _recipe(meta.get("train", {})) == _recipe(asked)
+            and (meta.get("warm_start") is None) == (init_from is None))
+
+
 def train_ensemble(store_path: str | os.PathLike, table: pd.DataFrame, run_dir: str | os.PathLike,
-                   members: dict[str, TrainConfig], fold_names: dict[str, str] | None = None) -> Path:
+                   members: dict[str, TrainConfig], fold_names: dict[str, str] | None = None,
+                   warm_from: str | os.PathLike | None = None) -> Path:
     """Train each member (or reuse a finished one) and fit the mixture weights on ``valid``,
     one per :func:`seed_groups` group.
 
     ``run_dir/members/NAME`` holds each member's ordinary model folder; ``run_dir/model.json``
     the weights and every member's configuration. Loading it with :func:`load_model` gives an
-    :class:`~coevofold.models.ensemble.Ensemble`.
+    :class:`~coevofold.models.ensemble.Ensemble`. ``warm_from``: an ensemble of the same members
+    (the calibration proxy) whose members each member starts from (:func:`~coevofold.training.trainer.warm_start`).
+    A member folder left by an interrupted run resumes; one of another recipe is trained afresh.
     """
     run_dir = writable_dir(run_dir)
+    settings = store.read_settings(store_path)
     loaded = {}
     for name, config in members.items():
         folder = run_dir / ENSEMBLE_MEMBERS / name
-        if not (folder / MODEL_WEIGHTS).is_file():
-            train(store_path, table, folder, config, fold_names)
+        init_from = None if warm_from is None else Path(warm_from) / ENSEMBLE_MEMBERS / name
+        if not _member_done(folder, config, settings, init_from):
+            if (folder / MODEL_META).is_file():  # finished, but another recipe: not a run to resume
+                shutil.rmtree(folder)
+            train(store_path, table, folder, config, fold_names, init_from)
         loaded[name] = load_model(folder)
     metas = [meta for _, meta in loaded.values()]
     if any(meta["classes"] != metas[0]["classes"] for meta in metas):
@@ -115,6 +135,7 @@ def train_ensemble(store_path: str | os.PathLike, table: pd.DataFrame, run_dir: 
                   "members": {name: json.loads(json.dumps(asdict(config))) for name, config in members.items()}},
         best_val_acc=float((mixed.argmax(1) == valid.labels.numpy()).mean()),
         epochs=sum(meta["epochs"] for meta in metas),
+        warm_start=None if warm_from is None else str(warm_from),
     )
     write_text(run_dir / MODEL_META, json.dumps(meta, indent=1))
     return run_dir

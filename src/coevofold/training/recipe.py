@@ -16,7 +16,9 @@ def default_members(progress: bool = True) -> dict[str, TrainConfig]:
     weights, and one seed of the same MLP with light attention over the segment embeddings;
     one mixture weight per recipe, fitted on ``valid`` and shared equally by its seeds
     (:func:`coevofold.training.mixture.seed_groups`). Every AdamW member trains on
-    :class:`~coevofold.training.trainer.TrainConfig`'s fixed budget (12 epochs, cosine decay).
+    :class:`~coevofold.training.trainer.TrainConfig`'s fixed budget (12 epochs, cosine decay), or,
+    where the calibration proxy is trained first (``quickstart``, ``train --calibrate``:
+    :func:`coevofold.system.preparation.train_model`), 3 epochs from the proxy's member.
 
     Why four and not the twelve before (eight MLP and three attention seeds): averaging seeds
     lifts the model alone (on ``valid`` 40.4 % with 8 + 3 seeds, 39.5 % with 2 + 1), but not the

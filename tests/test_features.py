@@ -44,8 +44,9 @@ def four(domains: pd.DataFrame) -> pd.DataFrame:
     return domains.head(4)
 
 
-#: features with attention maps (the default store has none).
-MAPS = extraction.FeatureConfig(maps="layers")
+#: features with attention maps (the default store has none). In float32: the equivalences below
+#: (batching, the maps pass) hold to float rounding there; bfloat16's rounding depends on the batch.
+MAPS = extraction.FeatureConfig(maps="layers", precision="float32")
 
 
 @pytest.fixture(scope="module")
@@ -80,22 +81,36 @@ def test_bfloat16_extraction_stays_faithful_to_float32(plm, four):
     records the precision, so float32 features and models are never mixed with them; float32
     stores keep the identity they had before the field existed."""
     ids, sequences = four["id"].tolist(), four["sequence"].tolist()
-    fp32 = extraction.compute(plm, extraction.FeatureConfig(), ids, sequences)
+    fp32 = extraction.compute(plm, extraction.FeatureConfig(precision="float32"), ids, sequences)
     bf16 = extraction.compute(plm, extraction.FeatureConfig(precision="bfloat16"), ids, sequences)
     assert metrics.cosine(bf16.mean, fp32.mean).min() > 0.999
     assert metrics.cosine(bf16.layers, fp32.layers).min() > 0.999
     assert min(metrics.cosine(a, b).min() for a, b in zip(bf16.residues, fp32.residues, strict=True)) > 0.98
     assert not np.array_equal(bf16.mean, fp32.mean)  # the products did run in bfloat16
+    alone = _one_by_one(plm, extraction.FeatureConfig(precision="bfloat16"), four)  # batch-dependent rounding only
+    assert min(metrics.cosine(a, b).min() for a, b in zip(alone.residues, bf16.residues, strict=True)) > 0.98
     assert extraction.settings_of(plm, extraction.FeatureConfig(precision="bfloat16"))["precision"] == "bfloat16"
-    assert "precision" not in extraction.settings_of(plm, extraction.FeatureConfig())
+    assert "precision" not in extraction.settings_of(plm, extraction.FeatureConfig(precision="float32"))
     with pytest.raises(CoevofoldError, match="--precision must be one of"):
         extraction.FeatureConfig(precision="int8")
+
+
+def test_the_default_precision_is_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    """Without bfloat16 instructions autocast emulates it (slower than float32), so float32 is the default there."""
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(extraction, "native_bfloat16", lambda: native)
+        assert extraction.FeatureConfig().precision == expected
+    monkeypatch.undo()
+    monkeypatch.setattr(extraction.torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(extraction.torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert extraction.native_bfloat16()  # AMX alone is enough
 
 
 def test_the_default_features_are_the_maps_passes_embeddings_without_maps(plm, batched, four):
     """No attention maps by default: fused attention gives the embeddings of the eager pass that
     maps need, to float rounding."""
-    plain = extraction.compute(plm, extraction.FeatureConfig(), four["id"].tolist(), four["sequence"].tolist())
+    plain = extraction.compute(plm, extraction.FeatureConfig(precision="float32"), four["id"].tolist(),
+                               four["sequence"].tolist())
     assert plain.maps.shape == (4, 0, 32, 32) and all(c.size == 0 for c in plain.contacts)
     np.testing.assert_allclose(plain.embedding, batched.embedding, **FLOAT16)
     np.testing.assert_allclose(plain.layers, batched.layers, **FLOAT16)

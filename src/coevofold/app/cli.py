@@ -211,9 +211,10 @@ FEATURES = _Mirror(_feature_class, (
     ("embedding_layer", "hidden layer for embeddings (-1 = last)"),
     ("embedding_bins", "per-residue embeddings pooled to BINS segments", {"flag": "--bins"}),
     ("stride", "window step for chains longer than the model window"),
-    ("precision", "the pLM's matrix products: float32, or bfloat16 (autocast, 1.46x float32's speed on CPUs with "
-     "AVX-512 BF16; embeddings within cosine 0.989 of float32's; the default system calibrated a little worse on "
-     "them)", {"choices": ["float32", "bfloat16"]}),
+    ("precision", "the pLM's matrix products: float32, or bfloat16 (autocast; the default where the CPU has "
+     "AVX-512 BF16 or AMX, float32 elsewhere: 1.47x float32's proteins/s with AVX-512 BF16, embeddings within cosine "
+     "0.989 of float32's, the default system's accuracy and calibration within noise of float32's)",
+     {"choices": ["float32", "bfloat16"]}),
 ))
 
 
@@ -350,9 +351,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--calibrate", action="store_true",
                    help="with --model-type default: also prepare what predict's default system needs, as "
                         "quickstart does: homology transfer (Smith-Waterman search of valid against train; "
-                        "threshold chosen on valid) and calibrated probabilities (a proxy ensemble trained without "
-                        "held-out training superfamilies, families and members: about as long again as the "
-                        "training, plus its search)")
+                        "threshold chosen on valid) and calibrated probabilities (a proxy ensemble trained first without "
+                        "held-out training superfamilies, families and members, and searched on them; the model "
+                        "then trains 3 epochs a member from the proxy's weights instead of 12 from scratch)")
     g.add_argument("--levels", default=",".join(m.levels),
                    help="SCOP levels with a head of their own, comma-separated, fold first (e.g. fold,superfamily,family)")
     TRAIN.add(g)

@@ -102,10 +102,11 @@ def cached_deepsf() -> tuple[pd.DataFrame, Path]:
 #: The default system's steps after its features, shared by ``quickstart`` and ``benchmark scop2``.
 MODEL_STEP = "the default model (its calibration proxy first, then the model from the proxy's weights)"
 SYSTEM_STEP = "the system (homology, templates, the proxy's held-out rows searched, combiner, calibration)"
-SCORES_STEP = "scores of valid and test (template search) and tables"
+SCORES_STEP = "scores of the test levels (template search) and tables"
 #: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
-#: (2026-12-02, commit 098f642, README), for the ETA each step's line states; a cached step takes seconds.
-QUICKSTART_STEPS = {"features of DeepSF": 10.0, MODEL_STEP: 4.5, SYSTEM_STEP: 9.0, SCORES_STEP: 3.3}
+#: (2026-12-03, bfloat16 features, the model from its proxy's weights; README), for the ETA each
+#: step's line states; a cached step takes seconds.
+QUICKSTART_STEPS = {"features of DeepSF": 7.2, MODEL_STEP: 5.1, SYSTEM_STEP: 6.0, SCORES_STEP: 3.0}
 
 
 class Steps:
@@ -140,7 +141,7 @@ class SystemResults:
     #: behind homology transfer alone, the model alone, the probe, Smith-Waterman alone.
     rows: dict[str, dict]
     calibration: dict
-    #: the combined probabilities of valid and the test levels, and their Smith-Waterman scores.
+    #: the combined probabilities of the test levels; the Smith-Waterman scores of valid and the test levels.
     combined: scoring.Scored
     alignment: dict[str, np.ndarray]
 
@@ -171,7 +172,9 @@ def default_system(name: str, table: pd.DataFrame, store_path: Path, model_dir: 
         alignment = preparation.prepare(model_dir, store_path, table, members, name, progress)
     with steps.step(SCORES_STEP):
         scored = scoring.model_scores(model_dir, store_path, table, ("valid", *TEST_SPLITS))  # once, for all below
-        combined = evaluation.system_scores(model_dir, store_path, table, alignment, scored, progress)
+        # the test levels only: the combiner and the threshold are fitted, so nothing reads valid's (35 s of search)
+        tested = scoring.scores_for(model_dir, store_path, table, TEST_SPLITS, scored)
+        combined = evaluation.system_scores(model_dir, store_path, table, alignment, tested, progress)
         min_score = homology.read_settings(model_dir).min_score
         default = scoring.evaluate_model(model_dir, store_path, table, scored=scored)
         threshold, previous = evaluation.homology_first_results(model_dir, store_path, table, alignment, scored)

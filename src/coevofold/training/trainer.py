@@ -46,7 +46,7 @@ class TrainConfig:
     #: default model from its calibration proxy's members). On DeepSF ``valid``, from the proxy's:
     #: one MLP seed 38.6 % after 3 or 4 epochs, 37.4 after 6 (38.5 from scratch in 12); the light-
     #: attention MLP 37.0 after 3, 36.3 after 4 (38.2 from scratch); the default ensemble of four
-    #: 39.8 against 39.7 from scratch in 2.1 instead of 4.7 min (docs/research.md, issue 19).
+    #: 39.4-39.8 against 39.7 from scratch, in 1:51 instead of 4:45 (docs/research.md, issue 19).
     warm_epochs: int = 3
     #: epochs without validation improvement before stopping, keeping the best epoch on ``valid``;
     #: ``None``: a fixed budget of ``max_epochs``, the learning rate decayed to 0 by a cosine

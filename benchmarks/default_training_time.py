@@ -48,7 +48,7 @@ def main() -> None:
     members = recipe.default_members(False)
     print("the calibration proxy (held-out rows removed), from scratch:")
     started = time.perf_counter()
-    proxy = preparation.train_proxy(args.out / "warm", store_path, table, members)
+    proxy = preparation.train_proxy(args.out / "warm", store_path, preparation.calibration_rows(table)[0], members)
     proxy_seconds = round(time.perf_counter() - started)
     print(f"  {proxy_seconds} s in {proxy}")
     print("the model from scratch:")

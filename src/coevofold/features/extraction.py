@@ -34,6 +34,8 @@ from coevofold.logs import quiet_lightning
 MAP_KINDS = ("none", "layers", "heads")
 #: what ``FeatureConfig.precision`` may be.
 PRECISIONS = ("float32", "bfloat16")
+
+
 def native_bfloat16() -> bool:
     """Whether this CPU has bfloat16 matrix instructions (AVX-512 BF16 or AMX tiles).
 
@@ -92,7 +94,7 @@ class FeatureConfig:
     #: pooled 66.2 (float32: 28.0 / 55.0 / 98.2 / 66.0), ECE after calibration pooled 0.034, fold
     #: 0.112 (float32: 0.039, 0.123); embeddings' cosine to float32 >= 0.989 per residue, mean
     #: 0.99991 (``benchmarks/extraction_precision.py``; docs/research.md, issue 19).
-    precision: str = field(default_factory=lambda: default_precision())
+    precision: str = field(default_factory=default_precision)
 
     def __post_init__(self) -> None:
         if self.maps not in MAP_KINDS:

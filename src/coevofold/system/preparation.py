@@ -94,14 +94,22 @@ class HeldOut:
     proxy_temperature: float
 
 
-def train_proxy(model_dir: str | os.PathLike, store_path: str | os.PathLike, table: pd.DataFrame,
+def calibration_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` carved for the proxy (:func:`coevofold.data.splits.calibration_split`, excluded rows
+    dropped) and the calibration splits it holds out, refused when it holds none."""
+    carved = splits.calibration_split(table[table["split"] != "excluded"])
+    kinds = [s for s in splits.CALIBRATION_SPLITS if (carved["split"] == s).any()]
+    if not kinds:
+        raise CoevofoldError("calibration: the training set is too small to hold out superfamilies, families or members")
+    return carved, kinds
+
+
+def train_proxy(model_dir: str | os.PathLike, store_path: str | os.PathLike, carved: pd.DataFrame,
                 members: dict) -> Path:
-    """Train (or reuse) the calibration proxy of ``members`` in ``model_dir``'s :data:`PROXY_DIR`."""
+    """Train (or reuse) the calibration proxy of ``members`` on ``carved`` (:func:`calibration_rows`)
+    in ``model_dir``'s :data:`PROXY_DIR`."""
     from coevofold.training import mixture
 
-    carved = splits.calibration_split(table[table["split"] != "excluded"])
-    if not any((carved["split"] == s).any() for s in splits.CALIBRATION_SPLITS):
-        raise CoevofoldError("calibration: the training set is too small to hold out superfamilies, families or members")
     return Path(mixture.train_ensemble(store_path, carved, Path(model_dir) / PROXY_DIR, members))
 
 
@@ -115,7 +123,7 @@ def train_model(model_dir: str | os.PathLike, store_path: str | os.PathLike, tab
     """
     from coevofold.training import mixture
 
-    proxy = train_proxy(model_dir, store_path, table, members)
+    proxy = train_proxy(model_dir, store_path, calibration_rows(table)[0], members)
     return Path(mixture.train_ensemble(store_path, table, model_dir, members, fold_names, warm_from=proxy))
 
 
@@ -123,9 +131,8 @@ def held_out(model_dir: str | os.PathLike, store_path: str | os.PathLike, table:
              held_out_alignment: dict[str, np.ndarray] | None = None, progress: bool = True) -> HeldOut:
     """Train (or reuse) the proxy and its templates, and gather its evidence on the held-out rows."""
     table = table[table["split"] != "excluded"]
-    proxy = train_proxy(model_dir, store_path, table, members)
-    carved = splits.calibration_split(table)
-    kinds = [s for s in splits.CALIBRATION_SPLITS if (carved["split"] == s).any()]
+    carved, kinds = calibration_rows(table)
+    proxy = train_proxy(model_dir, store_path, carved, members)
     meta, probs, targets = scoring.model_scores(proxy, store_path, carved, (*kinds, "valid"))
     final_meta, final_probs, final_targets = scoring.model_scores(model_dir, store_path, table, ("valid",))
     if meta["classes"] != final_meta["classes"]:

@@ -26,6 +26,7 @@ from coevofold.errors import CoevofoldError
 from coevofold.features import store
 from coevofold.files import writable_dir, write_text
 from coevofold.logs import quiet_lightning
+from coevofold.metrics import encode_labels
 from coevofold.models.registry import LINEAR, MODELS, Batch, FoldClassifier, ModelConfig
 from coevofold.training.checkpoint import METRICS, SplitData, load_model, load_split, predict_proba, save_model
 
@@ -408,11 +409,9 @@ def warm_start(classifier: FoldClassifier, classes: list[str], level_classes: di
                 continue
             if key.startswith("heads."):
                 theirs, mine = named[key.split(".")[1]]
-                where = {name: i for i, name in enumerate(theirs)}
-                shared = [(i, where[name]) for i, name in enumerate(mine) if name in where]
-                if shared:
-                    rows, source_rows = map(torch.tensor, zip(*shared))
-                    target[key][rows] = value[source_rows]
+                source_rows = torch.from_numpy(encode_labels(mine, theirs))  # UNSEEN (-1) where the source lacks it
+                seen = source_rows >= 0
+                target[key][seen] = value[source_rows[seen]]
             else:
                 target[key].copy_(value)
 

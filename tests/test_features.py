@@ -393,6 +393,20 @@ def test_store_records_model_name_and_version(tmp_path, plm, four):
         assert "weights_sha256" in f.attrs["settings"]
 
 
+def test_whole_reads_of_a_store_are_kept_until_the_file_changes(tmp_path, plm, four):
+    out = extraction.extract(four.head(3), tmp_path / "s.h5", extraction.FeatureConfig(),
+                             extraction.RunConfig(progress=False, device="cpu"), plm=plm)
+    first = store.read_rows(out)
+    again = store.read_rows(out)
+    assert np.array_equal(first.layers, again.layers)
+    again.layers[:] = 0  # a caller's rows are its own copy: the kept arrays are untouched
+    assert np.array_equal(store.read_rows(out).layers, first.layers)
+    changed = store.read_rows(out, residues=True).select([2, 1, 0])
+    changed.layers = changed.layers + np.float16(1)
+    store.write_file(out, changed, store.read_settings(out))  # rewritten in place: read afresh
+    assert np.array_equal(store.read_rows(out, first.ids).layers, first.layers + np.float16(1))
+
+
 @pytest.mark.slow
 def test_two_processes_write_shards_that_merge_into_one_store(plm, four, model_dir, tmp_path):
     """Scale-out path: `--devices 2` (DDP on CPU) gives the same store as one process."""

@@ -204,7 +204,7 @@ def read_rows(path: str | os.PathLike, ids: list[str] | None = None, residues: b
             else:
                 flat = f["contact"][()]
                 contacts = [flat[offsets[n]:offsets[n + 1]] for n in order]
-            arrays = {name: _take(f[name], order) if few else f[name][()][order] for name in _ROW_ARRAYS}
+            arrays = {name: _take(f[name], order) if few else _whole(path, f, name)[order] for name in _ROW_ARRAYS}
             rows = FeatureRows(
                 ids=[stored[n] for n in order],
                 sequences=[sequences[n] for n in order],
@@ -215,6 +215,29 @@ def read_rows(path: str | os.PathLike, ids: list[str] | None = None, residues: b
         except (KeyError, OSError, ValueError) as exc:
             raise CoevofoldError(f"{path}: damaged feature store ({exc}); delete it and extract again") from None
     return rows
+
+
+#: the last store's whole row arrays, decompressed, keyed by (path, mtime, size): see :func:`_whole`.
+_WHOLE: dict[tuple, dict[str, np.ndarray]] = {}
+
+
+def _whole(path: Path, f: h5py.File, name: str) -> np.ndarray:
+    """``f[name][()]``, kept for the next whole read of the same, unchanged store file.
+
+    A quickstart reads the whole store's row arrays a dozen times (each member, the proxy, every
+    scoring): each read decompressed ~430 MB of gzip chunks again, ~80 s of the main job in all
+    (py-spy, issue 19). One store is kept (~430 MB for DeepSF); a store rewritten in place (a
+    merge) has another mtime or size, so it is read afresh. Callers index the result, which copies.
+    """
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+    if key not in _WHOLE:
+        _WHOLE.clear()
+        _WHOLE[key] = {}
+    kept = _WHOLE[key]
+    if name not in kept:
+        kept[name] = f[name][()]
+    return kept[name]
 
 
 def _residues(f: h5py.File, order: np.ndarray, few: bool) -> list[np.ndarray]:

@@ -403,7 +403,7 @@ def test_whole_reads_of_a_store_are_kept_until_the_file_changes(tmp_path, plm, f
     assert np.array_equal(store.read_rows(out).layers, first.layers)
     changed = store.read_rows(out, residues=True).select([2, 1, 0])
     changed.layers = changed.layers + np.float16(1)
-    store.write_file(out, changed, store.read_settings(out))  # rewritten in place: read afresh
+    store.write_file(out, changed, store.read_settings(out))  # rewritten (a new file renamed over it): read afresh
     assert np.array_equal(store.read_rows(out, first.ids).layers, first.layers + np.float16(1))
 
 

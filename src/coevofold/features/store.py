@@ -204,7 +204,10 @@ def read_rows(path: str | os.PathLike, ids: list[str] | None = None, residues: b
             else:
                 flat = f["contact"][()]
                 contacts = [flat[offsets[n]:offsets[n + 1]] for n in order]
-            arrays = {name: _take(f[name], order) if few else _whole(path, f, name)[order] for name in _ROW_ARRAYS}
+            if few:
+                arrays = {name: _take(f[name], order) for name in _ROW_ARRAYS}
+            else:
+                arrays = {name: array[order] for name, array in _whole_arrays(path, f).items()}
             rows = FeatureRows(
                 ids=[stored[n] for n in order],
                 sequences=[sequences[n] for n in order],
@@ -217,27 +220,25 @@ def read_rows(path: str | os.PathLike, ids: list[str] | None = None, residues: b
     return rows
 
 
-#: the last store's whole row arrays, decompressed, keyed by (path, mtime, size): see :func:`_whole`.
+#: the last store's whole row arrays, decompressed, keyed by the file's identity: see :func:`_whole_arrays`.
 _WHOLE: dict[tuple, dict[str, np.ndarray]] = {}
 
 
-def _whole(path: Path, f: h5py.File, name: str) -> np.ndarray:
-    """``f[name][()]``, kept for the next whole read of the same, unchanged store file.
+def _whole_arrays(path: Path, f: h5py.File) -> dict[str, np.ndarray]:
+    """Every row array of ``f`` read whole, kept for the next whole read of the same, unchanged file.
 
     A quickstart reads the whole store's row arrays a dozen times (each member, the proxy, every
     scoring): each read decompressed ~430 MB of gzip chunks again, ~80 s of the main job in all
-    (py-spy, issue 19). One store is kept (~430 MB for DeepSF); a store rewritten in place (a
-    merge) has another mtime or size, so it is read afresh. Callers index the result, which copies.
+    (py-spy, issue 19). One store is kept (~430 MB for DeepSF). The key is the file's path, inode,
+    times and size: a store rewritten (a merge writes a new file and renames it) is read afresh.
+    Callers index the arrays, which copies, so the kept ones never change.
     """
     stat = path.stat()
     key = (str(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
     if key not in _WHOLE:
         _WHOLE.clear()
-        _WHOLE[key] = {}
-    kept = _WHOLE[key]
-    if name not in kept:
-        kept[name] = f[name][()]
-    return kept[name]
+        _WHOLE[key] = {name: f[name][()] for name in _ROW_ARRAYS}
+    return _WHOLE[key]
 
 
 def _residues(f: h5py.File, order: np.ndarray, few: bool) -> list[np.ndarray]:

@@ -11,7 +11,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -405,6 +407,50 @@ def test_whole_reads_of_a_store_are_kept_until_the_file_changes(tmp_path, plm, f
     changed.layers = changed.layers + np.float16(1)
     store.write_file(out, changed, store.read_settings(out))  # rewritten (a new file renamed over it): read afresh
     assert np.array_equal(store.read_rows(out, first.ids).layers, first.layers + np.float16(1))
+
+
+def _synthetic_rows(ids: list[str], seed: int, channels: int = 2) -> store.FeatureRows:
+    """Rows of random features shaped as a store's (no pLM needed: the merge only moves bytes)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(5, 40, len(ids))
+    return store.FeatureRows(
+        ids=ids, sequences=["A" * n for n in lengths],
+        maps=rng.random((len(ids), channels, 8, 8)).astype(np.float16),
+        embedding=rng.random((len(ids), 4, 6)).astype(np.float16),
+        mean=rng.random((len(ids), 6)).astype(np.float32),
+        contacts=[rng.integers(0, 256, n * (n - 1) // 2).astype(np.uint8) for n in lengths],
+        layers=rng.random((len(ids), 3, 6)).astype(np.float16),
+        residues=[rng.random((n, 5)).astype(np.float16) for n in lengths])
+
+
+@pytest.mark.parametrize("channels", [2, 0])
+def test_a_merge_copies_whole_chunks_and_keeps_every_first_copy(tmp_path, channels):
+    """A store and parts of odd and even sizes, a duplicate id, and a part written with another
+    chunking: the merge keeps each id's first copy, bit for bit, whatever it copied compressed."""
+    out, settings = tmp_path / "s.h5", {"grid": 8}
+    old = _synthetic_rows([f"s{i}" for i in range(5)], 0, channels)
+    store.write_file(out, old, settings)
+    parts = [_synthetic_rows([f"a{i}" for i in range(4)], 1, channels),
+             _synthetic_rows(["b0", "s1", "b1", "b2"], 2, channels),  # s1 is already in the store
+             _synthetic_rows(["c0"], 3, channels)]
+    for n, rows in enumerate(parts):
+        store.write_file(store.parts_dir(out) / f"part-{n}.h5", rows, settings)
+    with mock.patch.object(store, "_CHUNK_ROWS", 3):  # another chunking: read and compressed anew
+        store.write_file(store.parts_dir(out) / "part-3.h5", _synthetic_rows(["d0", "d1", "d2"], 4, channels), settings)
+    with mock.patch.object(store, "_take", wraps=store._take) as anew:
+        assert store.merge(out, settings) == 4 + 3 + 1 + 3
+    # read and compressed anew: s4 (the store's odd row), b0 (its chunk's partner s1 is dropped),
+    # c0 (a one-row part's chunk is one row) and d0-d2; every other chunk was copied as it was
+    assert sum(len(call.args[1]) for call in anew.call_args_list) == 6 * (4 if channels else 3)
+    wanted = store.FeatureRows.concat([old, parts[0], parts[1].select([0, 2, 3]), parts[2],
+                                       _synthetic_rows(["d0", "d1", "d2"], 4, channels)])
+    merged = store.read_rows(out, wanted.ids, residues=True)
+    _assert_rows_equal(merged, wanted)
+    assert np.array_equal(merged.layers, wanted.layers)
+    assert all(np.array_equal(a, b) for a, b in zip(merged.residues, wanted.residues, strict=True))
+    assert not store.parts_dir(out).exists()
+    with h5py.File(out) as f:
+        assert f["layers"].chunks == (2, 3, 6) and sorted(f["id"].asstr()[()]) == sorted(wanted.ids)
 
 
 @pytest.mark.slow

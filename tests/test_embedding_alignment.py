@@ -97,6 +97,10 @@ def test_block_scores_equals_scoring_each_block_alone():
     sim = rng.integers(-16000, 16000, (offsets[-1], 21)).astype(np.int32)
     expected = [local_score(zscore(sim[a:b]), 1.0) for a, b in zip(offsets[:-1], offsets[1:])]
     np.testing.assert_array_equal(block_scores(sim, offsets, 1.0), np.array(expected, F32))
+    # the search's layout: columns past the query's are zero padding, and never read
+    padded = np.zeros((len(sim), 64), np.int32)
+    padded[:, :21] = sim
+    np.testing.assert_array_equal(block_scores(padded, offsets, 1.0, 21), np.array(expected, F32))
     np.testing.assert_allclose(zscore(sim), zscore(sim.astype(F32) / 16000), atol=1e-5)  # scale-free
 
 

@@ -16,8 +16,8 @@ Why a linear gap penalty: with one penalty per gap step the dynamic programme ne
 matrix (a single row when only the score is wanted) instead of the three that affine gaps need,
 which keeps the work per template small when a query meets a whole library.
 
-All arithmetic is float32 without fastmath, so results do not depend on thread count or on
-whether a kernel runs alone or inside :func:`block_scores`. Inputs are C-contiguous float32, or
+Sums are exact (integers) or float64 and the rest float32, without fastmath, so results do not
+depend on thread count or on whether a kernel runs alone or inside :func:`block_scores`. Inputs are C-contiguous float32, or
 int32 (the template search's int8 products: z-scores are the same at any scale of the similarity).
 """
 
@@ -30,66 +30,58 @@ from numba import njit, prange
 EPS = np.float32(1e-6)
 
 
-#: independent partial sums per row: without fastmath a float sum is one dependent chain (~4
-#: cycles an element); eight chains let the compiler fill a vector register.
-_CHAINS = 8
-
-
 @njit(cache=True)
-def _row_sums(x: np.ndarray, shift: np.ndarray, squared: bool, out: np.ndarray) -> None:
-    """out[i] = sum over j of (x[i, j] - shift[i]), squared or not, in :data:`_CHAINS` partial sums."""
-    m, n = x.shape
-    head = n - n % _CHAINS
-    acc = np.zeros(_CHAINS, np.float32)
+def _moments(sim: np.ndarray, n: int, row_mean: np.ndarray, row_half_inv: np.ndarray, col_mean: np.ndarray,
+             col_half_inv: np.ndarray) -> None:
+    """Every row's and column's mean and 0.5 / (population std + EPS) of ``sim[:, :n]``, in one pass.
+
+    Sums and sums of squares accumulate in integers for the search's int32 products: exact (the
+    largest, 1,022 residues of 127^2 squared, stay below 2^53), so in any order, which lets the
+    compiler vectorise a row's sum without fastmath. Float inputs accumulate in float64. The
+    spread comes from (n sum(v^2) - sum(v)^2) / n^2, exact for integers, where a second pass
+    over the centred values and a float32 copy had cost as much again (with 16 lanes, 1.35-1.55x
+    the whole kernel on random blocks of 350 templates, queries of 90-300 residues; docs/research.md).
+    """
+    m = sim.shape[0]
+    col_sum = np.zeros(n, np.float64)
+    col_sq = np.zeros(n, np.float64)
     for i in range(m):
-        acc[:] = np.float32(0.0)
-        for j in range(0, head, _CHAINS):
-            for c in range(_CHAINS):
-                d = x[i, j + c] - shift[i]
-                acc[c] += d * d if squared else d
-        total = np.float32(0.0)
-        for j in range(head, n):
-            d = x[i, j] - shift[i]
-            total += d * d if squared else d
-        for c in range(_CHAINS):
-            total += acc[c]
-        out[i] = total
+        total = 0
+        squares = 0
+        for j in range(n):
+            v = sim[i, j]
+            square = v * v
+            total += v
+            squares += square
+            col_sum[j] += v
+            col_sq[j] += square
+        var = max((n * squares - total * total) / (n * n), 0.0)
+        row_mean[i] = np.float32(total / n)
+        row_half_inv[i] = np.float32(0.5) / (np.float32(np.sqrt(var)) + EPS)
+    for j in range(n):
+        var = max((m * col_sq[j] - col_sum[j] * col_sum[j]) / (m * m), 0.0)
+        col_mean[j] = np.float32(col_sum[j] / m)
+        col_half_inv[j] = np.float32(0.5) / (np.float32(np.sqrt(var)) + EPS)
 
 
 @njit(cache=True)
 def zscore_into(sim: np.ndarray, out: np.ndarray) -> None:
-    """Write (row_z + col_z) / 2 of a [m, n] similarity matrix into ``out`` [m, n] (population
-    std, plus EPS); ``out`` may be a strided view (a lane of :func:`block_scores`' layout).
+    """Write (row_z + col_z) / 2 of a similarity matrix into ``out`` [m, n] (population std, plus
+    EPS); ``out`` may be a strided view (a lane of :func:`block_scores`' layout). ``sim`` [m, >= n]:
+    columns past ``out``'s are padding, never read (a C-contiguous ``sim`` with padding compiles
+    to unit-stride loops; the same matrix sliced to n columns would not, and ran 1.5-2.5x slower).
 
     Averaging both directions makes the result symmetric in query and template: neither
-    protein's background level decides the score alone. The passes run over a contiguous float32
-    copy; only the last one writes ``out``.
+    protein's background level decides the score alone. Halves are folded into the reciprocal
+    spreads: one multiply per element instead of two divisions.
     """
-    m, n = sim.shape
-    x = np.empty((m, n), np.float32)
-    col_mean = np.zeros(n, np.float32)
+    m, n = out.shape
+    row_mean, row_half_inv = np.empty(m, np.float32), np.empty(m, np.float32)
+    col_mean, col_half_inv = np.empty(n, np.float32), np.empty(n, np.float32)
+    _moments(sim, n, row_mean, row_half_inv, col_mean, col_half_inv)
     for i in range(m):
         for j in range(n):
             v = np.float32(sim[i, j])
-            x[i, j] = v
-            col_mean[j] += v
-    col_mean /= np.float32(m)
-    row_mean = np.empty(m, np.float32)
-    _row_sums(x, np.zeros(m, np.float32), False, row_mean)
-    row_mean /= np.float32(n)
-    row_var = np.empty(m, np.float32)
-    _row_sums(x, row_mean, True, row_var)
-    col_var = np.zeros(n, np.float32)
-    for i in range(m):
-        for j in range(n):
-            e = x[i, j] - col_mean[j]
-            col_var[j] += e * e
-    # Halves folded into reciprocal spreads: one multiply per element instead of two divisions.
-    row_half_inv = np.float32(0.5) / (np.sqrt(row_var / np.float32(n)) + EPS)
-    col_half_inv = np.float32(0.5) / (np.sqrt(col_var / np.float32(m)) + EPS)
-    for i in range(m):
-        for j in range(n):
-            v = x[i, j]
             out[i, j] = (v - row_mean[i]) * row_half_inv[i] + (v - col_mean[j]) * col_half_inv[j]
 
 
@@ -160,9 +152,10 @@ def local_alignment(z: np.ndarray, gap: float) -> tuple[float, np.ndarray]:
     return best, pairs[:k][::-1].copy()
 
 
-#: templates aligned side by side in SIMD lanes (a vector register of float32 on AVX2; 16 on
-#: AVX-512 would need lanes of similar length twice as often).
-LANES = 8
+#: templates aligned side by side in SIMD lanes: 16 float32, one AVX-512 register or two AVX2
+#: ones (two independent chains); 1.05-1.15x the kernel with 8, padding included: 350 templates
+#: sorted by length leave groups of 16 of similar lengths.
+LANES = 16
 
 
 @njit(cache=True)
@@ -197,10 +190,11 @@ def _lane_scores(z: np.ndarray, gap: np.float32) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True)
-def block_scores(sim: np.ndarray, offsets: np.ndarray, gap: float) -> np.ndarray:
+def block_scores(sim: np.ndarray, offsets: np.ndarray, gap: float, columns: int = -1) -> np.ndarray:
     """local_score of the z-scored block of each template, float32 [K], LANES templates at a time.
 
-    sim [N, m] holds all templates' residues against the query's m residues, templates stacked
+    sim [N, >= m] holds all templates' residues against the query's m residues (``columns``;
+    -1: all of sim's; the rest are padding, as :func:`zscore_into` reads it), templates stacked
     by rows: rows offsets[k]:offsets[k + 1] belong to template k, so each block is contiguous
     (z-scores on strided column blocks ran at half the speed). A local score and the z-scores are
     the same for a matrix and its transpose, so which protein runs along the rows does not
@@ -210,7 +204,7 @@ def block_scores(sim: np.ndarray, offsets: np.ndarray, gap: float) -> np.ndarray
     """
     g = np.float32(gap)
     n_blocks = offsets.shape[0] - 1
-    m = sim.shape[1]
+    m = sim.shape[1] if columns < 0 else columns
     lengths = offsets[1:] - offsets[:-1]
     order = np.argsort(lengths)
     out = np.empty(n_blocks, np.float32)

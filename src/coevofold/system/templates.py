@@ -247,9 +247,9 @@ class TemplateSearch:
 
     def _similarity(self, unit: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Cosines of the ``chosen`` templates' residues against the query's, x 127^2 (int32
-        [sum Lt, Lq]: templates stacked by rows, as :func:`~coevofold.system.embedding_alignment.block_scores`
-        reads them; a view of the instance's buffer), and where each template's rows start
-        (offsets [K + 1]).
+        [sum Lt, Lq rounded up to :data:`_ROWS`], zeros past Lq: templates stacked by rows, as
+        :func:`~coevofold.system.embedding_alignment.block_scores` reads them; a C-contiguous
+        view of the instance's buffer), and where each template's rows start (offsets [K + 1]).
 
         The query is quantised to int8 like the templates and the product runs in int8 with int32
         sums (VNNI): 1.6x the bfloat16 product on 2 cores, and the int32 matrix goes to the
@@ -266,13 +266,13 @@ class TemplateSearch:
             self._products = torch.empty(cells, dtype=torch.int32)
         products = self._products[:cells].view(len(stacked), len(query))
         torch._int_mm(stacked, query.T, out=products)
-        return products.numpy()[:n, :m], offsets
+        return products.numpy()[:n], offsets
 
     def align(self, residues: np.ndarray, template: int) -> tuple[float, np.ndarray]:
         """The local alignment of one query to one template: (raw score, aligned (query, template) pairs)."""
         unit = unit_rows(residues, self.templates.center)
         sim, _ = self._similarity(unit, np.array([template]))
-        return ea.local_alignment(ea.zscore(sim.T), self.config.gap)
+        return ea.local_alignment(ea.zscore(np.ascontiguousarray(sim[:, : len(unit)].T)), self.config.gap)
 
     def search_one(self, residues: np.ndarray) -> tuple[np.ndarray, ...]:
         """One query: (template index, z, normalised score) of the prefiltered templates best first."""
@@ -282,7 +282,7 @@ class TemplateSearch:
         k = min(config.prefilter, len(t))
         chosen = np.argpartition(-cosine, k - 1)[:k] if k < len(t) else np.arange(len(t))
         both = np.concatenate([chosen, self.decoys])
-        raw = np.concatenate([ea.block_scores(*self._similarity(unit, both[group]), config.gap)
+        raw = np.concatenate([ea.block_scores(*self._similarity(unit, both[group]), config.gap, len(unit))
                               for group in column_groups(t.lengths[both], columns_per_product(len(unit)))])
         score = ea.normalized(raw, len(unit), t.lengths[both]).astype(np.float32)
         background = score[k:]

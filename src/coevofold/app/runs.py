@@ -103,10 +103,10 @@ def cached_deepsf() -> tuple[pd.DataFrame, Path]:
 MODEL_STEP = "the default model (its calibration proxy first, then the model from the proxy's weights)"
 SYSTEM_STEP = "the system (homology, templates, the proxy's held-out rows searched, combiner, calibration)"
 SCORES_STEP = "scores of the test levels (template search) and tables"
-#: The main job's steps and their minutes on 2 idle cores, measured on a fresh cache
-#: (2026-12-03, bfloat16 features, the model from its proxy's weights; README), for the ETA each
-#: step's line states; a cached step takes seconds.
-QUICKSTART_STEPS = {"features of DeepSF": 7.2, MODEL_STEP: 5.1, SYSTEM_STEP: 6.0, SCORES_STEP: 3.0}
+#: The main job's steps and their minutes on 2 idle cores, the mean of two fresh runs on two
+#: machines (2026-12-04, commit b686a58; README), for the ETA each step's line states; a cached
+#: step takes seconds.
+QUICKSTART_STEPS = {"features of DeepSF": 4.9, MODEL_STEP: 4.7, SYSTEM_STEP: 4.7, SCORES_STEP: 2.6}
 
 
 class Steps:

@@ -548,9 +548,9 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
              "a proxy of the model. probability: calibrated on the same held-out rows (cross-fitted) so that it "
              "reads as how often such an answer is right; per sequence the probabilities sum to at most 1. "
              "confidence: the band of the calibrated probability, high (>= 0.9), medium (>= 0.5) or low"
-             "; measured precision of the top-1 answer per band on the DeepSF test levels (coevofold quickstart): "
-             "fold level high 0.91, medium 0.46, low 0.17; superfamily level 0.98 / 0.71 / 0.25; family level "
-             "1.00 / 0.92 / 0.55. "
+             "; measured precision of the top-1 answer per band on the DeepSF test levels (coevofold quickstart, "
+             "2026-12-04): fold level high 0.83, medium 0.47, low 0.17; superfamily level 0.98 / 0.73 / 0.26; family "
+             "level 1.00 / 0.92 / 0.54. "
              "A model folder without calibration.json reports the raw model probability (alignment rows: the "
              "validation hit rate of the rank) and no confidence. Without --checkpoint the default model made by "
              "'coevofold quickstart' is used.")

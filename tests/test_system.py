@@ -24,8 +24,9 @@ def test_templates_save_load_round_trip(system_run, tmp_path):
     train = table[table["split"] == "train"]
     assert loaded.ids.tolist() == train["id"].tolist() and loaded.folds.tolist() == train["fold"].tolist()
     assert loaded.lengths.tolist() == train["sequence"].str.len().tolist()
-    for name in ("offsets", "vectors", "pooled", "center"):
+    for name in ("offsets", "vectors", "pooled", "center", "removed"):
         assert np.array_equal(np.asarray(getattr(loaded, name)), getattr(built, name)), name
+    assert loaded.removed.shape == (templates.TOP_COMPONENTS, loaded.vectors.shape[1])
     # unit vectors quantised to int8: norms within rounding of 127
     norms = np.linalg.norm(np.asarray(loaded.vectors, dtype=np.float32), axis=1)
     assert np.allclose(norms, 127, atol=3)
@@ -33,9 +34,32 @@ def test_templates_save_load_round_trip(system_run, tmp_path):
     a = templates.TemplateSearch(built).search(queries.residues, False)
     b = templates.TemplateSearch(loaded).search(queries.residues, False)
     assert np.array_equal(a.index, b.index) and np.allclose(a.z, b.z)
+    # a folder saved before the directions were removed still loads, and searches without them
+    with np.load(tmp_path / templates.TEMPLATES_FILE) as meta:
+        legacy = {key: meta[key] for key in meta.files if key != "removed"}
+    np.savez(tmp_path / templates.TEMPLATES_FILE, **legacy)
+    assert templates.load_templates(tmp_path).removed.shape == (0, loaded.vectors.shape[1])
     (tmp_path / templates.VECTORS_FILE).write_bytes(b"broken")
     with pytest.raises(CoevofoldError, match="template search files"):
         templates.load_templates(tmp_path)
+
+
+def test_unit_rows_remove_the_top_directions():
+    """The removed directions are the sample's top principal axes, orthonormal; what is left is
+    orthogonal to them, unit length, and without directions the rows are only centred and scaled."""
+    rng = np.random.default_rng(0)
+    axis = np.zeros(6, np.float32)
+    axis[2] = 1.0
+    residues = [rng.normal(size=(30, 6)).astype(np.float32) + np.outer(rng.normal(scale=10, size=30), axis)
+                for _ in range(5)]
+    center = np.concatenate(residues).mean(axis=0)
+    removed = templates.top_directions(residues, center, k=1)
+    assert removed.shape == (1, 6) and abs(abs(removed[0, 2]) - 1) < 0.02
+    unit = templates.unit_rows(residues[0], center, removed)
+    assert np.allclose(np.linalg.norm(unit, axis=1), 1, atol=1e-5) and np.allclose(unit @ removed.T, 0, atol=1e-5)
+    plain = residues[0] - center
+    assert np.allclose(templates.unit_rows(residues[0], center), plain / np.linalg.norm(plain, axis=1, keepdims=True))
+    assert templates.top_directions(residues, center, k=0).shape == (0, 6)
 
 
 def test_search_finds_itself_and_prefilter_recall(system_run):

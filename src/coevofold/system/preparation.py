@@ -56,13 +56,15 @@ def cached_hits(found: templates.Templates, store_path: str | os.PathLike, table
                 config: templates.SearchConfig | None = None, progress: bool = True) -> templates.Hits:
     """The template search of ``split``'s rows against the templates ``found``, cached.
 
-    Keyed on the templates' ids, the queries' ids and sequences, and the search settings: the
+    Keyed on the templates' ids and how their vectors were made (centre, removed directions), the
+    queries' ids and sequences, and the search settings: the
     search takes minutes for DeepSF's valid and test sets, and re-runs of quickstart reuse it.
     """
     config = config or templates.SearchConfig()
     rows = table[table["split"] == split]
+    vectors = hashlib.sha1(found.center.tobytes() + found.removed.tobytes()).hexdigest()
     key = hashlib.sha1("\n".join([*found.ids.tolist(), "|", *rows["id"], *rows["sequence"], repr(config),
-                                  str(store_path)]).encode()).hexdigest()[:12]
+                                  str(store_path), vectors]).encode()).hexdigest()[:12]
     path = cache_dir() / "template_hits" / f"{split}-{key}.npz"
     if path.exists():
         return templates.Hits.load(path)

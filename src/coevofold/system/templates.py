@@ -40,9 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from sklearn.decomposition import PCA
+from tqdm.auto import tqdm
 
 from coevofold.errors import CoevofoldError
 from coevofold.features import store
@@ -115,7 +114,7 @@ class Templates:
     ids: np.ndarray  # [T] str
     folds: np.ndarray  # [T] str
     offsets: np.ndarray  # [T + 1] int64, rows of ``vectors`` per template
-    vectors: np.ndarray  # [sum L, D] int8, unit(residue - center) x 127
+    vectors: np.ndarray  # [sum L, D] int8, unit_rows(residue, center, removed) x 127
     pooled: np.ndarray  # [T, D] float32, unit mean of each template's unit vectors
     center: np.ndarray  # [D] float32
     removed: np.ndarray  # [K, D] float32, orthonormal directions projected out (K = 0: none)

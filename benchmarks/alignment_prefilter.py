@@ -81,7 +81,7 @@ def main() -> None:
     lengths = np.array([len(s) for s in train], dtype=np.float64)
     picked = table[table["split"].isin(("valid", *TEST_SPLITS))].sample(n=args.queries, random_state=0)
     queries = store.read_rows(store_path, picked["id"].tolist(), residues=True)
-    pooled = np.stack([templates.pooled_unit(templates.unit_rows(r, found.center, found.removed)) for r in queries.residues])
+    pooled = np.stack([templates.pooled_unit(found.unit(r)) for r in queries.residues])
     cosine = pooled @ found.pooled.T
     started = time.perf_counter()
     database = pyopal.Database(train)  # encoded once, as the search does

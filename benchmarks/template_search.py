@@ -74,7 +74,7 @@ def bytes_and_quantisation(model_dir: Path, store_path: Path, table, rows: prepa
     carved = splits.calibration_split(table)
     quantised = templates.load_templates(proxy)
     train = store.read_rows(store_path, quantised.ids.tolist(), residues=True)
-    exact = replace(quantised, vectors=np.concatenate([templates.unit_rows(r, quantised.center, quantised.removed) * 127.0
+    exact = replace(quantised, vectors=np.concatenate([quantised.unit(r) * 127.0
                                                        for r in train.residues]))
 
     class _Float(templates.TemplateSearch):

@@ -126,6 +126,10 @@ class Templates:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def unit(self, residues: np.ndarray) -> np.ndarray:
+        """A query's residues made as these templates' vectors were (:func:`unit_rows`)."""
+        return unit_rows(residues, self.center, self.removed)
+
     def save(self, folder: str | os.PathLike) -> None:
         folder = Path(folder)
         with atomic_path(folder / VECTORS_FILE) as tmp, open(tmp, "wb") as handle:
@@ -303,14 +307,14 @@ class TemplateSearch:
 
     def align(self, residues: np.ndarray, template: int) -> tuple[float, np.ndarray]:
         """The local alignment of one query to one template: (raw score, aligned (query, template) pairs)."""
-        unit = unit_rows(residues, self.templates.center, self.templates.removed)
+        unit = self.templates.unit(residues)
         sim, _ = self._similarity(unit, np.array([template]))
         return ea.local_alignment(ea.zscore(np.ascontiguousarray(sim[:, : len(unit)].T)), self.config.gap)
 
     def search_one(self, residues: np.ndarray) -> tuple[np.ndarray, ...]:
         """One query: (template index, z, normalised score) of the prefiltered templates best first."""
         t, config = self.templates, self.config
-        unit = unit_rows(residues, t.center, t.removed)
+        unit = t.unit(residues)
         cosine = (self._pooled @ torch.from_numpy(pooled_unit(unit))).numpy()
         k = min(config.prefilter, len(t))
         chosen = np.argpartition(-cosine, k - 1)[:k] if k < len(t) else np.arange(len(t))

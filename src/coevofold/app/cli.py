@@ -478,7 +478,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p = _add(sub, "quickstart", cmd_quickstart,
              "The main job: train (once, then cached) the default model on the full DeepSF training set, "
              "report its accuracy on the three test levels beside published methods, show predictions.\n\n"
-             "First run: feature extraction of 16,292 domains, training, the system's searches (16-18 min on 2 "
+             "First run: feature extraction of 16,292 domains, training, the system's searches (15.5-18 min on 2 "
              "CPU cores with AVX-512 BF16 or AMX, one line per step with its ETA); later runs reuse all of it from "
              "$COEVOFOLD_CACHE (default ~/.cache/coevofold) and take under 30 s.")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -90,6 +90,18 @@ def test_column_groups_by_hand():
     assert templates.columns_per_product(1022) == 2 * 8192
 
 
+def test_hits_by_class_by_hand():
+    # two queries, hits best first; templates 0, 1 of class 0, template 2 of class 1, 3 of class 2
+    hits = templates.Hits(np.array([[2, 0, 1], [1, 3, 0]], np.int32), np.array([[5.0, 4.0, 1.0], [3.0, 2.0, -1.0]], np.float32),
+                          np.zeros((2, 3), np.float32))
+    classes = np.array([0, 0, 1, 2])
+    best_z, best = hits.class_best(classes, 4)
+    assert best_z.tolist() == [[4.0, 5.0, 1.0, 1.0], [3.0, -1.0, 2.0, -1.0]]
+    assert best.tolist() == [[0, 2, -1, -1], [1, -1, 3, -1]]
+    assert hits.class_counts(classes, 4, 2).tolist() == [[1, 1, 0, 0], [1, 0, 1, 0]]
+    assert hits.class_counts(classes, 4, 3).tolist() == [[2, 1, 0, 0], [2, 0, 1, 0]]
+
+
 def test_search_in_column_groups_equals_one_product(system_run, monkeypatch):
     """Aligning a query group by group (bounded memory) gives the hits of one product over all templates."""
     model, store_path, table, _, _ = system_run
@@ -143,8 +155,8 @@ def test_combiner_is_fitted_on_held_out_rows_only(system_run, monkeypatch):
 def test_combined_probabilities_are_a_distribution_over_candidates():
     rng = np.random.default_rng(0)
     n, c = 6, 40
-    evidence = combiner.Evidence(rng.dirichlet(np.ones(c), n), rng.normal(size=(n, c)), rng.exponential(size=(n, c)),
-                                 rng.integers(1, 30, c))
+    evidence = combiner.Evidence(rng.dirichlet(np.ones(c), n), rng.normal(size=(n, c)), rng.integers(0, 3, (n, c)),
+                                 rng.exponential(size=(n, c)), rng.integers(1, 30, c))
     targets = rng.integers(0, c, n)
     weights = combiner.fit_weights(combiner.Evidence.concat([evidence] * 5), np.tile(targets, 5))
     out = combiner.combine(weights, evidence)
@@ -154,6 +166,32 @@ def test_combined_probabilities_are_a_distribution_over_candidates():
     outside[query, klass] = False
     assert (out[outside] == 0).all()
     assert (np.bincount(query, minlength=n) <= sum(combiner.CANDIDATES.values())).all()
+
+
+def test_conditional_logit_of_pairs_is_logistic_regression_on_their_differences():
+    """With two candidates a query, softmax(x w) of the true one is sigmoid((x_true - x_other) w):
+    unpenalised, the conditional logit is scikit-learn's logistic regression without intercept on
+    the differences (each pair also entered reversed with label 0, which only doubles the likelihood)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    n = 400
+    x = rng.normal(size=(2 * n, 3))
+    query = np.repeat(np.arange(n), 2)
+    # the true candidate is the one with the larger noisy score 1.5 x0 - x1 (+ 0 x2)
+    first = (x[0::2] - x[1::2]) @ [1.5, -1.0, 0.0] + rng.logistic(size=n) > 0
+    correct = np.zeros(2 * n, dtype=bool)
+    correct[0::2], correct[1::2] = first, ~first
+    fitted = combiner.fit_conditional_logit(x, query, correct, ["a", "b", "c"], l2=0.0)
+    diff = np.where(first[:, None], x[0::2] - x[1::2], x[1::2] - x[0::2])
+    reference = LogisticRegression(C=np.inf, fit_intercept=False, tol=1e-10, max_iter=10000).fit(
+        np.vstack([diff, -diff]), np.r_[np.ones(n), np.zeros(n)])
+    np.testing.assert_allclose(fitted.coef, reference.coef_[0], rtol=1e-3, atol=1e-3)
+    assert fitted.intercept == 0.0 and fitted.coef[0] > 1.0 > -1.0 > fitted.coef[1]
+    # a query whose true fold is not among its candidates adds nothing: the same weights without it
+    lost = np.r_[x, rng.normal(size=(2, 3))], np.r_[query, n, n], np.r_[correct, False, False]
+    np.testing.assert_allclose(combiner.fit_conditional_logit(*lost, ["a", "b", "c"], l2=0.0).coef, fitted.coef,
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_predict_equals_benchmark_and_names_templates(system_run, plm):

@@ -79,8 +79,10 @@ def evidence_of(probs: np.ndarray, hits: templates.Hits, alignment: np.ndarray, 
     """Class-level evidence of a model's ``probs``, template ``hits`` and Smith-Waterman class scores."""
     codes = metrics.encode_labels(found.folds, classes)
     best_z, best = hits.class_best(codes, len(classes))
+    top_hits = hits.class_counts(codes, len(classes), combiner.TOP_HITS)
     fold_size = np.bincount(codes, minlength=len(classes))
-    return combiner.Evidence(np.asarray(probs, dtype=np.float64), best_z, np.asarray(alignment), fold_size, best)
+    return combiner.Evidence(np.asarray(probs, dtype=np.float64), best_z, top_hits, np.asarray(alignment), fold_size,
+                             best)
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,12 @@ class Hits:
                 best_z[q, c], best[q, c] = self.z[q, k], self.index[q, k]
         return best_z, best
 
+    def class_counts(self, template_classes: np.ndarray, n_classes: int, top: int) -> np.ndarray:
+        """Per query and class: how many of the ``top`` best hits are of the class (float [N, n_classes])."""
+        counts = np.zeros((len(self.index), n_classes))
+        np.add.at(counts, (np.arange(len(self.index))[:, None], template_classes[self.index[:, :top]]), 1.0)
+        return counts
+
 
 class TemplateSearch:
     """:class:`Templates` with a fixed decoy set, searching one query at a time.

@@ -118,6 +118,13 @@ class LogisticMap:
         return 1.0 / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) @ np.asarray(self.coef) + self.intercept)))
 
 
+def standardisation(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and spread (+ 1e-9) of each feature column: a regression on (x - mean) / spread
+    is penalised alike in every feature, whatever its units."""
+    mean = np.average(x, axis=0, weights=weights)
+    return mean, np.sqrt(np.average((x - mean) ** 2, axis=0, weights=weights)) + 1e-9
+
+
 def fit_logistic(x: np.ndarray, correct: np.ndarray, names: list[str], C: float = 1.0,
                  weights: np.ndarray | None = None) -> LogisticMap:
     """scikit-learn's logistic regression on standardised features (rows weighted by ``weights``),
@@ -128,8 +135,7 @@ def fit_logistic(x: np.ndarray, correct: np.ndarray, names: list[str], C: float 
     if len(set(np.asarray(correct).tolist())) < 2:
         raise CoevofoldError(f"calibration needs both right and wrong answers among {len(x)} held-out rows")
     w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
-    mean = np.average(x, axis=0, weights=w)
-    scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w)) + 1e-9
+    mean, scale = standardisation(x, w)
     fitted = LogisticRegression(C=C, max_iter=1000).fit((x - mean) / scale, correct, sample_weight=w)
     coef = fitted.coef_[0] / scale
     return LogisticMap(list(names), coef.tolist(), float(fitted.intercept_[0] - coef @ mean))

@@ -25,7 +25,7 @@ import numpy as np
 
 from coevofold.errors import CoevofoldError
 from coevofold.files import read_json, write_text
-from coevofold.system.calibration import PREPARE_AGAIN, LogisticMap, tempered
+from coevofold.system.calibration import PREPARE_AGAIN, LogisticMap, standardisation, tempered
 
 COMBINER_FILE = "combiner.json"
 #: Candidate folds per source: the model's top 10, the template search's top 10, Smith-Waterman's
@@ -126,6 +126,16 @@ class Combiner:
         write_text(Path(folder) / COMBINER_FILE, json.dumps(asdict(self), indent=1) + "\n")
 
 
+def _softmax_by_query(logit: np.ndarray, query: np.ndarray, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's softmax share among its query's candidates, and its log-share
+    (``query`` in 0 .. ``n_queries`` - 1; the peak subtracted first, so no exp overflows)."""
+    peak = np.full(n_queries, -np.inf)
+    np.maximum.at(peak, query, logit)
+    value = np.exp(logit - peak[query])
+    total = np.bincount(query, weights=value, minlength=n_queries)
+    return value / total[query], logit - peak[query] - np.log(total[query])
+
+
 def combine(weights: LogisticMap, evidence: Evidence) -> np.ndarray:
     """Softmax over each query's candidates of the regression's logit; 0 elsewhere."""
     query, klass = candidates(evidence)
@@ -133,12 +143,7 @@ def combine(weights: LogisticMap, evidence: Evidence) -> np.ndarray:
     used = [FEATURES.index(name) for name in weights.features]
     logit = x[:, used] @ np.asarray(weights.coef) + weights.intercept
     out = np.zeros(evidence.probs.shape, dtype=np.float64)
-    peak = np.full(len(out), -np.inf)
-    np.maximum.at(peak, query, logit)
-    value = np.exp(logit - peak[query])
-    total = np.zeros(len(out))
-    np.add.at(total, query, value)
-    out[query, klass] = value / total[query]
+    out[query, klass] = _softmax_by_query(logit, query, len(out))[0]
     return out
 
 
@@ -173,24 +178,17 @@ def fit_conditional_logit(x: np.ndarray, query: np.ndarray, correct: np.ndarray,
     x = np.asarray(x, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
     ids, row_query = np.unique(query, return_inverse=True)
-    query_weight = np.ones(len(ids)) if weights is None else np.asarray(weights, dtype=np.float64)[query][
-        np.unique(row_query, return_index=True)[1]]
+    query_weight = np.ones(len(ids)) if weights is None else np.asarray(weights, dtype=np.float64)[ids]
     query_weight = query_weight * (np.bincount(row_query, weights=correct, minlength=len(ids)) > 0)
     if not query_weight.any():
         raise CoevofoldError(f"the combiner needs held-out rows whose true fold is among their candidates ({len(ids)} had none)")
     row_weight = query_weight[row_query] / query_weight.sum()
-    mean = np.average(x, axis=0, weights=row_weight + 1e-12)
-    scale = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=row_weight + 1e-12)) + 1e-9
+    mean, scale = standardisation(x, row_weight)
     standard = (x - mean) / scale
 
     def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
-        logit = standard @ beta
-        peak = np.full(len(ids), -np.inf)
-        np.maximum.at(peak, row_query, logit)
-        share = np.exp(logit - peak[row_query])
-        total = np.bincount(row_query, weights=share, minlength=len(ids))
-        share /= total[row_query]
-        log_likelihood = (row_weight * correct * (logit - peak[row_query] - np.log(total[row_query]))).sum()
+        share, log_share = _softmax_by_query(standard @ beta, row_query, len(ids))
+        log_likelihood = (row_weight * correct * log_share).sum()
         # gradient of the weighted log-likelihood: each query's true row minus its softmax average
         grad = standard.T @ (row_weight * (correct - share))
         return -log_likelihood + l2 * beta @ beta, -grad + 2 * l2 * beta
